@@ -1,0 +1,12 @@
+//! Clients of xoq: remote devices used like local ones.
+//!
+//! [`serial::RemoteSerial`] is an async client of a remote serial port;
+//! [`serial::BlockingSerial`] wraps it with `std::io::Read`/`Write` and pyserial-style
+//! timeouts for synchronous code (and the Python bindings).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod error;
+pub mod rx;
+pub mod serial;
+
+pub use error::ClientError;

@@ -1,0 +1,3 @@
+//! Simulated devices: product features for demos and robot CI, not test-only code.
+
+pub mod feetech;

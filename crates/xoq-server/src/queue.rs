@@ -1,0 +1,141 @@
+//! A bounded byte queue with a drop-oldest policy, for device → client data.
+//!
+//! A device cannot be paused (a UART keeps receiving), so when a client reads slower than its
+//! device produces, the oldest bytes are dropped and counted; the count is reported to the
+//! client as an event. Readers wait on a `Notify`, so the first byte wakes them immediately.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// Bounded multi-producer single-consumer queue of byte chunks.
+#[derive(Debug)]
+pub struct ByteQueue {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl ByteQueue {
+    /// A queue holding at most `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            capacity,
+        }
+    }
+
+    /// Append a chunk, dropping the oldest bytes beyond capacity.
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() || self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut dropped = 0u64;
+        if let Ok(mut q) = self.inner.lock() {
+            q.bytes += chunk.len();
+            q.chunks.push_back(chunk);
+            while q.bytes > self.capacity {
+                let Some(mut front) = q.chunks.pop_front() else {
+                    break;
+                };
+                let excess = q.bytes - self.capacity;
+                if front.len() > excess {
+                    // Drop only the excess from the front chunk, keep its tail.
+                    let _ = front.split_to(excess);
+                    q.bytes -= excess;
+                    dropped += excess as u64;
+                    q.chunks.push_front(front);
+                } else {
+                    q.bytes -= front.len();
+                    dropped += front.len() as u64;
+                }
+            }
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Take everything queued, waiting until something is there. `None` once closed and empty.
+    pub async fn pop_all(&self, out: &mut Vec<Bytes>) -> Option<()> {
+        loop {
+            let notified = self.notify.notified();
+            if let Ok(mut q) = self.inner.lock() {
+                if !q.chunks.is_empty() {
+                    out.extend(q.chunks.drain(..));
+                    q.bytes = 0;
+                    return Some(());
+                }
+            }
+            if self.closed.load(Ordering::Relaxed) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// Discard queued bytes (reset_input_buffer).
+    pub fn clear(&self) {
+        if let Ok(mut q) = self.inner.lock() {
+            q.chunks.clear();
+            q.bytes = 0;
+        }
+    }
+
+    /// Bytes dropped since the last call (and reset the counter).
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    /// Wake the consumer for good.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drops_oldest_and_counts() {
+        let q = ByteQueue::new(10);
+        q.push(Bytes::from_static(b"0123456789"));
+        q.push(Bytes::from_static(b"abcd"));
+        let mut out = Vec::new();
+        q.pop_all(&mut out).await.expect("data");
+        let all: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(all, b"456789abcd");
+        assert_eq!(q.take_dropped(), 4);
+        assert_eq!(q.take_dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_reader() {
+        let q = std::sync::Arc::new(ByteQueue::new(10));
+        let q2 = q.clone();
+        let t = tokio::spawn(async move {
+            let mut out = Vec::new();
+            q2.pop_all(&mut out).await
+        });
+        tokio::task::yield_now().await;
+        q.close();
+        assert_eq!(t.await.expect("join"), None);
+    }
+}

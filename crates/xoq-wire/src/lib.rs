@@ -1,0 +1,17 @@
+//! Wire codecs of xoq: pure functions over bytes, one module per service.
+//!
+//! Nothing here does I/O. Every decoder is *total*: on any input it returns a value or a
+//! [`DecodeError`], never panics, and never allocates more than the input it was given
+//! (lengths are checked against the bytes present and against per-message maximums before
+//! anything is allocated). Stream adapters loop "decode → [`DecodeError::Short`] → read more".
+//!
+//! The byte layout of every message is documented in `docs/protocol.md`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod coding;
+pub mod feetech;
+pub mod frame;
+pub mod serial;
+
+pub use coding::DecodeError;
+pub use frame::{Frame, MAX_PAYLOAD};

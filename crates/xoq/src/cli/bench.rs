@@ -1,0 +1,418 @@
+//! `xoq bench serial`: the serial bridge against the raw transport, measured in one run.
+//!
+//! Every figure comes with a baseline measured in the same process on the same machine:
+//! - raw iroh echo: 64 B on one bidirectional QUIC stream, the floor for any P2P service;
+//! - pty alone: the kernel pseudo-terminal echo the bridge's device sits on;
+//! - raw MoQ ping-pong: two tracks through the same embedded relay.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+use serialport::SerialPort;
+use xoq_client::serial::{RemoteSerial, SerialOptions};
+use xoq_server::SerialServer;
+use xoq_transport::moq::MoqSession;
+use xoq_transport::p2p::EndpointBuilder;
+use xoq_transport::relay::RelayConfig;
+use xoq_wire::serial::{ALPN, LineSettings};
+
+/// `xoq bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Serial bridge round trips and throughput vs raw iroh/MoQ.
+    Serial {
+        /// Round trips per measurement.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Bytes per round trip.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Bytes for the throughput test.
+        #[arg(long, default_value_t = 4 << 20)]
+        bulk: usize,
+    },
+}
+
+const BENCH_ALPN: &[u8] = b"xoq/bench-echo/1";
+
+#[derive(Debug, Clone)]
+struct EchoHandler;
+
+impl ProtocolHandler for EchoHandler {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(Some(n)) = recv.read(&mut buf).await {
+                    if send.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Latency summary of one measurement.
+#[derive(Debug, Clone, Copy)]
+struct Lat {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn summarize(mut v: Vec<Duration>) -> Lat {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    Lat {
+        p50: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let u: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            Some((u + st) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    match a.what {
+        BenchWhat::Serial { count, size, bulk } => serial(count, size, bulk).await,
+    }
+}
+
+async fn rtt_remote(
+    port: &RemoteSerial,
+    size: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut buf = vec![0u8; size.max(4096)];
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count + count / 10 {
+        let t = Instant::now();
+        port.write(&payload).await?;
+        let mut got = 0;
+        while got < size {
+            got += tokio::time::timeout(Duration::from_secs(5), port.read(&mut buf[got..size]))
+                .await
+                .context("echo timed out")??;
+        }
+        // The first 10% warm up caches and congestion windows.
+        if i >= count / 10 {
+            out.push(t.elapsed());
+        }
+        anyhow::ensure!(buf[..size] == payload[..], "echo corrupted");
+    }
+    Ok(out)
+}
+
+async fn bulk_remote(port: &Arc<RemoteSerial>, total: usize) -> anyhow::Result<f64> {
+    let data: Arc<Vec<u8>> = Arc::new((0..total).map(|i| (i * 7 + 3) as u8).collect());
+    let p = port.clone();
+    let d = data.clone();
+    let t = Instant::now();
+    let writer = tokio::spawn(async move {
+        for c in d.chunks(16 * 1024) {
+            p.write(c).await?;
+        }
+        Ok::<(), anyhow::Error>(())
+    });
+    let mut got = Vec::with_capacity(total);
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < total {
+        let n = tokio::time::timeout(Duration::from_secs(10), port.read(&mut buf))
+            .await
+            .context("bulk echo stalled")??;
+        got.extend_from_slice(&buf[..n]);
+    }
+    writer.await??;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(got[..] == data[..], "bulk echo corrupted");
+    Ok(total as f64 / secs / 1e6)
+}
+
+fn pty_echo() -> anyhow::Result<(String, std::thread::JoinHandle<()>, serialport::TTYPort)> {
+    let (mut master, slave) = serialport::TTYPort::pair().context("pty pair")?;
+    let name = slave.name().context("pty name")?;
+    master.set_timeout(Duration::from_secs(3600))?;
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if master.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    Ok((name, t, slave))
+}
+
+async fn serial(count: usize, size: usize, bulk: usize) -> anyhow::Result<()> {
+    let cpu0 = cpu_seconds();
+    let wall0 = Instant::now();
+    println!(
+        "xoq bench serial: {count} round trips of {size} B, {} MiB bulk, loopback, offline",
+        bulk >> 20
+    );
+    println!(
+        "build: {}",
+        if cfg!(debug_assertions) {
+            "debug (use --release for real figures)"
+        } else {
+            "release"
+        }
+    );
+
+    // Raw iroh echo baseline.
+    let ep = EndpointBuilder::new()
+        .offline(true)
+        .alpns(vec![BENCH_ALPN.to_vec()])
+        .spawn()
+        .await?;
+    let echo_addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
+    let echo_router = Router::builder(ep).accept(BENCH_ALPN, EchoHandler).spawn();
+    let addr: xoq_transport::Address = echo_addr.parse()?;
+    let cep = xoq_transport::p2p::client_endpoint(None, &addr, true).await?;
+    let conn = xoq_transport::p2p::connect(&cep, &addr, BENCH_ALPN, true).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut buf = vec![0u8; size];
+    let mut raw = Vec::new();
+    for i in 0..count + count / 10 {
+        let t = Instant::now();
+        send.write_all(&payload).await?;
+        recv.read_exact(&mut buf).await?;
+        if i >= count / 10 {
+            raw.push(t.elapsed());
+        }
+    }
+    let raw_bulk = {
+        let total = bulk;
+        let data: Vec<u8> = (0..total).map(|i| i as u8).collect();
+        let t = Instant::now();
+        let (mut s2, mut r2) = conn.open_bi().await?;
+        let w = tokio::spawn(async move {
+            s2.write_all(&data).await?;
+            Ok::<_, anyhow::Error>(s2)
+        });
+        let mut got = vec![0u8; total];
+        r2.read_exact(&mut got).await?;
+        let _ = w.await?;
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    conn.close(0u32.into(), b"done");
+    cep.close().await;
+    let raw = summarize(raw);
+
+    // The pty echo device alone.
+    let (pty_name, _echo_thread, mut slave) = pty_echo()?;
+    slave.set_timeout(Duration::from_secs(5))?;
+    let mut pty = Vec::new();
+    for i in 0..count + count / 10 {
+        let t = Instant::now();
+        slave.write_all(&payload)?;
+        slave.read_exact(&mut buf)?;
+        if i >= count / 10 {
+            pty.push(t.elapsed());
+        }
+    }
+    let pty = summarize(pty);
+
+    // The bridge over P2P, on the pty echo device and on the in-process echo device.
+    let mut results = Vec::new();
+    for device in [pty_name.as_str(), "sim:echo"] {
+        let server = SerialServer::builder(xoq_device::serial::backend(device)?)
+            .settings(LineSettings::new(1_000_000))
+            .start()
+            .await?;
+        let sep = EndpointBuilder::new()
+            .offline(true)
+            .alpns(vec![ALPN.to_vec()])
+            .spawn()
+            .await?;
+        let saddr = format!("{}@{}", sep.id(), sep.bound_sockets()[0]);
+        let router = Router::builder(sep).accept(ALPN, server.clone()).spawn();
+        let port = Arc::new(
+            RemoteSerial::connect(&saddr, SerialOptions::new(1_000_000).offline(true)).await?,
+        );
+        let lat = summarize(rtt_remote(&port, size, count).await?);
+        let tput = bulk_remote(&port, bulk).await?;
+        if let Ok(p) = Arc::try_unwrap(port) {
+            p.close().await;
+        }
+        let _ = router.shutdown().await;
+        results.push((device.to_string(), lat, tput));
+    }
+    drop(slave);
+
+    // MoQ: bridge through the embedded relay vs a raw MoQ ping-pong through the same relay.
+    let relay = RelayConfig::ephemeral()?.start().await?;
+    let relay_url = relay.url().clone();
+    let server = SerialServer::builder(xoq_device::serial::backend("sim:echo")?)
+        .start()
+        .await?;
+    let root = relay_url.join("anon")?;
+    let srv_session = MoqSession::connect(&root, true).await?;
+    let srv = server.clone();
+    let bridge = tokio::spawn(async move {
+        let _ = srv.serve_moq(&srv_session, "bench").await;
+    });
+    let moq_port = RemoteSerial::connect(
+        &format!("{}/bench", root.as_str().trim_end_matches('/')),
+        SerialOptions::keep_settings(),
+    )
+    .await?;
+    let moq_bridge = summarize(rtt_remote(&moq_port, size, count.min(1000)).await?);
+    moq_port.close().await;
+    bridge.abort();
+
+    let a = MoqSession::connect(&root, false).await?;
+    let b = MoqSession::connect(&root, false).await?;
+    let (_bca, mut wa) = a.publish_tracks("pp/ping", &["data"])?;
+    let (_bcb, mut wb) = b.publish_tracks("pp/pong", &["data"])?;
+    let mut ping_w = wa.pop().context("ping track")?;
+    let mut pong_w = wb.pop().context("pong track")?;
+    let mut ping_r = b.read_track("pp/ping", "data");
+    let mut pong_r = a.read_track("pp/pong", "data");
+    ping_r.ready().await?;
+    pong_r.ready().await?;
+    let echo = tokio::spawn(async move {
+        while let Ok(f) = ping_r.next().await {
+            if pong_w.write(f).is_err() {
+                break;
+            }
+        }
+    });
+    let mut moq_raw = Vec::new();
+    let n = count.min(1000);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        ping_w.write(bytes::Bytes::from(payload.clone()))?;
+        let f = tokio::time::timeout(Duration::from_secs(5), pong_r.next())
+            .await
+            .context("raw MoQ echo timed out")??;
+        anyhow::ensure!(f.len() == size, "raw MoQ echo size");
+        if i >= n / 10 {
+            moq_raw.push(t.elapsed());
+        }
+    }
+    echo.abort();
+    a.close().await;
+    b.close().await;
+    relay.shutdown().await;
+    let moq_raw = summarize(moq_raw);
+    let _ = echo_router.shutdown().await;
+
+    let cpu = cpu_seconds() - cpu0;
+    let wall = wall0.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        "round trip", "p50 µs", "p99 µs", "p50 ratio"
+    );
+    let row = |name: &str, l: Lat, base: Lat| {
+        println!(
+            "{:<44} {:>10.1} {:>10.1} {:>9.2}x",
+            name,
+            us(l.p50),
+            us(l.p99),
+            us(l.p50) / us(base.p50)
+        );
+    };
+    row("raw iroh echo (baseline)", raw, raw);
+    row("pty echo alone (device floor)", pty, raw);
+    for (dev, lat, _) in &results {
+        let label = if dev == "sim:echo" {
+            "bridge P2P, in-process echo device".to_string()
+        } else {
+            "bridge P2P, pty echo device".to_string()
+        };
+        row(&label, *lat, raw);
+    }
+    row("raw MoQ ping-pong via relay (MoQ baseline)", moq_raw, raw);
+    row("bridge via relay, in-process echo", moq_bridge, raw);
+    if let Some((_, lat, _)) = results.first() {
+        println!();
+        println!(
+            "bridge P2P on pty minus the pty's own echo: p50 {:.1} µs = {:.2}x raw iroh",
+            us(lat.p50) - us(pty.p50),
+            (us(lat.p50) - us(pty.p50)) / us(raw.p50)
+        );
+    }
+    println!(
+        "bridge via relay vs raw MoQ ping-pong: p50 {:.2}x",
+        us(moq_bridge.p50) / us(moq_raw.p50)
+    );
+    println!();
+    println!(
+        "{:<44} {:>10} {:>10}",
+        "throughput (echo, both directions)", "MB/s", "ratio"
+    );
+    println!(
+        "{:<44} {:>10.1} {:>9.2}x",
+        "raw iroh stream echo", raw_bulk, 1.0
+    );
+    for (dev, _, tput) in &results {
+        let label = if dev == "sim:echo" {
+            "bridge P2P, in-process echo"
+        } else {
+            "bridge P2P, pty echo"
+        };
+        println!("{:<44} {:>10.1} {:>9.2}x", label, tput, tput / raw_bulk);
+    }
+    println!();
+    println!(
+        "peak RSS {:.1} MiB; CPU {:.2} s over {:.2} s wall ({:.0}% of one core)",
+        peak_rss_mib(),
+        cpu,
+        wall,
+        100.0 * cpu / wall
+    );
+    Ok(())
+}

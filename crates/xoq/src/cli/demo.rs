@@ -1,0 +1,177 @@
+//! `xoq demo`: a simulated robot and an embedded relay in one process, with a self-check
+//! that talks to the simulated servos through both transports.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use xoq_client::serial::{RemoteSerial, SerialOptions};
+use xoq_wire::feetech;
+
+use super::common::{self, P2pArgs, ServerArgs};
+use super::relay::RelayArgs;
+use super::serial::{self as serial_cli, ServerCmd};
+
+/// `xoq demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Relay address (QUIC + HTTP).
+    #[arg(long, default_value = "127.0.0.1:4443")]
+    pub listen: SocketAddr,
+    /// Also publish through iroh discovery (default: loopback only, no network needed).
+    #[arg(long)]
+    pub online: bool,
+    /// Run the self-check and exit (used by tests and CI).
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let relay = super::relay::config(&RelayArgs {
+        listen: a.listen,
+        tls_cert: None,
+        tls_key: None,
+        auth_public: vec![],
+        auth_public_subscribe: vec![],
+        auth_public_publish: vec![],
+    })
+    .start()
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (is another relay or demo already using {}? pass --listen)",
+            a.listen
+        )
+    })?;
+    let relay_url = relay.url().as_str().trim_end_matches('/').to_string();
+    let offline = !a.online;
+    let so101 = serial_cli::start(&ServerCmd {
+        port: "sim:so101".into(),
+        baud: 1_000_000,
+        takeover: true,
+        server: ServerArgs {
+            p2p: P2pArgs {
+                key: Some(xoq_transport::key::default_key_path("demo-so101")),
+                bind: None,
+                offline,
+            },
+            relay: Some(relay_url.clone()),
+            moq: Some("anon/xoq-so101".into()),
+            allow: vec![],
+            allow_file: None,
+            no_p2p: false,
+        },
+    })
+    .await?;
+    let p2p_addr = so101
+        .router
+        .as_ref()
+        .and_then(|r| {
+            xoq_transport::p2p::client_addresses(r.endpoint(), true)
+                .into_iter()
+                .next()
+        })
+        .unwrap_or_default();
+    let moq_addr = so101
+        .moq
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+
+    println!("xoq demo: simulated robot + relay");
+    println!();
+    println!("  relay            {relay_url}  (moq-relay, development certificate)");
+    println!("  SO-101 arm       simulated Feetech STS3215 bus, servo ids 1-6, 1 Mbaud");
+    println!("    P2P            {p2p_addr}");
+    println!("    MoQ            {moq_addr}");
+    println!();
+
+    println!("self-check:");
+    for (label, addr) in [("P2P", &p2p_addr), ("MoQ", &moq_addr)] {
+        match check(addr).await {
+            Ok(report) => println!("  {label:<4} ok   {report}"),
+            Err(e) => {
+                println!("  {label:<4} FAIL {e:#}");
+                if a.check {
+                    so101.shutdown().await;
+                    relay.shutdown().await;
+                    anyhow::bail!("demo self-check over {label} failed");
+                }
+            }
+        }
+    }
+    if a.check {
+        so101.shutdown().await;
+        relay.shutdown().await;
+        return Ok(());
+    }
+    println!();
+    println!("try:");
+    println!("  xoq serial-pty {p2p_addr} --link /tmp/ttyXOQ   # any program can open /tmp/ttyXOQ");
+    println!("  python: serial.serial_for_url(\"xoq://{p2p_addr}\", baudrate=1000000)");
+    println!("  xoq bench serial                               # latency vs raw QUIC");
+    println!();
+    println!("ready (Ctrl-C to stop)");
+    common::shutdown_signal().await;
+    so101.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// Ping the six servos and read their positions through `addr`; report the round trip.
+async fn check(addr: &str) -> anyhow::Result<String> {
+    let port = RemoteSerial::connect(
+        addr,
+        SerialOptions::new(1_000_000)
+            .offline(true)
+            .client_name("demo-check"),
+    )
+    .await?;
+    let mut positions = Vec::new();
+    let mut rtts = Vec::new();
+    for id in 1..=6u8 {
+        let t = Instant::now();
+        let status = transact(
+            &port,
+            &feetech::instruction(id, feetech::READ, &[feetech::PRESENT_POSITION, 2]),
+        )
+        .await?;
+        rtts.push(t.elapsed());
+        anyhow::ensure!(
+            status.id == id && status.error == 0,
+            "servo {id} answered {status:?}"
+        );
+        let p = status.params;
+        anyhow::ensure!(p.len() == 2, "servo {id}: short reply");
+        positions.push(u16::from_le_bytes([p[0], p[1]]));
+    }
+    rtts.sort();
+    let report = format!(
+        "6/6 servos answered, positions {positions:?}, median round trip {:?}",
+        rtts[rtts.len() / 2]
+    );
+    port.close().await;
+    Ok(report)
+}
+
+/// Send one instruction and wait for its status packet.
+pub(crate) async fn transact(
+    port: &RemoteSerial,
+    packet: &[u8],
+) -> anyhow::Result<feetech::Status> {
+    port.write(packet).await?;
+    let mut acc = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match feetech::decode_status(&acc) {
+            Ok((s, _)) => return Ok(s),
+            Err(xoq_wire::DecodeError::Short) => {}
+            Err(e) => anyhow::bail!("bad reply: {e}"),
+        }
+        let n = tokio::time::timeout_at(deadline, port.read(&mut buf))
+            .await
+            .map_err(|_| anyhow::anyhow!("no reply within 3 s"))??;
+        acc.extend_from_slice(&buf[..n]);
+    }
+}

@@ -1,0 +1,106 @@
+//! The `xoq` command line: thin wiring of the library crates.
+//!
+//! Each subcommand parses its flags and calls into the services; the contract of names and
+//! flags is documented in docs/cli.md and must only be extended, never renamed.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod common;
+mod demo;
+mod pty;
+mod relay;
+mod serial;
+
+pub use common::{P2pArgs, ServerArgs};
+
+/// Robot hardware over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "xoq", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `xoq=debug`); also `RUST_LOG`.
+    #[arg(long, global = true, env = "XOQ_LOG", default_value = "info")]
+    pub log: String,
+    /// Command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the endpoint id of a key file (created with mode 0600 if absent).
+    Id(common::IdArgs),
+    /// Run the embedded MoQ relay.
+    Relay(relay::RelayArgs),
+    /// Serve a serial port (or a simulated device) over P2P and MoQ.
+    SerialServer(serial::ServerCmd),
+    /// Serve the simulated SO-101 servo bus (= serial-server sim:so101 1000000).
+    FakeSerialServer(serial::FakeServerCmd),
+    /// Create a local pseudo-terminal bridged to a remote port.
+    SerialPty(pty::PtyArgs),
+    /// Pipe stdin to a remote port and the port to stdout.
+    SerialClient(serial::ClientCmd),
+    /// Simulated robot + embedded relay, ready to try.
+    Demo(demo::DemoArgs),
+    /// Benchmarks, reported as ratios against the raw transport measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+/// Entry point shared by `xoq` and the XoQ 0.3.6 alias binaries (`serial-server`, ...),
+/// which behave as `xoq <alias> ...`.
+pub fn main_with_name(alias: Option<&str>) -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(alias) = alias {
+        args.insert(1, alias.into());
+        args[0] = "xoq".into();
+    }
+    let cli = Cli::parse_from(args);
+    init_logging(&cli.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        // Our crates at the requested level; dependencies quieter (they log per packet at debug).
+        format!("warn,xoq={filter},xoq_server={filter},xoq_client={filter},xoq_transport={filter},xoq_device={filter}")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Id(a) => common::id(a),
+        Command::Relay(a) => relay::run(a).await,
+        Command::SerialServer(a) => serial::server(a).await,
+        Command::FakeSerialServer(a) => serial::fake_server(a).await,
+        Command::SerialPty(a) => pty::run(a).await,
+        Command::SerialClient(a) => serial::client(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
+    }
+}

@@ -1,0 +1,34 @@
+//! xoq: robot hardware over QUIC.
+//!
+//! A robot's serial servos (and, in later services, CAN motors and cameras) are served from
+//! the robot, and a program anywhere uses them as if they were plugged in locally: P2P over
+//! iroh (dial a robot by its public key) or 1-to-many through a MoQ relay.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), xoq::client::ClientError> {
+//! use xoq::serial::{RemoteSerial, SerialOptions};
+//! let port = RemoteSerial::connect("http://127.0.0.1:4443/anon/xoq-serial", SerialOptions::new(1_000_000)).await?;
+//! port.write(b"hello").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layers, top to bottom: front ends ([`cli`]), services ([`server`], [`client`] over
+//! [`device`] backends), wire codecs ([`wire`]), transport ([`transport`]).
+
+pub mod cli;
+
+pub use xoq_client as client;
+pub use xoq_device as device;
+pub use xoq_server as server;
+pub use xoq_transport as transport;
+pub use xoq_wire as wire;
+
+/// Serial ports over the network: the client, the server and their settings.
+pub mod serial {
+    pub use xoq_client::serial::{BlockingSerial, RemoteSerial, SerialOptions};
+    pub use xoq_device::serial::{SerialBackend, backend};
+    pub use xoq_server::serial::{SerialServer, SerialServerBuilder};
+    pub use xoq_wire::serial::{
+        ClearBuffer, DataBits, FlowControl, LineSettings, Parity, StopBits,
+    };
+}

@@ -1,0 +1,5 @@
+//! The `xoq` command.
+
+fn main() -> std::process::ExitCode {
+    xoq::cli::main_with_name(None)
+}

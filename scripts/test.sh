@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run every test of the project, installing what the tests need first.
+# This is the README's test command and what CI (.ci/run) calls. It must pass on a fresh
+# clone of a fresh machine: anything a test needs is installed here, not by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+# One target dir outside the clone, shared by every cargo invocation (and later maturin),
+# so CI builds each profile once and a cache can survive between runs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/xoq/target}"
+# Tests never use the network: no iroh discovery, no public relays, no mDNS.
+export XOQ_OFFLINE=1
+# Keys created by tests go to a throw-away home, never into ~/.config/xoq.
+export XOQ_HOME="$(mktemp -d)"
+trap 'rm -rf "$XOQ_HOME"' EXIT
+
+log() { printf '\n==> %s\n' "$*"; }
+
+log "system packages"
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+command -v cc >/dev/null || missing+=(gcc)
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+    else
+        echo "please install: ${missing[*]}" >&2; exit 1
+    fi
+fi
+
+log "format and lint"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "build"
+cargo build --workspace --all-targets --quiet
+
+log "rust tests"
+cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+
+log "demo self-check"
+cargo run --quiet --bin xoq -- demo --check --listen 127.0.0.1:0
+
+log "benchmark smoke run (figures printed, never pass/fail on timing)"
+cargo run --quiet --bin xoq -- bench serial --count 300 --bulk 1048576
+
+log "all tests passed"
