@@ -98,6 +98,8 @@ enum Link {
     },
     Moq {
         c2s: tokio::sync::Mutex<TrackWriter>,
+        /// Dropping the broadcast unpublishes it, so the link owns it.
+        broadcast: xoq_transport::moq::broadcast::Producer,
         session: MoqSession,
     },
 }
@@ -209,7 +211,7 @@ impl RemoteSerial {
         opts: SerialOptions,
     ) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
-        let (_bc, mut writers) = session.publish_tracks(&format!("{name}/c2s"), &[DATA_TRACK])?;
+        let (broadcast, mut writers) = session.publish_tracks(&format!("{name}/c2s"), &[DATA_TRACK])?;
         let c2s = writers
             .pop()
             .ok_or_else(|| ClientError::Connect("no c2s track".into()))?;
@@ -236,12 +238,11 @@ impl RemoteSerial {
                 }
             }
         });
-        // The _bc broadcast producer must stay alive for c2s to stay published: keep it in
-        // the writer (tracks hold their broadcast) — dropping the handle is fine.
         let _ = opts;
         Ok(Self {
             link: Link::Moq {
                 c2s: tokio::sync::Mutex::new(c2s),
+                broadcast,
                 session,
             },
             rx,
@@ -409,8 +410,13 @@ impl RemoteSerial {
                 conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
                 endpoint.close().await;
             }
-            Link::Moq { c2s, session } => {
+            Link::Moq {
+                c2s,
+                broadcast,
+                session,
+            } => {
                 c2s.into_inner().finish();
+                broadcast.close();
                 session.close().await;
             }
         }
