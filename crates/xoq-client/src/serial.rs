@@ -147,34 +147,40 @@ impl RemoteSerial {
         let peer = addr.to_string();
         let closed =
             |e: &iroh::endpoint::ConnectionError| ClientError::from(p2p::closed_error(&peer, e));
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| closed(&e))?;
-        let mut out = BytesMut::new();
-        ClientMsg::Hello(Hello {
-            version: VERSION,
-            settings: opts.settings,
-            client: opts.client_name.clone(),
-        })
-        .encode(&mut out);
-        send.write_all(&out)
-            .await
-            .map_err(|e| ClientError::Connect(format!("{peer}: {e}")))?;
-        let mut reader = FramedReader::new(recv);
-        let welcome = match reader.next(ServerMsg::decode).await {
-            Ok(Some(ServerMsg::Welcome(w))) => w,
-            Ok(Some(ServerMsg::Refused { code, message })) => {
+        let handshake = async {
+            let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let mut out = BytesMut::new();
+            ClientMsg::Hello(Hello {
+                version: VERSION,
+                settings: opts.settings,
+                client: opts.client_name.clone(),
+            })
+            .encode(&mut out);
+            send.write_all(&out).await.map_err(|e| e.to_string())?;
+            let mut reader = FramedReader::new(recv);
+            let first = reader
+                .next(ServerMsg::decode)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((send, reader, first))
+        };
+        let (send, reader, welcome) = match handshake.await {
+            Ok((send, reader, Some(ServerMsg::Welcome(w)))) => (send, reader, w),
+            Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
                 conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
                 endpoint.close().await;
                 return Err(ClientError::Refused { code, message });
             }
-            Ok(Some(other)) => {
+            Ok((_, _, Some(other))) => {
                 return Err(ClientError::Connect(format!(
                     "{peer}: unexpected first message {other:?}"
                 )));
             }
-            Ok(None) | Err(_) => {
-                // The stream died before a handshake: most likely the allowlist hook closed
-                // the connection; report the connection's own reason.
+            Ok((_, _, None)) | Err(_) => {
+                // The stream died before a handshake: the connection's close reason says why
+                // (an allowlist refusal closes it right after the TLS handshake).
                 let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                endpoint.close().await;
                 return Err(match reason {
                     Ok(e) => closed(&e),
                     Err(_) => ClientError::Connect(format!("{peer}: handshake failed")),
@@ -211,7 +217,8 @@ impl RemoteSerial {
         opts: SerialOptions,
     ) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
-        let (broadcast, mut writers) = session.publish_tracks(&format!("{name}/c2s"), &[DATA_TRACK])?;
+        let (broadcast, mut writers) =
+            session.publish_tracks(&format!("{name}/c2s"), &[DATA_TRACK])?;
         let c2s = writers
             .pop()
             .ok_or_else(|| ClientError::Connect("no c2s track".into()))?;
@@ -225,6 +232,22 @@ impl RemoteSerial {
                     "no serial server publishes {name} on {relay}: start one with `xoq serial-server ... --relay {relay} --moq <path>`"
                 ))
             })??;
+        // A new subscriber receives the server's current group from its start, i.e. bytes
+        // the device sent before this client existed. A local port opened now would not
+        // hold them, so discard that backlog: it arrives as one burst right after
+        // subscribing (stop at the first 20 ms gap, at most 200 ms).
+        let settle = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Ok(stale)) = tokio::time::timeout_at(
+            settle.min(tokio::time::Instant::now() + Duration::from_millis(20)),
+            s2c.next(),
+        )
+        .await
+        {
+            tracing::debug!(
+                "discarded {} bytes sent before this client connected",
+                stale.len()
+            );
+        }
         let rx = Arc::new(RxBuffer::default());
         let rx2 = rx.clone();
         let reader = tokio::spawn(async move {
