@@ -110,10 +110,10 @@ impl RxBuffer {
     /// Take what is there without waiting (may be 0).
     pub fn try_read(&self, buf: &mut [u8]) -> Result<usize, String> {
         let mut s = self.lock();
-        if s.data.is_empty() {
-            if let Some(r) = &s.closed {
-                return Err(r.clone());
-            }
+        if s.data.is_empty()
+            && let Some(r) = &s.closed
+        {
+            return Err(r.clone());
         }
         Ok(Self::take(&mut s, buf))
     }

@@ -88,13 +88,14 @@ impl SerialOptions {
     }
 }
 
+// One per open port, created once and never moved on the data path: size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Link {
     P2p {
         send: tokio::sync::Mutex<iroh::endpoint::SendStream>,
         pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Option<String>>>>>,
         next_id: AtomicU32,
-        conn: iroh::endpoint::Connection,
-        endpoint: Endpoint,
+        guard: ConnGuard,
     },
     Moq {
         c2s: tokio::sync::Mutex<TrackWriter>,
@@ -201,8 +202,10 @@ impl RemoteSerial {
                 send: tokio::sync::Mutex::new(send),
                 pending,
                 next_id: AtomicU32::new(1),
-                conn,
-                endpoint,
+                guard: ConnGuard {
+                    conn: Some(conn),
+                    endpoint: Some(endpoint),
+                },
             },
             rx,
             settings: Mutex::new(Some(welcome.settings)),
@@ -424,14 +427,15 @@ impl RemoteSerial {
         self.reader.abort();
         match self.link {
             Link::P2p {
-                send,
-                conn,
-                endpoint,
-                ..
+                send, mut guard, ..
             } => {
                 let _ = send.lock().await.finish();
-                conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
-                endpoint.close().await;
+                if let Some(conn) = guard.conn.take() {
+                    conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
+                }
+                if let Some(ep) = guard.endpoint.take() {
+                    ep.close().await;
+                }
             }
             Link::Moq {
                 c2s,
@@ -442,6 +446,26 @@ impl RemoteSerial {
                 broadcast.close();
                 session.close().await;
             }
+        }
+    }
+}
+
+/// Closes the connection when a port is dropped without [`RemoteSerial::close`], so the
+/// server frees the port at once instead of after the idle timeout.
+struct ConnGuard {
+    conn: Option<iroh::endpoint::Connection>,
+    endpoint: Option<Endpoint>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
+        }
+        if let Some(ep) = self.endpoint.take()
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            h.spawn(async move { ep.close().await });
         }
     }
 }
@@ -558,10 +582,10 @@ impl BlockingSerial {
 
     /// Close the session.
     pub fn close(&mut self) {
-        if let Some(p) = self.inner.take() {
-            if let Ok(p) = Arc::try_unwrap(p) {
-                self.rt.block_on(p.close());
-            }
+        if let Some(p) = self.inner.take()
+            && let Ok(p) = Arc::try_unwrap(p)
+        {
+            self.rt.block_on(p.close());
         }
     }
 }

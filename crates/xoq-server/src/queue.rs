@@ -75,12 +75,12 @@ impl ByteQueue {
     pub async fn pop_all(&self, out: &mut Vec<Bytes>) -> Option<()> {
         loop {
             let notified = self.notify.notified();
-            if let Ok(mut q) = self.inner.lock() {
-                if !q.chunks.is_empty() {
-                    out.extend(q.chunks.drain(..));
-                    q.bytes = 0;
-                    return Some(());
-                }
+            if let Ok(mut q) = self.inner.lock()
+                && !q.chunks.is_empty()
+            {
+                out.extend(q.chunks.drain(..));
+                q.bytes = 0;
+                return Some(());
             }
             if self.closed.load(Ordering::Relaxed) {
                 return None;

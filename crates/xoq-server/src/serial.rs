@@ -228,10 +228,10 @@ impl Shared {
         let r = match cmd {
             Command::SetSettings(s) => {
                 let r = dev.control.set_settings(s);
-                if r.is_ok() {
-                    if let Ok(mut cur) = self.settings.lock() {
-                        *cur = *s;
-                    }
+                if r.is_ok()
+                    && let Ok(mut cur) = self.settings.lock()
+                {
+                    *cur = *s;
                 }
                 r
             }
@@ -260,10 +260,10 @@ impl Shared {
                 Ok(())
             }
             Command::Clear(which) => {
-                if matches!(which, ClearBuffer::Input | ClearBuffer::All) {
-                    if let Some(q) = own_queue {
-                        q.clear();
-                    }
+                if matches!(which, ClearBuffer::Input | ClearBuffer::All)
+                    && let Some(q) = own_queue
+                {
+                    q.clear();
                 }
                 dev.control.clear(*which)
             }
@@ -460,11 +460,11 @@ impl SerialServer {
         };
 
         let queue = Arc::new(ByteQueue::new(CLIENT_QUEUE_BYTES));
-        if let Some(s) = settings {
-            if let Err(e) = shared.control(&Command::SetSettings(s), None).await {
-                refuse(&mut send, RefuseCode::BadSettings, e.clone()).await;
-                return Err(SessionError::Refused(e));
-            }
+        if let Some(s) = settings
+            && let Err(e) = shared.control(&Command::SetSettings(s), None).await
+        {
+            refuse(&mut send, RefuseCode::BadSettings, e.clone()).await;
+            return Err(SessionError::Refused(e));
         }
         // Subscribe before Welcome: no byte the device sends after the handshake is missed.
         shared.add_sink(session, queue.clone());
@@ -622,10 +622,10 @@ struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.shared.remove_sink(self.session);
-        if let Ok(mut c) = self.shared.controller.lock() {
-            if c.as_ref().is_some_and(|c| c.session == self.session) {
-                *c = None;
-            }
+        if let Ok(mut c) = self.shared.controller.lock()
+            && c.as_ref().is_some_and(|c| c.session == self.session)
+        {
+            *c = None;
         }
     }
 }

@@ -94,14 +94,14 @@ fn parse(text: &str) -> Option<SecretKey> {
 }
 
 fn warn_if_readable_by_others(path: &Path) {
-    if let Ok(meta) = fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "key file is readable by other users; run `chmod 600 {}`",
-                path.display()
-            );
-        }
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "key file is readable by other users; run `chmod 600 {}`",
+            path.display()
+        );
     }
 }
 

@@ -187,10 +187,8 @@ impl TrackWriter {
         let now = Instant::now();
         let roll = self.frames_in_group >= GROUP_MAX_FRAMES
             || now.duration_since(self.last_write) >= GROUP_IDLE;
-        if roll {
-            if let Some(g) = self.group.take() {
-                let _ = g.finish();
-            }
+        if roll && let Some(g) = self.group.take() {
+            let _ = g.finish();
         }
         let group = match &mut self.group {
             Some(g) => g,
@@ -276,7 +274,7 @@ impl TrackReader {
         loop {
             if let Some(g) = &mut self.group {
                 match g.read_frame().await {
-                    Ok(Some(f)) => return Ok(f.payload.into()),
+                    Ok(Some(f)) => return Ok(f.payload),
                     Ok(None) | Err(_) => self.group = None,
                 }
                 continue;

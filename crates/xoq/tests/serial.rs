@@ -267,10 +267,9 @@ async fn device_unplugged_and_replugged_is_reopened() {
             .expect("session survives the unplug");
         if let Ok(Ok(n)) =
             tokio::time::timeout(Duration::from_millis(300), port.read(&mut buf)).await
+            && (buf[..n].ends_with(b"after") || &buf[..n] == b"after")
         {
-            if buf[..n].ends_with(b"after") || &buf[..n] == b"after" {
-                break;
-            }
+            break;
         }
     }
     drop(pty2);
