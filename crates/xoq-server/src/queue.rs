@@ -139,3 +139,100 @@ mod tests {
         assert_eq!(t.await.expect("join"), None);
     }
 }
+
+/// Bounded multi-producer single-consumer queue of items with a drop-oldest policy, for
+/// frames going to one client (or to the bus). The oldest items are the stalest: for robot
+/// commands and telemetry, the newest are the ones worth keeping.
+#[derive(Debug)]
+pub struct ItemQueue<T> {
+    inner: Mutex<VecDeque<T>>,
+    notify: Notify,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+    capacity: usize,
+}
+
+impl<T> ItemQueue<T> {
+    /// A queue of at most `capacity` items.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            capacity,
+        }
+    }
+
+    /// Append, dropping the oldest item when full.
+    pub fn push(&self, item: T) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut q) = self.inner.lock() {
+            if q.len() >= self.capacity {
+                q.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            q.push_back(item);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Take up to `max` items, waiting until at least one is there. `None` once closed.
+    pub async fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> Option<()> {
+        loop {
+            let notified = self.notify.notified();
+            if let Ok(mut q) = self.inner.lock() {
+                if !q.is_empty() {
+                    let n = q.len().min(max);
+                    out.extend(q.drain(..n));
+                    if !q.is_empty() {
+                        // More remain: make sure the next call does not wait.
+                        self.notify.notify_one();
+                    }
+                    return Some(());
+                }
+            }
+            if self.closed.load(Ordering::Relaxed) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// Remove every queued item matching `pred` (e.g. a departed client's commands).
+    pub fn retain(&self, pred: impl FnMut(&T) -> bool) {
+        if let Ok(mut q) = self.inner.lock() {
+            q.retain(pred);
+        }
+    }
+
+    /// Items dropped since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    /// Wake the consumer for good.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod item_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drop_oldest_items() {
+        let q = ItemQueue::new(2);
+        q.push(1);
+        q.push(2);
+        q.push(3);
+        let mut out = Vec::new();
+        q.pop_batch(&mut out, 10).await.expect("items");
+        assert_eq!(out, vec![2, 3]);
+        assert_eq!(q.take_dropped(), 1);
+    }
+}

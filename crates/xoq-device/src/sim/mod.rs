@@ -1,3 +1,4 @@
 //! Simulated devices: product features for demos and robot CI, not test-only code.
 
+pub mod damiao;
 pub mod feetech;

@@ -1,0 +1,106 @@
+//! CAN buses: the trait every backend implements, and the backends.
+//!
+//! A backend is opened into an [`OpenCan`]: a bounded receiver of bus events (frames with
+//! their receive timestamps, controller state changes) and a transmitter. Implementing
+//! [`CanBackend`] and [`CanTx`] is all that is necessary to add a new kind of CAN device.
+//!
+//! Backends by name (what users type after `can-server`):
+//! - `virtual:NAME`: an empty in-process bus; every opener sees the others' frames.
+//! - `sim:openarm`: eight simulated Damiao motors of an OpenArm.
+//! - `can0`, `vcan0`, ...: a Linux SocketCAN interface (`:fd` suffix enables CAN FD).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+pub use xoq_wire::can::{BusState, CanFrame, TimedFrame};
+
+use crate::DeviceError;
+
+mod sim;
+#[cfg(target_os = "linux")]
+pub mod socketcan;
+mod virtual_bus;
+
+pub use sim::SimCanBackend;
+pub use virtual_bus::VirtualBackend;
+
+/// Capacity of a backend's receive channel. Backends drop the *oldest* pending events
+/// beyond it (a bus cannot be paused) and count them; see each backend.
+pub const RX_CAPACITY: usize = 4096;
+
+/// Something that happened on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A frame was received (or, on a virtual bus, sent by another opener).
+    Frame(TimedFrame),
+    /// The controller changed state (error-passive, bus-off, ...).
+    State(BusState),
+}
+
+/// A boxed future, so the transmit trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Transmit side of an open bus.
+pub trait CanTx: Send {
+    /// Transmit one frame; waits while the controller's queue is full.
+    fn send<'a>(&'a mut self, frame: &'a CanFrame) -> BoxFuture<'a, Result<(), DeviceError>>;
+}
+
+/// An opened CAN bus.
+pub struct OpenCan {
+    /// Events from the bus, in order.
+    pub rx: mpsc::Receiver<BusEvent>,
+    /// Transmitter.
+    pub tx: Box<dyn CanTx>,
+    /// Whether the bus carries CAN FD frames.
+    pub fd: bool,
+}
+
+impl std::fmt::Debug for OpenCan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenCan").field("fd", &self.fd).finish()
+    }
+}
+
+/// Something that can be opened as a CAN bus.
+pub trait CanBackend: Send + Sync + 'static {
+    /// Interface name (`can0`, `virtual:test`, `sim:openarm`).
+    fn name(&self) -> &str;
+    /// Open the bus.
+    fn open(&self) -> Result<OpenCan, DeviceError>;
+}
+
+/// Microseconds since the Unix epoch: the timestamp carried with every frame end to end.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Open a backend by the name users type (`virtual:NAME`, `sim:openarm`, `can0[:fd]`).
+pub fn backend(spec: &str) -> Result<Box<dyn CanBackend>, DeviceError> {
+    if let Some(name) = spec.strip_prefix("virtual:") {
+        return Ok(Box::new(VirtualBackend::new(name)));
+    }
+    match spec {
+        "sim:openarm" | "sim:damiao" => return Ok(Box::new(SimCanBackend::openarm(spec))),
+        s if s.starts_with("sim:") => return Err(DeviceError::UnknownDevice(s.to_string())),
+        _ => {}
+    }
+    let (iface, fd) = match spec.strip_suffix(":fd") {
+        Some(i) => (i, true),
+        None => (spec, false),
+    };
+    #[cfg(target_os = "linux")]
+    {
+        Ok(Box::new(socketcan::SocketCanBackend::new(iface, fd)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(DeviceError::UnknownDevice(format!(
+            "{iface}: SocketCAN needs Linux; use virtual:NAME or sim:openarm"
+        )))
+    }
+}
