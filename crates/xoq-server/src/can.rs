@@ -324,20 +324,20 @@ async fn tx_task(shared: Arc<Shared>, mut tx: Box<dyn CanTx>) {
     let mut batch = Vec::with_capacity(256);
     while shared.send_queue.pop_batch(&mut batch, 256).await.is_some() {
         for p in batch.drain(..) {
-            if let Some(max) = shared.max_cmd_age {
-                if p.origin != 0 {
-                    // Age from the client's send time when it has one (end to end, catches
-                    // a stalled link delivering a burst late); else from arrival here.
-                    let age = if p.sent_us > 0 {
-                        Duration::from_micros(now_us().saturating_sub(p.sent_us))
-                    } else {
-                        p.enqueued.elapsed()
-                    };
-                    if age > max {
-                        shared.stats.stale_dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(iface = %shared.name, ?age, "dropped a stale command");
-                        continue;
-                    }
+            if let Some(max) = shared.max_cmd_age
+                && p.origin != 0
+            {
+                // Age from the client's send time when it has one (end to end, catches
+                // a stalled link delivering a burst late); else from arrival here.
+                let age = if p.sent_us > 0 {
+                    Duration::from_micros(now_us().saturating_sub(p.sent_us))
+                } else {
+                    p.enqueued.elapsed()
+                };
+                if age > max {
+                    shared.stats.stale_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(iface = %shared.name, ?age, "dropped a stale command");
+                    continue;
                 }
             }
             match tx.send(&p.frame).await {

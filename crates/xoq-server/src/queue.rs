@@ -183,16 +183,16 @@ impl<T> ItemQueue<T> {
     pub async fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> Option<()> {
         loop {
             let notified = self.notify.notified();
-            if let Ok(mut q) = self.inner.lock() {
+            if let Ok(mut q) = self.inner.lock()
+                && !q.is_empty()
+            {
+                let n = q.len().min(max);
+                out.extend(q.drain(..n));
                 if !q.is_empty() {
-                    let n = q.len().min(max);
-                    out.extend(q.drain(..n));
-                    if !q.is_empty() {
-                        // More remain: make sure the next call does not wait.
-                        self.notify.notify_one();
-                    }
-                    return Some(());
+                    // More remain: make sure the next call does not wait.
+                    self.notify.notify_one();
                 }
+                return Some(());
             }
             if self.closed.load(Ordering::Relaxed) {
                 return None;
