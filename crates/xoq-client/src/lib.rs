@@ -5,6 +5,8 @@
 //! timeouts for synchronous code (and the Python bindings).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod can;
+mod conn;
 pub mod error;
 pub mod rx;
 pub mod serial;

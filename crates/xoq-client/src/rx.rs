@@ -206,3 +206,138 @@ mod tests {
         assert_eq!(rx.read_blocking(&mut b, None), Err("gone".into()));
     }
 }
+
+/// A bounded inbox of items (CAN frames) readable from async and blocking code, drop-oldest
+/// with a counter, like [`RxBuffer`] for bytes.
+#[derive(Debug)]
+pub struct Inbox<T> {
+    state: Mutex<InboxState<T>>,
+    cond: Condvar,
+    notify: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct InboxState<T> {
+    items: VecDeque<T>,
+    dropped: u64,
+    closed: Option<String>,
+}
+
+impl<T> Inbox<T> {
+    /// An inbox of at most `capacity` items.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(InboxState {
+                items: VecDeque::new(),
+                dropped: 0,
+                closed: None,
+            }),
+            cond: Condvar::new(),
+            notify: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InboxState<T>> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Append items, dropping the oldest beyond capacity.
+    pub fn extend(&self, items: impl IntoIterator<Item = T>) {
+        {
+            let mut s = self.lock();
+            s.items.extend(items);
+            let over = s.items.len().saturating_sub(self.capacity);
+            if over > 0 {
+                s.items.drain(..over);
+                s.dropped += over as u64;
+            }
+        }
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// Mark the stream ended.
+    pub fn close(&self, reason: String) {
+        {
+            let mut s = self.lock();
+            if s.closed.is_none() {
+                s.closed = Some(reason);
+            }
+        }
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// Why the stream ended, if it did.
+    pub fn closed(&self) -> Option<String> {
+        self.lock().closed.clone()
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Items dropped because nobody read them in time.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Blocking: the next item, waiting up to `timeout` (`None` = forever). `Ok(None)` on
+    /// timeout, `Err` once closed and empty.
+    pub fn pop_blocking(&self, timeout: Option<Duration>) -> Result<Option<T>, String> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut s = self.lock();
+        loop {
+            if let Some(x) = s.items.pop_front() {
+                return Ok(Some(x));
+            }
+            if let Some(r) = &s.closed {
+                return Err(r.clone());
+            }
+            s = match deadline {
+                None => match self.cond.wait(s) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                },
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(None);
+                    }
+                    match self.cond.wait_timeout(s, d - now) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    }
+                }
+            };
+        }
+    }
+
+    /// Async: the next item.
+    pub async fn pop(&self) -> Result<T, String> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut s = self.lock();
+                if let Some(x) = s.items.pop_front() {
+                    return Ok(x);
+                }
+                if let Some(r) = &s.closed {
+                    return Err(r.clone());
+                }
+            }
+            notified.await;
+        }
+    }
+}

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh::{Endpoint, SecretKey};
+use iroh::SecretKey;
 use tokio::sync::oneshot;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
@@ -27,6 +27,7 @@ use xoq_wire::serial::{
 };
 
 use crate::ClientError;
+use crate::conn::ConnGuard;
 use crate::rx::RxBuffer;
 
 /// How long a control request may take before the client gives up.
@@ -235,21 +236,11 @@ impl RemoteSerial {
                     "no serial server publishes {name} on {relay}: start one with `xoq serial-server ... --relay {relay} --moq <path>`"
                 ))
             })??;
-        // A new subscriber receives the server's current group from its start, i.e. bytes
-        // the device sent before this client existed. A local port opened now would not
-        // hold them, so discard that backlog: it arrives as one burst right after
-        // subscribing (stop at the first 20 ms gap, at most 200 ms).
-        let settle = tokio::time::Instant::now() + Duration::from_millis(200);
-        while let Ok(Ok(stale)) = tokio::time::timeout_at(
-            settle.min(tokio::time::Instant::now() + Duration::from_millis(20)),
-            s2c.next(),
-        )
-        .await
-        {
-            tracing::debug!(
-                "discarded {} bytes sent before this client connected",
-                stale.len()
-            );
+        // A local port opened now would not hold bytes the device sent earlier: drop the
+        // backlog the relay replays on subscribe.
+        let stale = s2c.skip_backlog().await?;
+        if stale > 0 {
+            tracing::debug!("discarded {stale} bytes sent before this client connected");
         }
         let rx = Arc::new(RxBuffer::default());
         let rx2 = rx.clone();
@@ -446,26 +437,6 @@ impl RemoteSerial {
                 broadcast.close();
                 session.close().await;
             }
-        }
-    }
-}
-
-/// Closes the connection when a port is dropped without [`RemoteSerial::close`], so the
-/// server frees the port at once instead of after the idle timeout.
-struct ConnGuard {
-    conn: Option<iroh::endpoint::Connection>,
-    endpoint: Option<Endpoint>,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
-        }
-        if let Some(ep) = self.endpoint.take()
-            && let Ok(h) = tokio::runtime::Handle::try_current()
-        {
-            h.spawn(async move { ep.close().await });
         }
     }
 }

@@ -268,6 +268,24 @@ impl TrackReader {
         Ok(())
     }
 
+    /// Discard what the relay replays right after subscribing: the current group from its
+    /// start, i.e. data published before this reader existed. It arrives as one burst, so
+    /// stop at the first 20 ms gap (at most 200 ms). Returns the bytes discarded.
+    pub async fn skip_backlog(&mut self) -> Result<usize, TransportError> {
+        self.ready().await?;
+        let settle = tokio::time::Instant::now() + Duration::from_millis(200);
+        let mut skipped = 0;
+        while let Ok(r) = tokio::time::timeout_at(
+            settle.min(tokio::time::Instant::now() + Duration::from_millis(20)),
+            self.next(),
+        )
+        .await
+        {
+            skipped += r?.len();
+        }
+        Ok(skipped)
+    }
+
     /// Next frame. Waits (possibly forever) for a publisher; returns an error only when the
     /// session itself is gone.
     pub async fn next(&mut self) -> Result<Bytes, TransportError> {

@@ -63,6 +63,41 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
+    let openarm = super::can::start_one(
+        "sim:openarm",
+        &super::can::SafetyArgs {
+            moq_cmd: "on".into(),
+            ..Default::default()
+        },
+        &ServerArgs {
+            p2p: P2pArgs {
+                key: Some(xoq_transport::key::default_key_path("demo-openarm")),
+                bind: None,
+                offline,
+            },
+            relay: Some(relay_url.clone()),
+            moq: None,
+            allow: vec![],
+            allow_file: None,
+            no_p2p: false,
+        },
+        Some("anon/xoq-openarm".into()),
+    )
+    .await?;
+    let arm_p2p = openarm
+        .router
+        .as_ref()
+        .and_then(|r| {
+            xoq_transport::p2p::client_addresses(r.endpoint(), true)
+                .into_iter()
+                .next()
+        })
+        .unwrap_or_default();
+    let arm_moq = openarm
+        .moq
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
     let p2p_addr = so101
         .router
         .as_ref()
@@ -84,6 +119,11 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("  SO-101 arm       simulated Feetech STS3215 bus, servo ids 1-6, 1 Mbaud");
     println!("    P2P            {p2p_addr}");
     println!("    MoQ            {moq_addr}");
+    println!(
+        "  OpenArm          simulated CAN bus, 8 Damiao motors (0x01-0x08, replies 0x11-0x18)"
+    );
+    println!("    P2P            {arm_p2p}");
+    println!("    MoQ            {arm_moq}");
     println!();
 
     println!("self-check:");
@@ -100,7 +140,22 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
+    for (label, addr) in [("P2P", &arm_p2p), ("MoQ", &arm_moq)] {
+        match check_arm(addr).await {
+            Ok(report) => println!("  {label:<4} ok   {report}"),
+            Err(e) => {
+                println!("  {label:<4} FAIL {e:#}");
+                if a.check {
+                    openarm.shutdown().await;
+                    so101.shutdown().await;
+                    relay.shutdown().await;
+                    anyhow::bail!("demo self-check of the OpenArm over {label} failed");
+                }
+            }
+        }
+    }
     if a.check {
+        openarm.shutdown().await;
         so101.shutdown().await;
         relay.shutdown().await;
         return Ok(());
@@ -109,10 +164,12 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("try:");
     println!("  xoq serial-pty {p2p_addr} --link /tmp/ttyXOQ   # any program can open /tmp/ttyXOQ");
     println!("  python: serial.serial_for_url(\"xoq://{p2p_addr}\", baudrate=1000000)");
+    println!("  xoq can-client {arm_p2p} --send 001#FFFFFFFFFFFFFFFC --count 1   # enable motor 1");
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
     println!("ready (Ctrl-C to stop)");
     common::shutdown_signal().await;
+    openarm.shutdown().await;
     so101.shutdown().await;
     relay.shutdown().await;
     Ok(())
@@ -174,4 +231,36 @@ pub(crate) async fn transact(
             .map_err(|_| anyhow::anyhow!("no reply within 3 s"))??;
         acc.extend_from_slice(&buf[..n]);
     }
+}
+
+/// Enable and disable every OpenArm motor through `addr`; report the feedback round trip.
+async fn check_arm(addr: &str) -> anyhow::Result<String> {
+    use xoq_client::can::{CanOptions, RemoteCanBus};
+    use xoq_device::sim::damiao::{CMD_DISABLE, CMD_ENABLE};
+    use xoq_wire::can::CanFrame;
+    let bus = RemoteCanBus::connect(addr, CanOptions::new().offline(true)).await?;
+    let mut rtts = Vec::new();
+    for cmd in [CMD_ENABLE, CMD_DISABLE] {
+        for id in 1..=8u32 {
+            let t = Instant::now();
+            bus.send(&CanFrame::new(id, cmd.to_vec())?).await?;
+            loop {
+                let f = bus
+                    .recv_timeout(Duration::from_secs(3))
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("motor {id} did not answer within 3 s"))?;
+                if f.frame.id == 0x10 + id {
+                    rtts.push(t.elapsed());
+                    break;
+                }
+            }
+        }
+    }
+    rtts.sort();
+    let report = format!(
+        "8/8 motors answered enable and disable, median round trip {:?}",
+        rtts[rtts.len() / 2]
+    );
+    bus.close().await;
+    Ok(report)
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod can;
 mod common;
 mod demo;
 mod pty;
@@ -44,6 +45,12 @@ pub enum Command {
     SerialPty(pty::PtyArgs),
     /// Pipe stdin to a remote port and the port to stdout.
     SerialClient(serial::ClientCmd),
+    /// Serve CAN interfaces (SocketCAN, virtual:NAME, sim:openarm) over P2P and MoQ.
+    CanServer(can::CanServerCmd),
+    /// Serve the simulated OpenArm (= can-server sim:openarm).
+    FakeCanServer(can::FakeCanServerCmd),
+    /// Print frames of a remote bus candump-style; send frames in cansend syntax.
+    CanClient(can::CanClientCmd),
     /// Simulated robot + embedded relay, ready to try.
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
@@ -100,6 +107,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::FakeSerialServer(a) => serial::fake_server(a).await,
         Command::SerialPty(a) => pty::run(a).await,
         Command::SerialClient(a) => serial::client(a).await,
+        Command::CanServer(a) => can::server(a).await,
+        Command::FakeCanServer(a) => can::fake_server(a).await,
+        Command::CanClient(a) => can::client(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
     }

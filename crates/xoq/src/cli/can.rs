@@ -1,0 +1,264 @@
+//! `xoq can-server`, `xoq fake-can-server`, `xoq can-client`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use iroh::protocol::Router;
+use xoq_client::can::{CanOptions, RemoteCanBus};
+use xoq_server::can::{CanServer, MoqWrites};
+use xoq_transport::Address;
+use xoq_transport::moq::MoqSession;
+use xoq_wire::can::{ALPN, CanFrame};
+
+use super::common::{self, ServerArgs};
+
+/// `xoq can-server IFACE[:fd]...`.
+#[derive(Debug, Args)]
+pub struct CanServerCmd {
+    /// Interfaces: can0, can0:fd (CAN FD), virtual:NAME (in-process bus), sim:openarm
+    /// (eight simulated Damiao motors).
+    #[arg(required = true)]
+    pub interfaces: Vec<String>,
+    #[command(flatten)]
+    pub safety: SafetyArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Motor-safety and MoQ-write flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SafetyArgs {
+    /// Frames (cansend syntax, one per line, `#`/`;` comments) sent when the last
+    /// controlling client leaves or the deadman trips, e.g. Damiao disable per motor.
+    #[arg(long)]
+    pub on_disconnect: Option<PathBuf>,
+    /// Send the on-disconnect frames when no controlling client sent anything for this
+    /// many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub deadman: Option<u64>,
+    /// Drop (and count) commands older than this many milliseconds when they reach the bus.
+    #[arg(long, value_name = "MS")]
+    pub max_cmd_age: Option<u64>,
+    /// MoQ writes on {path}/cmd: on (default) or off (read-only relay side).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub moq_cmd: String,
+    /// Require this token in front of every MoQ command batch (see docs/protocol.md).
+    #[arg(long, env = "XOQ_MOQ_CMD_TOKEN")]
+    pub moq_cmd_token: Option<String>,
+}
+
+/// `xoq fake-can-server`: the simulated OpenArm.
+#[derive(Debug, Args)]
+pub struct FakeCanServerCmd {
+    #[command(flatten)]
+    pub safety: SafetyArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Parse an on-disconnect file.
+pub(crate) fn parse_frames(text: &str) -> anyhow::Result<Vec<CanFrame>> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .map(|(i, l)| CanFrame::from_candump(l).with_context(|| format!("line {}: {l:?}", i + 1)))
+        .collect()
+}
+
+/// A served interface with its transports.
+pub(super) struct RunningCan {
+    pub server: CanServer,
+    pub router: Option<Router>,
+    pub moq: Option<Address>,
+    moq_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningCan {
+    pub(super) async fn shutdown(self) {
+        if let Some(t) = self.moq_task {
+            t.abort();
+        }
+        if let Some(r) = self.router {
+            let _ = r.shutdown().await;
+        }
+    }
+}
+
+fn clean(iface: &str) -> String {
+    iface.replace([':', '/'], "-")
+}
+
+pub(super) async fn start_one(
+    iface: &str,
+    safety: &SafetyArgs,
+    server: &ServerArgs,
+    moq_path: Option<String>,
+) -> anyhow::Result<RunningCan> {
+    let on_disconnect = match &safety.on_disconnect {
+        Some(p) => parse_frames(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => Vec::new(),
+    };
+    anyhow::ensure!(
+        safety.deadman.is_none() || !on_disconnect.is_empty(),
+        "--deadman needs --on-disconnect <file>: the frames to send when it trips"
+    );
+    let writes = match (&safety.moq_cmd_token, safety.moq_cmd.as_str()) {
+        (_, "off") => MoqWrites::Off,
+        (Some(t), _) => MoqWrites::Token(t.clone()),
+        _ => MoqWrites::Open,
+    };
+    let backend = xoq_device::can::backend(iface)?;
+    let srv = CanServer::builder(backend)
+        .on_disconnect(on_disconnect)
+        .deadman(safety.deadman.map(Duration::from_millis))
+        .max_cmd_age(safety.max_cmd_age.map(Duration::from_millis))
+        .moq_writes(writes)
+        .start()
+        .await
+        .with_context(|| format!("cannot serve {iface}"))?;
+    let router = if server.no_p2p {
+        None
+    } else {
+        let ep = server
+            .endpoint(&format!("can-{}", clean(iface)), vec![ALPN.to_vec()])
+            .await?;
+        Some(Router::builder(ep).accept(ALPN, srv.clone()).spawn())
+    };
+    let moq = match (&server.relay, moq_path) {
+        (Some(relay), Some(path)) => Some(Address::moq(relay, &path)?),
+        _ => None,
+    };
+    let mut moq_task = None;
+    if let Some(Address::Moq { relay, name }) = &moq {
+        let session = MoqSession::connect(relay, true).await?;
+        let s = srv.clone();
+        let name = name.clone();
+        moq_task = Some(tokio::spawn(async move {
+            if let Err(e) = s.serve_moq(&session, &name).await {
+                tracing::error!("MoQ bridge stopped: {e}");
+            }
+            session.close().await;
+        }));
+    }
+    Ok(RunningCan {
+        server: srv,
+        router,
+        moq,
+        moq_task,
+    })
+}
+
+pub(super) async fn server(a: CanServerCmd) -> anyhow::Result<()> {
+    if a.server.moq.is_some() && a.server.relay.is_none() {
+        anyhow::bail!("--moq needs a relay: add --relay <url> (or set XOQ_RELAY)");
+    }
+    let mut running = Vec::new();
+    for iface in &a.interfaces {
+        // One endpoint (and id) per interface, so each address names exactly one bus.
+        let path = a
+            .server
+            .relay
+            .as_ref()
+            .map(|_| match (&a.server.moq, a.interfaces.len()) {
+                (Some(p), 1) => p.clone(),
+                (Some(p), _) => format!("{}-{}", p.trim_end_matches('/'), clean(iface)),
+                (None, _) => format!("anon/xoq-can-{}", clean(iface)),
+            });
+        running.push(start_one(iface, &a.safety, &a.server, path).await?);
+    }
+    let offline = a.server.p2p.offline();
+    for r in &running {
+        common::print_addresses(
+            &format!("xoq can-server: serving {}", r.server.interface()),
+            r.router.as_ref().map(|r| r.endpoint()),
+            offline,
+            r.moq.as_ref(),
+        );
+    }
+    common::shutdown_signal().await;
+    for r in running {
+        r.shutdown().await;
+    }
+    Ok(())
+}
+
+pub(super) async fn fake_server(a: FakeCanServerCmd) -> anyhow::Result<()> {
+    server(CanServerCmd {
+        interfaces: vec!["sim:openarm".into()],
+        safety: a.safety,
+        server: a.server,
+    })
+    .await
+}
+
+/// `xoq can-client ADDRESS`.
+#[derive(Debug, Args)]
+pub struct CanClientCmd {
+    /// Server address: <id>, <id>@<ip>:<port> or <relay-url>/<path>.
+    pub address: String,
+    /// Frames to send first (cansend syntax: 123#DEADBEEF, 123##1DEADBEEF for FD+BRS).
+    #[arg(long = "send", value_name = "FRAME")]
+    pub send: Vec<String>,
+    /// Exit after printing this many frames.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Exit after this many seconds without a frame.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Also print the frames this client sends.
+    #[arg(long)]
+    pub own: bool,
+    /// Client identity key (default $XOQ_KEY or ~/.config/xoq/client.key).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// No discovery (also XOQ_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub(super) async fn client(a: CanClientCmd) -> anyhow::Result<()> {
+    let frames: Vec<CanFrame> = a
+        .send
+        .iter()
+        .map(|s| CanFrame::from_candump(s).with_context(|| format!("--send {s}")))
+        .collect::<anyhow::Result<_>>()?;
+    let opts = CanOptions::new()
+        .receive_own(a.own)
+        .key(Some(common::client_key(a.key.as_ref())?))
+        .offline(a.offline || xoq_transport::offline_from_env());
+    let bus = RemoteCanBus::connect(&a.address, opts).await?;
+    eprintln!("connected to {} ({})", a.address, bus.interface());
+    if !frames.is_empty() {
+        bus.send_batch(&frames).await?;
+    }
+    let mut printed = 0usize;
+    loop {
+        if a.count.is_some_and(|c| printed >= c) {
+            break;
+        }
+        let next = match a.timeout {
+            Some(t) => bus.recv_timeout(Duration::from_secs_f64(t)).await?,
+            None => tokio::select! {
+                f = bus.recv() => Some(f?),
+                _ = common::shutdown_signal() => None,
+            },
+        };
+        let Some(f) = next else { break };
+        // candump -ta style: (seconds.micros) interface frame
+        println!(
+            "({}.{:06}) {} {}",
+            f.timestamp_us / 1_000_000,
+            f.timestamp_us % 1_000_000,
+            bus.interface(),
+            f.frame.to_candump()
+        );
+        printed += 1;
+    }
+    bus.close().await;
+    Ok(())
+}
