@@ -262,3 +262,60 @@ pub(super) async fn client(a: CanClientCmd) -> anyhow::Result<()> {
     bus.close().await;
     Ok(())
 }
+
+/// `xoq can-bridge ADDRESS --to vcan0`.
+#[derive(Debug, Args)]
+pub struct CanBridgeCmd {
+    /// Server address: <id>, <id>@<ip>:<port> or <relay-url>/<path>.
+    pub address: String,
+    /// Local SocketCAN interface (e.g. vcan0, or vcan0:fd for CAN FD).
+    #[arg(long)]
+    pub to: String,
+    /// Client identity key (default $XOQ_KEY or ~/.config/xoq/client.key).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// No discovery (also XOQ_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Connect a remote bus to a local SocketCAN interface, both ways, so candump, cansend and
+/// ROS drivers work unchanged on the local machine.
+pub(super) async fn bridge(a: CanBridgeCmd) -> anyhow::Result<()> {
+    use xoq_device::can::BusEvent;
+    anyhow::ensure!(
+        !a.to.starts_with("sim:") && !a.to.starts_with("virtual:"),
+        "--to takes a SocketCAN interface such as vcan0 (create one: ip link add dev vcan0 type vcan && ip link set up vcan0)"
+    );
+    // One socket both ways: the kernel does not hand a socket its own frames, so what we
+    // read is only what other local programs put on the interface (no echo loop).
+    let xoq_device::can::OpenCan {
+        mut rx, tx: mut local_tx, ..
+    } = xoq_device::can::backend(&a.to)?.open()?;
+    let opts = CanOptions::new()
+        .key(Some(common::client_key(a.key.as_ref())?))
+        .offline(a.offline || xoq_transport::offline_from_env());
+    let bus = std::sync::Arc::new(RemoteCanBus::connect(&a.address, opts).await?);
+    println!("xoq can-bridge: {} <-> {}", a.address, a.to);
+    println!("ready");
+    let remote = bus.clone();
+    let mut to_local = tokio::spawn(async move {
+        loop {
+            let f = remote.recv().await?;
+            local_tx.send(&f.frame).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), anyhow::Error>(())
+    });
+    loop {
+        tokio::select! {
+            r = &mut to_local => return r?,
+            _ = common::shutdown_signal() => return Ok(()),
+            ev = rx.recv() => match ev {
+                Some(BusEvent::Frame(f)) => bus.send(&f.frame).await?,
+                Some(BusEvent::State(_)) => {}
+                None => anyhow::bail!("{} stopped delivering frames", a.to),
+            },
+        }
+    }
+}

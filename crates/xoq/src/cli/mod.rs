@@ -51,6 +51,8 @@ pub enum Command {
     FakeCanServer(can::FakeCanServerCmd),
     /// Print frames of a remote bus candump-style; send frames in cansend syntax.
     CanClient(can::CanClientCmd),
+    /// Bridge a remote bus to a local SocketCAN interface (vcan0) for candump/cansend/ROS.
+    CanBridge(can::CanBridgeCmd),
     /// Simulated robot + embedded relay, ready to try.
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
@@ -110,6 +112,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::CanServer(a) => can::server(a).await,
         Command::FakeCanServer(a) => can::fake_server(a).await,
         Command::CanClient(a) => can::client(a).await,
+        Command::CanBridge(a) => can::bridge(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
     }
