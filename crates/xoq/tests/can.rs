@@ -500,16 +500,28 @@ async fn can_bridge_to_vcan_where_the_kernel_has_it() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !made && !std::path::Path::new("/sys/class/net/xoqvcan0").exists() {
-        eprintln!("SKIPPED can_bridge_to_vcan: no vcan support in this kernel (modprobe vcan); the SocketCAN frame conversion is unit-tested in xoq-device");
+        eprintln!(
+            "SKIPPED can_bridge_to_vcan: no vcan support in this kernel (modprobe vcan); the SocketCAN frame conversion is unit-tested in xoq-device"
+        );
         return;
     }
-    let _ = std::process::Command::new("ip").args(["link", "set", "up", "xoqvcan0"]).status();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "set", "up", "xoqvcan0"])
+        .status();
     let home = tempfile::tempdir().expect("home");
-    let s = serve(CanServer::builder(Box::new(VirtualBackend::new("t-vcan"))), None).await;
+    let s = serve(
+        CanServer::builder(Box::new(VirtualBackend::new("t-vcan"))),
+        None,
+    )
+    .await;
     let mut dev = node("t-vcan");
-    let (mut bridge, _) = common::spawn_cli(&["can-bridge", &s.addr, "--to", "xoqvcan0"], home.path());
+    let (mut bridge, _) =
+        common::spawn_cli(&["can-bridge", &s.addr, "--to", "xoqvcan0"], home.path());
     // Local program -> remote bus.
-    let mut local = xoq::device::can::backend("xoqvcan0").expect("backend").open().expect("vcan");
+    let mut local = xoq::device::can::backend("xoqvcan0")
+        .expect("backend")
+        .open()
+        .expect("vcan");
     let f = CanFrame::new(0x55, vec![1, 2]).expect("f");
     local.tx.send(&f).await.expect("local send");
     assert_eq!(next_frame(&mut dev).await.frame, f);
@@ -518,6 +530,8 @@ async fn can_bridge_to_vcan_where_the_kernel_has_it() {
     dev.tx.send(&g).await.expect("remote send");
     assert_eq!(next_frame(&mut local).await.frame, g);
     let _ = bridge.kill();
-    let _ = std::process::Command::new("ip").args(["link", "del", "xoqvcan0"]).status();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "xoqvcan0"])
+        .status();
     let _ = s.router.shutdown().await;
 }

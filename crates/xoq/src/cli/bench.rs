@@ -44,12 +44,27 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 4 << 20)]
         bulk: usize,
     },
+    /// CAN bridge latency, frames/s and relay fan-out vs raw iroh/MoQ.
+    Can {
+        /// Round trips per latency measurement.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Frames per throughput measurement.
+        #[arg(long, default_value_t = 50_000)]
+        frames: usize,
+        /// MoQ subscribers for the fan-out test.
+        #[arg(long, default_value_t = 4)]
+        subscribers: usize,
+        /// Seconds of 1 kHz traffic for the fan-out test.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
 }
 
-const BENCH_ALPN: &[u8] = b"xoq/bench-echo/1";
+pub(super) const BENCH_ALPN: &[u8] = b"xoq/bench-echo/1";
 
 #[derive(Debug, Clone)]
-struct EchoHandler;
+pub(super) struct EchoHandler;
 
 impl ProtocolHandler for EchoHandler {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
@@ -69,12 +84,12 @@ impl ProtocolHandler for EchoHandler {
 
 /// Latency summary of one measurement.
 #[derive(Debug, Clone, Copy)]
-struct Lat {
-    p50: Duration,
-    p99: Duration,
+pub(super) struct Lat {
+    pub(super) p50: Duration,
+    pub(super) p99: Duration,
 }
 
-fn summarize(mut v: Vec<Duration>) -> Lat {
+pub(super) fn summarize(mut v: Vec<Duration>) -> Lat {
     v.sort();
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     Lat {
@@ -83,11 +98,11 @@ fn summarize(mut v: Vec<Duration>) -> Lat {
     }
 }
 
-fn us(d: Duration) -> f64 {
+pub(super) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn peak_rss_mib() -> f64 {
+pub(super) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -100,7 +115,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     // utime + stime of this process, in clock ticks (100 Hz on Linux).
     std::fs::read_to_string("/proc/self/stat")
         .ok()
@@ -117,6 +132,12 @@ fn cpu_seconds() -> f64 {
 pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
     match a.what {
         BenchWhat::Serial { count, size, bulk } => serial(count, size, bulk).await,
+        BenchWhat::Can {
+            count,
+            frames,
+            subscribers,
+            seconds,
+        } => super::bench_can::run(count, frames, subscribers, seconds).await,
     }
 }
 

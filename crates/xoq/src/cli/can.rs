@@ -290,7 +290,9 @@ pub(super) async fn bridge(a: CanBridgeCmd) -> anyhow::Result<()> {
     // One socket both ways: the kernel does not hand a socket its own frames, so what we
     // read is only what other local programs put on the interface (no echo loop).
     let xoq_device::can::OpenCan {
-        mut rx, tx: mut local_tx, ..
+        mut rx,
+        tx: mut local_tx,
+        ..
     } = xoq_device::can::backend(&a.to)?.open()?;
     let opts = CanOptions::new()
         .key(Some(common::client_key(a.key.as_ref())?))
