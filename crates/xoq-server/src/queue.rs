@@ -1,8 +1,10 @@
-//! A bounded byte queue with a drop-oldest policy, for device → client data.
+//! Bounded queues between a device and its clients.
 //!
-//! A device cannot be paused (a UART keeps receiving), so when a client reads slower than its
-//! device produces, the oldest bytes are dropped and counted; the count is reported to the
-//! client as an event. Readers wait on a `Notify`, so the first byte wakes them immediately.
+//! [`ByteQueue`] carries device bytes to one client with one of two stated policies
+//! ([`Overflow`]): *block* (the P2P controller: the device reader waits, so the kernel's own
+//! buffer and flow control apply exactly as for a local program that stops reading), or
+//! *drop-oldest* with a counter (the MoQ track: the relay side must never hold the device
+//! back). Readers wait on a `Notify`, so the first byte wakes them immediately.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,14 +13,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+/// What a full queue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The producer waits for space.
+    Block,
+    /// The oldest bytes are dropped and counted.
+    DropOldest,
+}
+
 /// Bounded multi-producer single-consumer queue of byte chunks.
 #[derive(Debug)]
 pub struct ByteQueue {
     inner: Mutex<Inner>,
     notify: Notify,
+    space: Notify,
     dropped: AtomicU64,
     closed: AtomicBool,
     capacity: usize,
+    policy: Overflow,
 }
 
 #[derive(Debug, Default)]
@@ -28,15 +41,43 @@ struct Inner {
 }
 
 impl ByteQueue {
-    /// A queue holding at most `capacity` bytes.
+    /// A drop-oldest queue holding at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
+        Self::with_policy(capacity, Overflow::DropOldest)
+    }
+
+    /// A queue of `capacity` bytes with the given overflow policy.
+    pub fn with_policy(capacity: usize, policy: Overflow) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
+            space: Notify::new(),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity,
+            policy,
         }
+    }
+
+    /// Append a chunk following the queue's policy: wait for space (block) or drop the
+    /// oldest bytes (drop-oldest). A chunk is always accepted into an empty queue, so a chunk
+    /// larger than the capacity cannot wait forever.
+    pub async fn push_wait(&self, chunk: Bytes) {
+        if self.policy == Overflow::Block {
+            loop {
+                let space = self.space.notified();
+                let full = self
+                    .inner
+                    .lock()
+                    .map(|q| q.bytes > 0 && q.bytes + chunk.len() > self.capacity)
+                    .unwrap_or(false);
+                if !full || self.closed.load(Ordering::Relaxed) {
+                    break;
+                }
+                space.await;
+            }
+        }
+        self.push(chunk);
     }
 
     /// Append a chunk, dropping the oldest bytes beyond capacity.
@@ -80,6 +121,8 @@ impl ByteQueue {
             {
                 out.extend(q.chunks.drain(..));
                 q.bytes = 0;
+                // One producer (the device reader): a stored permit cannot be missed.
+                self.space.notify_one();
                 return Some(());
             }
             if self.closed.load(Ordering::Relaxed) {
@@ -95,6 +138,7 @@ impl ByteQueue {
             q.chunks.clear();
             q.bytes = 0;
         }
+        self.space.notify_one();
     }
 
     /// Bytes dropped since the last call (and reset the counter).
@@ -102,10 +146,11 @@ impl ByteQueue {
         self.dropped.swap(0, Ordering::Relaxed)
     }
 
-    /// Wake the consumer for good.
+    /// Wake the consumer (and a blocked producer) for good.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.notify.notify_one();
+        self.space.notify_one();
     }
 }
 
@@ -123,6 +168,26 @@ mod tests {
         let all: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(all, b"456789abcd");
         assert_eq!(q.take_dropped(), 4);
+        assert_eq!(q.take_dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn block_policy_waits_for_space_and_loses_nothing() {
+        let q = std::sync::Arc::new(ByteQueue::with_policy(4, Overflow::Block));
+        q.push_wait(Bytes::from_static(b"abcd")).await;
+        let q2 = q.clone();
+        let producer = tokio::spawn(async move { q2.push_wait(Bytes::from_static(b"ef")).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !producer.is_finished(),
+            "a full queue makes the producer wait"
+        );
+        let mut out = Vec::new();
+        q.pop_all(&mut out).await.expect("data");
+        producer.await.expect("producer");
+        q.pop_all(&mut out).await.expect("data");
+        let all: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(all, b"abcdef");
         assert_eq!(q.take_dropped(), 0);
     }
 

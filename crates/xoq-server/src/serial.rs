@@ -1,7 +1,9 @@
 //! The serial bridge server.
 //!
-//! Data path: a device reader task pushes bytes into one bounded [`ByteQueue`] per client
-//! (drop-oldest, reported as [`Event::Dropped`]); a client session writes bytes and control
+//! Data path: a device reader task pushes bytes into one bounded [`ByteQueue`] per client:
+//! the P2P controller's queue *blocks* (the device reader waits, so the kernel buffer and
+//! flow control behave as for a local program that stops reading), the MoQ track's queue
+//! drops the oldest bytes (counted) so the relay side never holds the device back; a client session writes bytes and control
 //! requests to the device in stream order under one lock, so a baud change lands exactly
 //! between the bytes sent before and after it.
 //!
@@ -28,7 +30,7 @@ use xoq_wire::serial::{
     VERSION, Welcome,
 };
 
-use crate::queue::ByteQueue;
+use crate::queue::{ByteQueue, Overflow};
 
 /// Bytes buffered per client between the device and the network before the oldest are dropped.
 pub const CLIENT_QUEUE_BYTES: usize = 1 << 20;
@@ -158,11 +160,13 @@ struct Shared {
 }
 
 impl Shared {
-    fn fanout(&self, data: Bytes) {
-        if let Ok(sinks) = self.sinks.lock() {
-            for (_, q) in sinks.iter() {
-                q.push(data.clone());
-            }
+    async fn fanout(&self, data: Bytes) {
+        let sinks: Vec<Arc<ByteQueue>> = match self.sinks.lock() {
+            Ok(s) => s.iter().map(|(_, q)| q.clone()).collect(),
+            Err(_) => return,
+        };
+        for q in sinks {
+            q.push_wait(data.clone()).await;
         }
     }
 
@@ -298,7 +302,7 @@ async fn device_task(
                 Ok(0) => break "end of file".to_string(),
                 Ok(n) => {
                     shared.stats.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    shared.fanout(buf.split().freeze());
+                    shared.fanout(buf.split().freeze()).await;
                 }
                 Err(e) => break e.to_string(),
             }
@@ -459,7 +463,7 @@ impl SerialServer {
             session,
         };
 
-        let queue = Arc::new(ByteQueue::new(CLIENT_QUEUE_BYTES));
+        let queue = Arc::new(ByteQueue::with_policy(CLIENT_QUEUE_BYTES, Overflow::Block));
         if let Some(s) = settings
             && let Err(e) = shared.control(&Command::SetSettings(s), None).await
         {

@@ -1,6 +1,6 @@
 //! xoq: robot hardware over QUIC.
 //!
-//! A robot's serial servos (and, in later services, CAN motors and cameras) are served from
+//! A robot's serial servos and CAN motors (cameras are next) are served from
 //! the robot, and a program anywhere uses them as if they were plugged in locally: P2P over
 //! iroh (dial a robot by its public key) or 1-to-many through a MoQ relay.
 //!
@@ -22,6 +22,14 @@ pub use xoq_device as device;
 pub use xoq_server as server;
 pub use xoq_transport as transport;
 pub use xoq_wire as wire;
+
+/// CAN buses over the network: the client, the server, frames and the simulator's helpers.
+pub mod can {
+    pub use xoq_client::can::{CanOptions, RemoteCanBus};
+    pub use xoq_device::can::{CanBackend, backend};
+    pub use xoq_server::can::{CanServer, CanServerBuilder, MoqWrites};
+    pub use xoq_wire::can::{BusState, CanFrame, Filter, TimedFrame};
+}
 
 /// Serial ports over the network: the client, the server and their settings.
 pub mod serial {
