@@ -27,7 +27,7 @@ use xoq_wire::can::{
 use xoq_wire::serial::RefuseCode;
 
 use crate::ClientError;
-use crate::conn::ConnGuard;
+use crate::conn::{ConnGuard, handshake_failed};
 use crate::rx::Inbox;
 
 /// Frames buffered on the client before the oldest are dropped.
@@ -186,14 +186,7 @@ impl RemoteCanBus {
                     "{peer}: unexpected first message {other:?}"
                 )));
             }
-            Err(_) => {
-                let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                endpoint.close().await;
-                return Err(match reason {
-                    Ok(e) => ClientError::from(p2p::closed_error(&peer, &e)),
-                    Err(_) => ClientError::Connect(format!("{peer}: handshake failed")),
-                });
-            }
+            Err(_) => return Err(handshake_failed(&conn, endpoint, &peer).await),
         };
         let inbox = Arc::new(Inbox::new(INBOX_FRAMES));
         let (state_tx, state) = watch::channel(BusState::ErrorActive);

@@ -1,7 +1,26 @@
 //! Connection lifetime shared by the clients.
 
+use std::time::Duration;
+
 use iroh::Endpoint;
 use xoq_transport::p2p;
+
+use crate::ClientError;
+
+/// The handshake stream died: the connection's close reason says why (an allowlist refusal
+/// closes the connection right after the TLS handshake, before any stream is served).
+pub(crate) async fn handshake_failed(
+    conn: &iroh::endpoint::Connection,
+    endpoint: Endpoint,
+    peer: &str,
+) -> ClientError {
+    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    endpoint.close().await;
+    match reason {
+        Ok(e) => ClientError::from(p2p::closed_error(peer, &e)),
+        Err(_) => ClientError::Connect(format!("{peer}: handshake failed")),
+    }
+}
 
 /// Closes the connection when a client is dropped without `close()`, so the server frees
 /// the device (and runs its safety actions) at once instead of after the idle timeout.

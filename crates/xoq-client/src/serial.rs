@@ -27,7 +27,7 @@ use xoq_wire::serial::{
 };
 
 use crate::ClientError;
-use crate::conn::ConnGuard;
+use crate::conn::{ConnGuard, handshake_failed};
 use crate::rx::RxBuffer;
 
 /// How long a control request may take before the client gives up.
@@ -147,8 +147,6 @@ impl RemoteSerial {
         let endpoint = p2p::client_endpoint(opts.key.clone(), addr, opts.offline).await?;
         let conn = p2p::connect(&endpoint, addr, ALPN, opts.offline).await?;
         let peer = addr.to_string();
-        let closed =
-            |e: &iroh::endpoint::ConnectionError| ClientError::from(p2p::closed_error(&peer, e));
         let handshake = async {
             let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             let mut out = BytesMut::new();
@@ -179,14 +177,7 @@ impl RemoteSerial {
                 )));
             }
             Ok((_, _, None)) | Err(_) => {
-                // The stream died before a handshake: the connection's close reason says why
-                // (an allowlist refusal closes it right after the TLS handshake).
-                let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                endpoint.close().await;
-                return Err(match reason {
-                    Ok(e) => closed(&e),
-                    Err(_) => ClientError::Connect(format!("{peer}: handshake failed")),
-                });
+                return Err(handshake_failed(&conn, endpoint, &peer).await);
             }
         };
         let rx = Arc::new(RxBuffer::default());
