@@ -42,7 +42,12 @@ cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 log "demo self-check"
 cargo run --quiet --bin xoq -- demo --check --listen 127.0.0.1:0
 
+log "runnable examples"
+cargo run --quiet -p xoq --example serial_sim
+cargo run --quiet -p xoq --example can_motor
+
 log "benchmark smoke run (figures printed, never pass/fail on timing)"
 cargo run --quiet --bin xoq -- bench serial --count 300 --bulk 1048576
+cargo run --quiet --bin xoq -- bench can --count 300 --frames 5000 --seconds 0.5
 
 log "all tests passed"
