@@ -32,8 +32,8 @@ use std::fmt::Write as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::coding::{
-    DecodeError, get_bool, get_string, get_u8, get_u16, get_u32, get_u64, get_varint, put_string,
-    put_varint, string_len, varint_len,
+    DecodeError, finish_exact, get_bool, get_string, get_u8, get_u16, get_u32, get_u64, get_varint,
+    put_string, put_varint, string_len, varint_len,
 };
 use crate::frame::{Frame, MAX_PAYLOAD};
 
@@ -580,7 +580,7 @@ pub fn track_frame_len(frames: &[TimedFrame]) -> usize {
 pub fn decode_track_frame(bytes: &[u8]) -> Result<Vec<TimedFrame>, DecodeError> {
     let mut p = bytes;
     let v = get_batch(&mut p);
-    finish(p.len(), v)
+    finish_exact(p.len(), v)
 }
 
 /// An acceptance filter, with python-can's semantics: a frame matches when
@@ -761,19 +761,6 @@ mod kind {
     pub(super) const DROPPED: u8 = 0x31;
 }
 
-/// Exact-consume rule shared by messages and track frames: the container (envelope payload or
-/// MoQ frame) is complete, so a Short inside it is a truncation, and leftovers are an error.
-fn finish<T>(left: usize, value: Result<T, DecodeError>) -> Result<T, DecodeError> {
-    let value = value.map_err(|e| match e {
-        DecodeError::Short => invalid("payload", "truncated message"),
-        e => e,
-    })?;
-    if left != 0 {
-        return Err(DecodeError::Long(left));
-    }
-    Ok(value)
-}
-
 impl ClientMsg {
     /// Encoded size in bytes, envelope included.
     pub fn encoded_len(&self) -> usize {
@@ -838,7 +825,7 @@ impl ClientMsg {
             kind::SET_FILTERS => get_filters(p).map(ClientMsg::SetFilters),
             k => return Err(DecodeError::UnknownKind(k)),
         };
-        finish(p.remaining(), v)
+        finish_exact(p.remaining(), v)
     }
 }
 
@@ -915,7 +902,7 @@ impl ServerMsg {
             kind::DROPPED => get_u64(p).map(ServerMsg::Dropped),
             k => return Err(DecodeError::UnknownKind(k)),
         };
-        finish(p.remaining(), v)
+        finish_exact(p.remaining(), v)
     }
 }
 

@@ -119,6 +119,23 @@ pub fn get_bool(buf: &mut impl Buf, field: &'static str) -> Result<bool, DecodeE
     }
 }
 
+/// Exact-consume rule of every message: its container (an envelope payload or a MoQ frame) is
+/// complete, so a `Short` while decoding fields is a truncated message (`Invalid`, never "read
+/// more"), and `left` bytes after the last field are an error (`Long`).
+pub fn finish_exact<T>(left: usize, value: Result<T, DecodeError>) -> Result<T, DecodeError> {
+    let value = value.map_err(|e| match e {
+        DecodeError::Short => DecodeError::Invalid {
+            field: "payload",
+            reason: "truncated message",
+        },
+        e => e,
+    })?;
+    if left != 0 {
+        return Err(DecodeError::Long(left));
+    }
+    Ok(value)
+}
+
 /// Maximum length of a string field (names, error messages).
 pub const MAX_STRING: usize = 1024;
 

@@ -13,7 +13,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::coding::{
-    DecodeError, get_bool, get_string, get_u8, get_u16, get_u32, get_u64, put_string, string_len,
+    DecodeError, finish_exact, get_bool, get_string, get_u8, get_u16, get_u32, get_u64, put_string,
+    string_len,
 };
 use crate::frame::{Frame, MAX_PAYLOAD};
 
@@ -335,19 +336,6 @@ mod kind {
     pub(super) const EVENT: u8 = 0x30;
 }
 
-fn finish<T>(payload: &Bytes, value: Result<T, DecodeError>) -> Result<T, DecodeError> {
-    // A Short inside a complete frame means the payload is truncated: that is invalid, not
-    // "read more" (the frame boundary is authoritative).
-    let value = value.map_err(|e| match e {
-        DecodeError::Short => invalid("payload", "truncated message"),
-        e => e,
-    })?;
-    if !payload.is_empty() {
-        return Err(DecodeError::Long(payload.len()));
-    }
-    Ok(value)
-}
-
 impl ClientMsg {
     /// Encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
@@ -417,7 +405,7 @@ impl ClientMsg {
                         client,
                     }))
                 })();
-                finish(p, v)
+                finish_exact(p.len(), v)
             }
             kind::DATA => Ok(ClientMsg::Data(payload)),
             kind::REQUEST => {
@@ -426,7 +414,7 @@ impl ClientMsg {
                     let command = decode_command(p)?;
                     Ok(ClientMsg::Request(Request { id, command }))
                 })();
-                finish(p, v)
+                finish_exact(p.len(), v)
             }
             k => Err(DecodeError::UnknownKind(k)),
         }
@@ -618,7 +606,7 @@ impl ServerMsg {
             })(),
             k => return Err(DecodeError::UnknownKind(k)),
         };
-        finish(p, v)
+        finish_exact(p.len(), v)
     }
 }
 
