@@ -10,8 +10,9 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use iroh::SecretKey;
@@ -22,7 +23,7 @@ use xoq_transport::moq::{DATA_TRACK, MoqSession, TrackWriter};
 use xoq_transport::p2p;
 use xoq_wire::can::{
     ALPN, BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, ServerMsg, TimedFrame, VERSION,
-    decode_track_frame, encode_track_frame,
+    decode_track_frame, encode_track_frame, filters_accept,
 };
 use xoq_wire::serial::RefuseCode;
 
@@ -33,6 +34,51 @@ use crate::rx::Inbox;
 /// Frames buffered on the client before the oldest are dropped.
 pub const INBOX_FRAMES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Own frames remembered for echo suppression over a relay (drop-oldest beyond this).
+const OWN_ECHO_MAX: usize = 1024;
+/// An own frame not seen back within this time was lost (e.g. writes refused): forget it.
+const OWN_ECHO_TTL: Duration = Duration::from_secs(2);
+
+/// Frames this client published through a relay and has not seen come back on the state
+/// track yet. The relay broadcasts all bus traffic, this client's commands included; a P2P
+/// server leaves a client's own frames out unless asked, and a relay client must behave the
+/// same (LeRobot's Damiao bus waits for a silent bus). Matching is by content, oldest first:
+/// the bus keeps each sender's order.
+#[derive(Debug, Default)]
+struct OwnEcho {
+    pending: Mutex<VecDeque<(Instant, CanFrame)>>,
+}
+
+impl OwnEcho {
+    fn sent(&self, frames: &[CanFrame]) {
+        let now = Instant::now();
+        if let Ok(mut p) = self.pending.lock() {
+            for f in frames {
+                if p.len() == OWN_ECHO_MAX {
+                    p.pop_front();
+                }
+                p.push_back((now, f.clone()));
+            }
+        }
+    }
+
+    /// Whether `frame` is the echo of one of ours (and forget that one).
+    fn is_echo(&self, frame: &CanFrame) -> bool {
+        let Ok(mut p) = self.pending.lock() else {
+            return false;
+        };
+        while p.front().is_some_and(|(t, _)| t.elapsed() > OWN_ECHO_TTL) {
+            p.pop_front();
+        }
+        match p.iter().position(|(_, f)| f == frame) {
+            Some(i) => {
+                p.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// Options for opening a remote bus.
 #[derive(Debug, Clone)]
@@ -103,6 +149,10 @@ enum Link {
     },
     Moq {
         cmd: tokio::sync::Mutex<TrackWriter>,
+        /// `None` when the client asked to receive its own frames.
+        own: Option<Arc<OwnEcho>>,
+        /// Applied by this client: a relay cannot filter per subscriber.
+        filters: Arc<Mutex<Vec<Filter>>>,
         broadcast: xoq_transport::moq::broadcast::Producer,
         session: MoqSession,
     },
@@ -133,7 +183,7 @@ impl RemoteCanBus {
         let fut = async {
             match &addr {
                 Address::P2p { .. } => Self::connect_p2p(&addr, opts).await,
-                Address::Moq { relay, name } => Self::connect_moq(relay, name).await,
+                Address::Moq { relay, name } => Self::connect_moq(relay, name, opts).await,
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, fut)
@@ -213,7 +263,11 @@ impl RemoteCanBus {
         })
     }
 
-    async fn connect_moq(relay: &url::Url, name: &str) -> Result<Self, ClientError> {
+    async fn connect_moq(
+        relay: &url::Url,
+        name: &str,
+        opts: CanOptions,
+    ) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
         let (broadcast, mut writers) =
             session.publish_tracks(&format!("{name}/cmd"), &[DATA_TRACK])?;
@@ -233,12 +287,21 @@ impl RemoteCanBus {
         state_track.skip_backlog().await?;
         let inbox = Arc::new(Inbox::new(INBOX_FRAMES));
         let (_state_tx, state) = watch::channel(BusState::ErrorActive);
+        let own = (!opts.receive_own).then(|| Arc::new(OwnEcho::default()));
+        let filters = Arc::new(Mutex::new(opts.filters));
         let ib = inbox.clone();
+        let (own_rx, filters_rx) = (own.clone(), filters.clone());
         let reader = tokio::spawn(async move {
             loop {
                 match state_track.next().await {
                     Ok(payload) => match decode_track_frame(&payload) {
-                        Ok(frames) => ib.extend(frames),
+                        Ok(frames) => {
+                            let active = filters_rx.lock().map(|f| f.clone()).unwrap_or_default();
+                            ib.extend(frames.into_iter().filter(|t| {
+                                !own_rx.as_ref().is_some_and(|o| o.is_echo(&t.frame))
+                                    && filters_accept(&active, &t.frame)
+                            }))
+                        }
                         Err(e) => tracing::warn!("undecodable state batch: {e}"),
                     },
                     Err(e) => {
@@ -251,6 +314,8 @@ impl RemoteCanBus {
         Ok(Self {
             link: Link::Moq {
                 cmd: tokio::sync::Mutex::new(cmd),
+                own,
+                filters,
                 broadcast,
                 session,
             },
@@ -316,8 +381,11 @@ impl RemoteCanBus {
                     .await
                     .map_err(|e| ClientError::Closed(e.to_string()))
             }
-            Link::Moq { cmd, .. } => {
+            Link::Moq { cmd, own, .. } => {
                 let mut w = cmd.lock().await;
+                if let Some(own) = own {
+                    own.sent(frames);
+                }
                 for chunk in timed.chunks(MAX_BATCH) {
                     out.clear();
                     encode_track_frame(chunk, &mut out);
@@ -342,7 +410,8 @@ impl RemoteCanBus {
         }
     }
 
-    /// Replace the server-side filters.
+    /// Replace the filters: applied by a P2P server (filtered frames never cross the
+    /// network), or by this client over a relay (which broadcasts everything).
     pub async fn set_filters(&self, filters: Vec<Filter>) -> Result<(), ClientError> {
         match &self.link {
             Link::P2p { send, .. } => {
@@ -354,9 +423,12 @@ impl RemoteCanBus {
                     .await
                     .map_err(|e| ClientError::Closed(e.to_string()))
             }
-            Link::Moq { .. } => Err(ClientError::Unsupported(
-                "filters are applied by P2P servers; over a relay, filter locally".into(),
-            )),
+            Link::Moq { filters: f, .. } => {
+                if let Ok(mut f) = f.lock() {
+                    *f = filters;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -377,6 +449,7 @@ impl RemoteCanBus {
                 cmd,
                 broadcast,
                 session,
+                ..
             } => {
                 cmd.into_inner().finish();
                 broadcast.close();
@@ -420,4 +493,38 @@ async fn p2p_reader(
         }
     };
     inbox.close(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(id: u32, data: &[u8]) -> CanFrame {
+        CanFrame::new(id, data.to_vec()).expect("valid frame")
+    }
+
+    #[test]
+    fn own_echo_suppresses_each_sent_frame_once() {
+        let own = OwnEcho::default();
+        own.sent(&[frame(1, b"a"), frame(1, b"a"), frame(2, b"b")]);
+        assert!(!own.is_echo(&frame(3, b"a")), "someone else's frame");
+        assert!(own.is_echo(&frame(1, b"a")));
+        assert!(own.is_echo(&frame(2, b"b")));
+        assert!(own.is_echo(&frame(1, b"a")));
+        // All three echoes consumed: the same content again is another sender's.
+        assert!(!own.is_echo(&frame(1, b"a")));
+    }
+
+    #[test]
+    fn own_echo_is_bounded() {
+        let own = OwnEcho::default();
+        let frames: Vec<CanFrame> = (0..OWN_ECHO_MAX as u32 + 10)
+            .map(|i| frame(i & 0x7FF, &i.to_le_bytes()))
+            .collect();
+        own.sent(&frames);
+        assert_eq!(own.pending.lock().expect("lock").len(), OWN_ECHO_MAX);
+        // The oldest were forgotten (drop-oldest), the newest are still matched.
+        assert!(!own.is_echo(&frames[0]));
+        assert!(own.is_echo(&frames[frames.len() - 1]));
+    }
 }

@@ -386,11 +386,20 @@ impl RemoteSerial {
 
     /// Discard buffered bytes locally and on the server/device.
     pub async fn clear(&self, which: ClearBuffer) -> Result<(), ClientError> {
-        if matches!(which, ClearBuffer::Input | ClearBuffer::All) {
+        let input = matches!(which, ClearBuffer::Input | ClearBuffer::All);
+        if input {
             self.rx.clear();
         }
         match &self.link {
-            Link::P2p { .. } => self.request(Command::Clear(which)).await,
+            Link::P2p { .. } => {
+                self.request(Command::Clear(which)).await?;
+                // The reply travels on the same ordered stream as the data: whatever arrived
+                // before it was read from the device before the clear, so it goes too.
+                if input {
+                    self.rx.clear();
+                }
+                Ok(())
+            }
             // Over a relay only the local buffer exists.
             Link::Moq { .. } => Ok(()),
         }

@@ -1,0 +1,299 @@
+//! `SerialPort`: a remote serial port for Python, with pyserial's read/write semantics.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use xoq::client::ClientError;
+use xoq::serial::{
+    ClearBuffer, DataBits, FlowControl, LineSettings, Parity, RemoteSerial, SerialOptions, StopBits,
+};
+
+use crate::{SIGNAL_SLICE, client_key, close_slot, duration, is_open, runtime, to_py};
+
+/// Most bytes one `read` call copies out per wait (the result grows past it as needed).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Line settings from pyserial's vocabulary.
+fn settings(
+    baudrate: u32,
+    bytesize: u8,
+    parity: &str,
+    stopbits: f64,
+    xonxoff: bool,
+    rtscts: bool,
+) -> PyResult<LineSettings> {
+    let data_bits = match bytesize {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        8 => DataBits::Eight,
+        n => {
+            return Err(PyValueError::new_err(format!(
+                "bytesize {n}: use 5, 6, 7 or 8"
+            )));
+        }
+    };
+    let parity = match parity {
+        "N" => Parity::None,
+        "O" => Parity::Odd,
+        "E" => Parity::Even,
+        p => {
+            return Err(PyValueError::new_err(format!(
+                "parity {p:?} is not carried by xoq: use N, E or O"
+            )));
+        }
+    };
+    let stop_bits = if stopbits == 1.0 {
+        StopBits::One
+    } else if stopbits == 2.0 {
+        StopBits::Two
+    } else {
+        return Err(PyValueError::new_err(format!(
+            "stopbits {stopbits}: use 1 or 2"
+        )));
+    };
+    let flow_control = match (xonxoff, rtscts) {
+        (false, false) => FlowControl::None,
+        (true, false) => FlowControl::Software,
+        (false, true) => FlowControl::Hardware,
+        (true, true) => {
+            return Err(PyValueError::new_err(
+                "choose one of xonxoff and rtscts: a port has one flow control",
+            ));
+        }
+    };
+    Ok(LineSettings {
+        baud_rate: baudrate,
+        data_bits,
+        parity,
+        stop_bits,
+        flow_control,
+    })
+}
+
+/// A connected remote serial port. Methods may be called from several Python threads.
+#[pyclass(frozen, module = "xoq._xoq")]
+pub(crate) struct SerialPort {
+    port: Mutex<Option<Arc<RemoteSerial>>>,
+    relay: bool,
+}
+
+impl SerialPort {
+    fn port(&self) -> PyResult<Arc<RemoteSerial>> {
+        self.port
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .ok_or_else(|| crate::ClosedError::new_err("the port is closed"))
+    }
+
+    /// Run an async client call from Python: GIL released, on the shared runtime.
+    fn run<T, F, Fut>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(Arc<RemoteSerial>) -> Fut + Send,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let port = self.port()?;
+        let rt = runtime()?;
+        py.detach(|| rt.block_on(f(port))).map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl SerialPort {
+    /// Connect to `address` (`<id>`, `<id>@ip:port` or `<relay-url>/<path>`) and apply the
+    /// settings. `baudrate=None` keeps the port's current settings.
+    #[new]
+    #[pyo3(signature = (address, baudrate=None, bytesize=8, parity="N", stopbits=1.0, xonxoff=false, rtscts=false, offline=None, key=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        address: &str,
+        baudrate: Option<u32>,
+        bytesize: u8,
+        parity: &str,
+        stopbits: f64,
+        xonxoff: bool,
+        rtscts: bool,
+        offline: Option<bool>,
+        key: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let mut opts = match baudrate {
+            Some(b) => SerialOptions::new(b)
+                .settings(settings(b, bytesize, parity, stopbits, xonxoff, rtscts)?),
+            None => SerialOptions::keep_settings(),
+        };
+        opts = opts
+            .offline(crate::offline(offline))
+            .key(client_key(key)?)
+            .client_name("python");
+        let relay = address.contains("://");
+        let rt = runtime()?;
+        let port = py
+            .detach(|| rt.block_on(RemoteSerial::connect(address, opts)))
+            .map_err(to_py)?;
+        Ok(Self {
+            port: Mutex::new(Some(Arc::new(port))),
+            relay,
+        })
+    }
+
+    /// pyserial's `read(size)`: up to `size` bytes. `timeout=None` waits for all of them,
+    /// `0` returns what is there, a number of seconds returns early with fewer.
+    /// `inter_byte_timeout` ends the read when the line goes quiet after the first byte.
+    #[pyo3(signature = (size, timeout=None, inter_byte_timeout=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        size: usize,
+        timeout: Option<f64>,
+        inter_byte_timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let port = self.port()?;
+        let rx = port.rx();
+        let deadline = duration(timeout)?.map(|t| Instant::now() + t);
+        let inter_byte = duration(inter_byte_timeout)?;
+        let mut out = Vec::with_capacity(size.min(READ_CHUNK));
+        let mut chunk = vec![0u8; size.clamp(1, READ_CHUNK)];
+        let mut last_byte = Instant::now();
+        while out.len() < size {
+            let want = (size - out.len()).min(chunk.len());
+            let now = Instant::now();
+            let mut wait = deadline.map(|d| d.saturating_duration_since(now));
+            if let Some(ib) = inter_byte
+                && !out.is_empty()
+            {
+                let quiet = (last_byte + ib).saturating_duration_since(now);
+                wait = Some(wait.map_or(quiet, |w| w.min(quiet)));
+            }
+            if wait == Some(Duration::ZERO) {
+                // Out of time: take what is already there without waiting.
+                match rx.try_read(&mut chunk[..want]) {
+                    Ok(n) => out.extend_from_slice(&chunk[..n]),
+                    Err(reason) if out.is_empty() => {
+                        return Err(to_py(ClientError::Closed(reason)));
+                    }
+                    Err(_) => {}
+                }
+                break;
+            }
+            let slice = wait.map_or(SIGNAL_SLICE, |w| w.min(SIGNAL_SLICE));
+            let buf = &mut chunk[..want];
+            match py.detach(|| rx.read_blocking(buf, Some(slice))) {
+                Ok(0) => {
+                    if !is_open(&self.port) {
+                        return Err(crate::ClosedError::new_err("the port was closed"));
+                    }
+                    py.check_signals()?;
+                }
+                Ok(n) => {
+                    out.extend_from_slice(&chunk[..n]);
+                    last_byte = Instant::now();
+                }
+                // Hand over what came before the link ended; the next read raises.
+                Err(_) if !out.is_empty() => break,
+                Err(reason) => return Err(to_py(ClientError::Closed(reason))),
+            }
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Write all of `data`; `timeout` (seconds) bounds the wait for network flow control.
+    #[pyo3(signature = (data, timeout=None))]
+    fn write(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<usize> {
+        let limit = duration(timeout)?;
+        let len = data.len();
+        self.run(py, move |p| async move {
+            match limit {
+                None => p.write(data).await,
+                Some(t) => tokio::time::timeout(t, p.write(data))
+                    .await
+                    .map_err(|_| ClientError::Timeout(t))?,
+            }
+        })?;
+        Ok(len)
+    }
+
+    /// Bytes received and not read yet.
+    #[getter]
+    fn in_waiting(&self) -> PyResult<usize> {
+        Ok(self.port()?.available())
+    }
+
+    /// Bytes the client dropped because nobody read them (the buffer holds 4 MiB).
+    #[getter]
+    fn dropped(&self) -> PyResult<u64> {
+        Ok(self.port()?.rx().dropped())
+    }
+
+    /// Whether the port is reached through a MoQ relay (data only: no settings or modem lines).
+    #[getter]
+    fn via_relay(&self) -> bool {
+        self.relay
+    }
+
+    /// Discard received bytes, here and on the server and device.
+    fn reset_input(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |p| async move { p.clear(ClearBuffer::Input).await })
+    }
+
+    /// Discard bytes not yet sent by the device.
+    fn reset_output(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |p| async move { p.clear(ClearBuffer::Output).await })
+    }
+
+    /// Wait until the device has transmitted everything written so far.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |p| async move { p.drain().await })
+    }
+
+    /// Apply new line settings on the remote port.
+    #[pyo3(signature = (baudrate, bytesize=8, parity="N", stopbits=1.0, xonxoff=false, rtscts=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn configure(
+        &self,
+        py: Python<'_>,
+        baudrate: u32,
+        bytesize: u8,
+        parity: &str,
+        stopbits: f64,
+        xonxoff: bool,
+        rtscts: bool,
+    ) -> PyResult<()> {
+        let s = settings(baudrate, bytesize, parity, stopbits, xonxoff, rtscts)?;
+        self.run(py, move |p| async move { p.set_settings(s).await })
+    }
+
+    /// Set the DTR line.
+    fn set_dtr(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.run(py, move |p| async move { p.set_dtr(on).await })
+    }
+
+    /// Set the RTS line.
+    fn set_rts(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.run(py, move |p| async move { p.set_rts(on).await })
+    }
+
+    /// Hold a break condition for `duration` seconds (at most 10).
+    fn send_break(&self, py: Python<'_>, duration: f64) -> PyResult<()> {
+        let d = crate::duration(Some(duration))?.unwrap_or_default();
+        self.run(py, move |p| async move { p.send_break(d).await })
+    }
+
+    /// Close the session (idempotent). The server frees the port for the next client.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        close_slot(py, &self.port, |p| p.close())
+    }
+
+    /// Whether `close()` has not been called.
+    #[getter]
+    fn is_open(&self) -> bool {
+        is_open(&self.port)
+    }
+}

@@ -1,0 +1,248 @@
+"""python-can on remote buses: the `xoq` interface plugin under stock python-can."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import can
+import pytest
+
+from conftest import client_key, closed_udp_port, free_id, wait_for
+
+
+@pytest.fixture
+def vbus(start):
+    """A server on an empty in-process CAN FD bus."""
+    return start("can-server", "virtual:py", "--bind", "127.0.0.1:0")
+
+
+def _bus(server, **kw) -> can.BusABC:
+    return can.Bus(channel=server.address, interface="xoq", **kw)
+
+
+def test_plugin_is_found_through_the_entry_point(vbus):
+    with _bus(vbus) as bus:
+        assert type(bus).__name__ == "XoqBus"
+        assert bus.protocol == can.CanProtocol.CAN_FD
+        assert bus.state == can.BusState.ACTIVE
+        assert "xoq" in bus.channel_info
+
+
+def test_can_bus_with_address_only_picks_xoq(vbus):
+    with can.Bus(vbus.address) as bus:
+        assert type(bus).__name__ == "XoqBus"
+
+
+def test_send_receive_classic_fd_remote_and_extended(vbus):
+    with _bus(vbus) as a, _bus(vbus, fd=True) as b:
+        sent = [
+            can.Message(arbitration_id=0x123, data=b"\x01\x02\x03", is_extended_id=False),
+            can.Message(arbitration_id=0x1ABCDE01, data=b"ext", is_extended_id=True),
+            can.Message(arbitration_id=0x42, data=bytes(range(64)), is_fd=True,
+                        bitrate_switch=True, is_extended_id=False),
+            can.Message(arbitration_id=0x43, data=bytes(12), is_fd=True, is_extended_id=False,
+                        error_state_indicator=True),
+            can.Message(arbitration_id=0x7FF, is_remote_frame=True, dlc=4, is_extended_id=False),
+        ]
+        before = time.time()
+        for m in sent:
+            a.send(m)
+        for m in sent:
+            r = b.recv(timeout=5)
+            assert r is not None, f"missing {m}"
+            assert r.arbitration_id == m.arbitration_id
+            assert r.is_extended_id == m.is_extended_id
+            assert r.is_fd == m.is_fd
+            assert r.bitrate_switch == m.bitrate_switch
+            assert r.error_state_indicator == m.error_state_indicator
+            assert r.is_remote_frame == m.is_remote_frame
+            assert r.dlc == m.dlc
+            if not m.is_remote_frame:
+                assert bytes(r.data) == bytes(m.data)
+            # Server receive time, wall clock.
+            assert before - 1 <= r.timestamp <= time.time() + 1
+        # Own frames are not echoed unless asked.
+        assert a.recv(timeout=0.2) is None
+
+
+def test_receive_own_messages(vbus):
+    with _bus(vbus, receive_own_messages=True) as a:
+        a.send(can.Message(arbitration_id=0x10, data=b"me", is_extended_id=False))
+        r = a.recv(timeout=5)
+        assert r is not None and bytes(r.data) == b"me"
+
+
+def test_filters_on_the_server_and_changed_later(vbus):
+    with _bus(vbus) as tx, _bus(vbus, can_filters=[{"can_id": 0x100, "can_mask": 0x7F0}]) as rx:
+        for i in (0x100, 0x200, 0x10F, 0x300):
+            tx.send(can.Message(arbitration_id=i, data=b"", is_extended_id=False))
+        assert [rx.recv(timeout=5).arbitration_id for _ in range(2)] == [0x100, 0x10F]
+        assert rx.recv(timeout=0.3) is None
+        rx.set_filters([{"can_id": 0x300, "can_mask": 0x7FF, "extended": False}])
+        time.sleep(0.1)
+        tx.send(can.Message(arbitration_id=0x100, data=b"", is_extended_id=False))
+        tx.send(can.Message(arbitration_id=0x300, data=b"", is_extended_id=True))  # extended
+        tx.send(can.Message(arbitration_id=0x300, data=b"s", is_extended_id=False))
+        r = rx.recv(timeout=5)
+        assert r.arbitration_id == 0x300 and not r.is_extended_id
+        assert rx.recv(timeout=0.3) is None
+        rx.set_filters(None)
+        time.sleep(0.1)
+        tx.send(can.Message(arbitration_id=0x555, data=b"", is_extended_id=False))
+        assert rx.recv(timeout=5).arbitration_id == 0x555
+
+
+def test_iteration_blocks_past_one_second(vbus):
+    with _bus(vbus) as tx, _bus(vbus) as rx:
+        threading.Timer(1.6, lambda: tx.send(
+            can.Message(arbitration_id=0x77, data=b"late", is_extended_id=False))).start()
+        t0 = time.monotonic()
+        msg = next(iter(rx))
+        assert msg.arbitration_id == 0x77
+        assert time.monotonic() - t0 >= 1.5
+
+
+def test_notifier_and_buffered_reader(vbus):
+    with _bus(vbus) as tx, _bus(vbus) as rx:
+        reader = can.BufferedReader()
+        notifier = can.Notifier(rx, [reader], timeout=0.1)
+        try:
+            for i in range(20):
+                tx.send(can.Message(arbitration_id=i, data=bytes([i]), is_extended_id=False))
+            got = []
+            deadline = time.monotonic() + 5
+            while len(got) < 20 and time.monotonic() < deadline:
+                m = reader.get_message(timeout=0.5)
+                if m is not None:
+                    got.append(m.arbitration_id)
+            assert got == list(range(20))
+        finally:
+            notifier.stop()
+
+
+def test_send_periodic(vbus):
+    with _bus(vbus) as tx, _bus(vbus) as rx:
+        task = tx.send_periodic(
+            can.Message(arbitration_id=0x321, data=b"\x01", is_extended_id=False), period=0.01
+        )
+        time.sleep(0.5)
+        task.stop()
+        n = 0
+        while rx.recv(timeout=0.3) is not None:
+            n += 1
+        assert n >= 20, f"only {n} periodic frames"
+
+
+def test_logger_writes_received_frames(vbus, tmp_path):
+    path = tmp_path / "log.csv"
+    with _bus(vbus) as tx, _bus(vbus) as rx:
+        logger = can.Logger(str(path))
+        notifier = can.Notifier(rx, [logger], timeout=0.1)
+        for i in range(5):
+            tx.send(can.Message(arbitration_id=0x500 + i, data=b"ab", is_extended_id=False))
+        time.sleep(0.5)
+        notifier.stop()
+        logger.stop()
+    rows = path.read_text().splitlines()
+    assert len(rows) == 6  # header + 5 frames
+    assert "1280" in rows[1] or "0x500" in rows[1].lower() or "500" in rows[1]
+
+
+def test_two_buses_on_one_remote_interface_both_receive(vbus):
+    with _bus(vbus) as tx, _bus(vbus) as r1, _bus(vbus) as r2:
+        for i in range(50):
+            tx.send(can.Message(arbitration_id=0x200, data=bytes([i]), is_extended_id=False))
+        for r in (r1, r2):
+            assert [r.recv(timeout=5).data[0] for _ in range(50)] == list(range(50))
+
+
+def test_shutdown_frees_the_session(vbus):
+    bus = _bus(vbus)
+    task = bus.send_periodic(can.Message(arbitration_id=1, data=b"", is_extended_id=False), 0.05)
+    bus.shutdown()
+    bus.shutdown()  # idempotent
+    task.thread.join(timeout=2)
+    assert not task.thread.is_alive()
+    with pytest.raises(can.CanOperationError):
+        bus.recv(timeout=0.1)
+    with pytest.raises(can.CanOperationError):
+        bus.send(can.Message(arbitration_id=2, data=b"", is_extended_id=False))
+
+
+def test_blocked_recv_ends_when_the_bus_is_shut_down(vbus):
+    bus = _bus(vbus)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            bus.recv(timeout=None)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    time.sleep(0.2)
+    bus.shutdown()
+    t.join(timeout=5)
+    assert not t.is_alive()
+    assert errors and isinstance(errors[0], can.CanOperationError)
+
+
+def test_through_relay_command_and_state(start, relay):
+    start("can-server", "sim:openarm", "--bind", "127.0.0.1:0", "--relay", relay,
+          "--moq", "anon/py-openarm")
+    with can.Bus(channel=f"{relay}/anon/py-openarm", interface="xoq") as bus:
+        enable = can.Message(arbitration_id=0x02, data=bytes([0xFF] * 7 + [0xFC]),
+                             is_extended_id=False)
+        deadline = time.monotonic() + 10
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            bus.send(enable)
+            reply = bus.recv(timeout=0.5)
+        assert reply is not None and reply.arbitration_id == 0x12
+        # Its own command never came back: the client drops the relay's echo of it.
+        assert bus.recv(timeout=0.3) is None
+        bus.set_filters([{"can_id": 0x13, "can_mask": 0x7FF}])
+        bus.send(enable)
+        assert bus.recv(timeout=0.5) is None  # 0x12's reply is filtered out
+        bus.set_filters(None)
+        bus.send(enable)
+        assert bus.recv(timeout=2).arbitration_id == 0x12
+
+
+def test_refused_by_allowlist(start, tmp_path):
+    key, my_id = client_key(tmp_path, "me.key")
+    srv = start("can-server", "virtual:locked", "--bind", "127.0.0.1:0", "--allow", free_id())
+    with pytest.raises(can.CanInitializationError, match="(?i)allow|refused|not allowed"):
+        can.Bus(channel=srv.address, interface="xoq", key=key)
+    srv2 = start("can-server", "virtual:open", "--bind", "127.0.0.1:0", "--allow", my_id)
+    with can.Bus(channel=srv2.address, interface="xoq", key=key) as bus:
+        assert bus.state == can.BusState.ACTIVE
+
+
+def test_unknown_endpoint_is_an_initialization_error():
+    t0 = time.monotonic()
+    with pytest.raises(can.CanInitializationError):
+        can.Bus(channel=f"{free_id()}@127.0.0.1:{closed_udp_port()}", interface="xoq")
+    assert time.monotonic() - t0 < 30
+
+
+def test_server_killed_mid_recv_raises(vbus):
+    bus = _bus(vbus)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            bus.recv(timeout=None)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    time.sleep(0.2)
+    vbus.kill()
+    t.join(timeout=20)
+    assert not t.is_alive(), "recv still blocked after the server died"
+    assert errors and isinstance(errors[0], can.CanOperationError), errors
+    bus.shutdown()

@@ -1,0 +1,233 @@
+"""pyserial on remote ports: stock pyserial API, real servers, pty devices."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import serial
+
+from conftest import closed_udp_port, free_id, client_key, wait_for
+
+
+@pytest.fixture
+def echo_server(start, pty_echo):
+    """serial-server on a pty whose far end echoes."""
+    s = start("serial-server", pty_echo.path, "115200", "--bind", "127.0.0.1:0")
+    return s
+
+
+def test_serial_patch_is_installed_without_import():
+    # xoq_autopatch.pth ran at interpreter start: nobody imported xoq here.
+    assert getattr(serial.Serial, "_xoq_patched", False)
+    assert "xoq" in serial.protocol_handler_packages
+
+
+def test_echo_p2p_byte_exact(echo_server):
+    data = os.urandom(256 * 1024)
+    with serial.Serial(echo_server.address, 115200, timeout=10) as s:
+        assert isinstance(s, serial.Serial)
+        got = bytearray()
+        for i in range(0, len(data), 4096):
+            assert s.write(data[i : i + 4096]) == 4096
+            got += s.read(4096)
+        assert bytes(got) == data
+
+
+def test_echo_via_url_handler(echo_server):
+    with serial.serial_for_url("xoq://" + echo_server.address, baudrate=115200, timeout=5) as s:
+        assert s.write(b"hello xoq\n") == 10
+        assert s.readline() == b"hello xoq\n"
+
+
+def test_echo_through_relay(start, relay, pty_echo):
+    srv = start(
+        "serial-server", pty_echo.path, "115200", "--bind", "127.0.0.1:0",
+        "--relay", relay, "--moq", "anon/py-serial",
+    )
+    data = os.urandom(64 * 1024)
+    with serial.Serial(f"{relay}/anon/py-serial", timeout=10) as s:
+        got = bytearray()
+        for i in range(0, len(data), 1024):
+            s.write(data[i : i + 1024])
+            got += s.read(1024)
+        assert bytes(got) == data
+    assert srv.proc.poll() is None
+
+
+def test_write_accepts_what_pyserial_accepts(echo_server):
+    with serial.Serial(port=echo_server.address, baudrate=115200, timeout=5) as s:
+        assert s.write([0xFF, 0xFF, 1, 2]) == 4
+        assert s.write(bytearray(b"ab")) == 2
+        assert s.write(memoryview(b"cd")) == 2
+        assert s.write(b"") == 0
+        assert s.read(8) == b"\xff\xff\x01\x02abcd"
+        with pytest.raises(TypeError):
+            s.write("text is not bytes")
+
+
+def test_read_timeout_returns_early_with_fewer_bytes(echo_server):
+    with serial.Serial(echo_server.address, 115200, timeout=0.4) as s:
+        s.write(b"0123456789")
+        t0 = time.monotonic()
+        got = s.read(100)
+        elapsed = time.monotonic() - t0
+        assert got == b"0123456789"
+        # It waited for the rest until the timeout, then returned what it had.
+        assert 0.3 <= elapsed < 3.0
+
+
+def test_timeout_zero_never_waits(echo_server):
+    with serial.Serial(echo_server.address, 115200, timeout=0) as s:
+        t0 = time.monotonic()
+        assert s.read(10) == b""
+        assert time.monotonic() - t0 < 0.5
+        s.write(b"xy")
+        wait_for(lambda: s.in_waiting == 2, what="2 bytes to arrive")
+        assert s.read(10) == b"xy"
+
+
+def test_timeout_none_blocks_until_size(echo_server, pty_echo):
+    with serial.Serial(echo_server.address, 115200, timeout=None) as s:
+        pty_echo.echo = False
+        threading.Timer(0.3, lambda: pty_echo.inject(b"abc")).start()
+        threading.Timer(0.6, lambda: pty_echo.inject(b"def")).start()
+        t0 = time.monotonic()
+        assert s.read(6) == b"abcdef"
+        assert time.monotonic() - t0 >= 0.5
+
+
+def test_inter_byte_timeout(echo_server, pty_echo):
+    with serial.Serial(echo_server.address, 115200, timeout=5, inter_byte_timeout=0.2) as s:
+        pty_echo.echo = False
+        pty_echo.inject(b"burst")
+        t0 = time.monotonic()
+        assert s.read(100) == b"burst"
+        assert time.monotonic() - t0 < 4
+
+
+def test_in_waiting_after_data_arrives(echo_server):
+    with serial.Serial(echo_server.address, 115200, timeout=1) as s:
+        assert s.in_waiting == 0
+        assert s.out_waiting == 0
+        s.write(bytes(range(32)))
+        wait_for(lambda: s.in_waiting == 32, what="in_waiting == 32")
+        assert s.read_all() == bytes(range(32))
+        assert s.in_waiting == 0
+
+
+def test_read_until_and_readline(echo_server):
+    with serial.Serial(echo_server.address, 115200, timeout=2) as s:
+        s.write(b"one;two;\nrest")
+        assert s.read_until(b";") == b"one;"
+        assert s.read_until(b";") == b"two;"
+        assert s.readline() == b"\n"
+        assert s.read_until(b"never", size=4) == b"rest"
+
+
+def test_reset_input_buffer_discards_received(echo_server):
+    with serial.Serial(echo_server.address, 115200, timeout=1) as s:
+        s.write(b"stale")
+        wait_for(lambda: s.in_waiting == 5, what="stale bytes")
+        s.reset_input_buffer()
+        assert s.in_waiting == 0
+        s.reset_output_buffer()
+        s.flush()
+        s.write(b"fresh")
+        assert s.read(5) == b"fresh"
+
+
+def test_baud_change_reaches_the_remote_pty(echo_server, pty_echo):
+    with serial.Serial(echo_server.address, 115200, timeout=1) as s:
+        wait_for(lambda: pty_echo.baud() == 115200, what="115200 on the pty")
+        s.baudrate = 57600
+        wait_for(lambda: pty_echo.baud() == 57600, what="57600 on the pty")
+        s.apply_settings({"baudrate": 1_000_000})
+        wait_for(lambda: pty_echo.baud() == 1_000_000, what="1 Mbaud on the pty")
+        s.write(b"still works")
+        assert s.read(11) == b"still works"
+
+
+def test_modem_line_error_is_clear_and_session_survives(echo_server):
+    with serial.Serial(echo_server.address, 115200, timeout=2) as s:
+        with pytest.raises(serial.SerialException, match="(?i)dtr|modem|pty|ioctl|not"):
+            s.dtr = False
+        s.write(b"ok")
+        assert s.read(2) == b"ok"
+
+
+def test_close_frees_the_port_and_busy_is_explained(echo_server):
+    a = serial.Serial(echo_server.address, 115200, timeout=1)
+    with pytest.raises(serial.SerialException, match="(?i)busy|in use|held"):
+        serial.Serial(echo_server.address, 115200, timeout=1)
+    a.close()
+    assert not a.is_open
+    with pytest.raises(serial.PortNotOpenError):
+        a.read(1)
+    b = serial.Serial(echo_server.address, 115200, timeout=2)
+    b.write(b"next")
+    assert b.read(4) == b"next"
+    b.close()
+
+
+def test_local_ports_are_untouched(pty_echo):
+    s = serial.Serial(pty_echo.path, 115200, timeout=0)
+    try:
+        assert type(s).__module__ == "serial.serialposix"
+        assert not hasattr(s, "_native_port")
+    finally:
+        s.close()
+    with pytest.raises(serial.SerialException):
+        serial.Serial("/dev/does-not-exist", 9600)
+
+
+def test_unknown_endpoint_raises_serial_exception_in_bounded_time():
+    addr = f"{free_id()}@127.0.0.1:{closed_udp_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(serial.SerialException, match="(?i)could not open|no answer|server"):
+        serial.Serial(addr, 115200)
+    assert time.monotonic() - t0 < 30
+
+
+def test_bad_address_is_a_clear_error():
+    with pytest.raises(serial.SerialException, match="(?i)ip.*port"):
+        serial.Serial("xoq://" + "a" * 64 + "@not-an-ip:9", 115200)
+
+
+def test_allowlist_refuses_unlisted_client(start, pty_echo, tmp_path):
+    allowed_key, allowed_id = client_key(tmp_path, "allowed.key")
+    other_key, _ = client_key(tmp_path, "other.key")
+    srv = start(
+        "serial-server", pty_echo.path, "115200", "--bind", "127.0.0.1:0", "--allow", allowed_id
+    )
+    with pytest.raises(serial.SerialException, match="(?i)allow|refused|not allowed"):
+        serial.Serial(srv.address, 115200, key=other_key)
+    with pytest.raises(serial.SerialException, match="(?i)allow|refused|not allowed"):
+        serial.Serial(srv.address, 115200)  # a fresh anonymous identity
+    with serial.Serial(srv.address, 115200, timeout=2, key=allowed_key) as s:
+        s.write(b"me")
+        assert s.read(2) == b"me"
+
+
+def test_server_killed_mid_read_raises(echo_server):
+    s = serial.Serial(echo_server.address, 115200, timeout=None)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            s.read(10)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    echo_server.kill()
+    t.join(timeout=20)
+    assert not t.is_alive(), "read still blocked after the server died"
+    assert time.monotonic() - t0 < 20
+    assert errors and isinstance(errors[0], serial.SerialException), errors
+    s.close()
