@@ -39,6 +39,20 @@ cargo build --workspace --all-targets --quiet
 log "rust tests"
 cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 
+log "python package and tests"
+# A virtualenv outside the clone, like the target dir, so CI can cache it.
+VENV="${XOQ_VENV:-$HOME/.cache/xoq/venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" || {
+        apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$VENV"
+    }
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r python/requirements-test.txt
+# maturin develop builds with the dev profile into the target dir `cargo build` just filled:
+# only the extension crate itself compiles here.
+(export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"; maturin develop --quiet)
+XOQ_BIN="$CARGO_TARGET_DIR/debug/xoq" "$VENV/bin/python" -m pytest -q python/tests
+
 log "demo self-check"
 cargo run --quiet --bin xoq -- demo --check --listen 127.0.0.1:0
 
@@ -49,5 +63,6 @@ cargo run --quiet -p xoq --example can_motor
 log "benchmark smoke run (figures printed, never pass/fail on timing)"
 cargo run --quiet --bin xoq -- bench serial --count 300 --bulk 1048576
 cargo run --quiet --bin xoq -- bench can --count 300 --frames 5000 --seconds 0.5
+cargo run --quiet --bin xoq -- bench python --count 300 --python "$VENV/bin/python"
 
 log "all tests passed"

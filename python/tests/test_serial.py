@@ -231,3 +231,17 @@ def test_server_killed_mid_read_raises(echo_server):
     assert time.monotonic() - t0 < 20
     assert errors and isinstance(errors[0], serial.SerialException), errors
     s.close()
+
+
+def test_port_assigned_after_construction(echo_server):
+    s = serial.Serial()
+    s.baudrate = 115200
+    s.timeout = 2
+    s.port = echo_server.address
+    s.open()
+    try:
+        assert s.is_open
+        s.write(b"late")
+        assert s.read(4) == b"late"
+    finally:
+        s.close()

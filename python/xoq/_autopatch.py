@@ -46,10 +46,16 @@ def patch_serial(serial: ModuleType) -> None:
 
         def open(self) -> None:
             if is_remote(self._port):
-                raise serial.SerialException(
-                    f"{self._port} is a remote xoq port: pass it when creating the port "
-                    "(serial.Serial(port=...)) or use serial.serial_for_url('xoq://...')"
-                )
+                # pyserial's other idiom: Serial(), then .port = "<address>", then open().
+                # The object becomes the remote port, keeping every setting made so far.
+                from .serial_port import RemoteSerial
+
+                self.__class__ = RemoteSerial
+                self._native_port = None
+                self._offline = None
+                self._key = None
+                RemoteSerial.open(self)
+                return
             super().open()
 
     Serial.__name__ = Serial.__qualname__ = "Serial"

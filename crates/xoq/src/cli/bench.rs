@@ -59,6 +59,28 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
+    Python {
+        /// Round trips per measurement.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Interpreter with the xoq package installed.
+        #[arg(long, env = "XOQ_PYTHON", default_value = "python3")]
+        python: String,
+    },
+    /// Client half of `bench python` (run by it in a separate process).
+    #[command(hide = true)]
+    Client {
+        /// Serial server address.
+        #[arg(long)]
+        serial: String,
+        /// CAN server address.
+        #[arg(long)]
+        can: String,
+        /// Round trips per measurement.
+        #[arg(long)]
+        count: usize,
+    },
 }
 
 pub(super) const BENCH_ALPN: &[u8] = b"xoq/bench-echo/1";
@@ -138,10 +160,14 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             subscribers,
             seconds,
         } => super::bench_can::run(count, frames, subscribers, seconds).await,
+        BenchWhat::Python { count, python } => super::bench_python::run(count, &python).await,
+        BenchWhat::Client { serial, can, count } => {
+            super::bench_python::client(&serial, &can, count).await
+        }
     }
 }
 
-async fn rtt_remote(
+pub(super) async fn rtt_remote(
     port: &RemoteSerial,
     size: usize,
     count: usize,

@@ -16,7 +16,9 @@ use xoq_wire::can::{ALPN, CanFrame};
 
 use super::bench::{BENCH_ALPN, EchoHandler, Lat, cpu_seconds, peak_rss_mib, summarize, us};
 
-async fn serve_p2p(backend: Box<dyn CanBackend>) -> anyhow::Result<(CanServer, Router, String)> {
+pub(super) async fn serve_p2p(
+    backend: Box<dyn CanBackend>,
+) -> anyhow::Result<(CanServer, Router, String)> {
     let server = CanServer::builder(backend).start().await?;
     let ep = EndpointBuilder::new()
         .offline(true)
@@ -58,7 +60,7 @@ pub(super) async fn raw_iroh_rtt(count: usize, size: usize) -> anyhow::Result<La
 }
 
 /// Command → motor reply round trips through a bus client.
-async fn reply_rtt(bus: &RemoteCanBus, count: usize) -> anyhow::Result<Lat> {
+pub(super) async fn reply_rtt(bus: &RemoteCanBus, count: usize) -> anyhow::Result<Lat> {
     let cmd = CanFrame::new(
         0x07,
         encode_mit(MotorModel::DM4310, 0.0, 0.0, 0.0, 0.0, 0.0).to_vec(),

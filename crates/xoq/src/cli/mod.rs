@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_can;
+mod bench_python;
 mod can;
 mod common;
 mod demo;
