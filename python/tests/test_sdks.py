@@ -153,3 +153,22 @@ def test_sub_millisecond_recv_timeout_returns_promptly(openarm):
             assert bus.recv(timeout=0.0001) is None
         # 200 waits of 0.1 ms; a wait rounded up to 10 ms (a polling loop) would take 2 s.
         assert time.monotonic() - t0 < 1.0
+
+
+def test_python_examples_run(so101, openarm):
+    import pathlib
+    import subprocess
+    import sys
+
+    examples = pathlib.Path(__file__).resolve().parents[1] / "examples"
+    out = subprocess.run([sys.executable, str(examples / "so101_positions.py"), so101.address],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import ast
+
+    assert len(ast.literal_eval(out.stdout.strip())) == 6
+    out = subprocess.run([sys.executable, str(examples / "damiao_enable.py"), openarm.address],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "replies on 0x11" in out.stdout
+    assert abs(float(out.stdout.split("position ")[1].split()[0]) - 0.5) < 0.1, out.stdout

@@ -163,7 +163,8 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("try:");
     println!("  xoq serial-pty {p2p_addr} --link /tmp/ttyXOQ   # any program can open /tmp/ttyXOQ");
-    println!("  python: serial.serial_for_url(\"xoq://{p2p_addr}\", baudrate=1000000)");
+    println!("  python (pip install \".[all]\"): serial.Serial(\"{p2p_addr}\", 1000000, timeout=0.1)");
+    println!("          can.Bus(\"{arm_p2p}\")   # interface \"xoq\"");
     println!("  xoq can-client {arm_p2p} --send 001#FFFFFFFFFFFFFFFC --count 1   # enable motor 1");
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
