@@ -90,7 +90,7 @@ class XoqBus(BusABC):
             )
         self.channel = strip_scheme(channel)
         self.channel_info = f"xoq {self.channel}"
-        x = _native()
+        x = self._xm = _native()
         try:
             self._native = x.CanBus(
                 self.channel,
@@ -126,7 +126,7 @@ class XoqBus(BusABC):
         if got is None:
             return None, False
         arbitration_id, flags, data, dlc, timestamp = got
-        x = self._x
+        x = self._xm
         msg = Message(
             timestamp=timestamp,
             arbitration_id=arbitration_id,
@@ -146,7 +146,7 @@ class XoqBus(BusABC):
 
     def send(self, msg: Message, timeout: Optional[float] = None) -> None:
         """Send ``msg``; ``timeout`` bounds the wait when the network pushes back."""
-        x = self._x
+        x = self._xm
         flags = (
             (x.FLAG_EXTENDED if msg.is_extended_id else 0)
             | (x.FLAG_REMOTE if msg.is_remote_frame else 0)
@@ -161,7 +161,7 @@ class XoqBus(BusABC):
             raise
         except Exception as err:
             if isinstance(err, x.XoqTimeoutError):
-                raise can.CanOperationError(f"send timed out after {timeout} s") from err
+                raise CanOperationError(f"send timed out after {timeout} s") from err
             raise CanOperationError(f"{self.channel}: send failed: {err}") from err
 
     def _apply_filters(self, filters: Optional[can.typechecking.CanFilters]) -> None:
@@ -190,10 +190,6 @@ class XoqBus(BusABC):
     def dropped(self) -> int:
         """Frames dropped because they were not read in time (drop-oldest inbox)."""
         return self._native.dropped
-
-    @property
-    def _x(self):
-        return _native()
 
 
 def _to_native(filters: Optional[can.typechecking.CanFilters]):

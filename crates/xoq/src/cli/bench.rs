@@ -64,6 +64,9 @@ pub enum BenchWhat {
         /// Round trips per measurement.
         #[arg(long, default_value_t = 2000)]
         count: usize,
+        /// Turns per client (Rust and Python alternate; Rust also runs last).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Interpreter with the xoq package installed.
         #[arg(long, env = "XOQ_PYTHON", default_value = "python3")]
         python: String,
@@ -71,9 +74,9 @@ pub enum BenchWhat {
     /// Client half of `bench python` (run by it in a separate process).
     #[command(hide = true)]
     Client {
-        /// Serial server address.
+        /// Serial server address (omit to measure CAN only).
         #[arg(long)]
-        serial: String,
+        serial: Option<String>,
         /// CAN server address.
         #[arg(long)]
         can: String,
@@ -160,9 +163,13 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             subscribers,
             seconds,
         } => super::bench_can::run(count, frames, subscribers, seconds).await,
-        BenchWhat::Python { count, python } => super::bench_python::run(count, &python).await,
+        BenchWhat::Python {
+            count,
+            rounds,
+            python,
+        } => super::bench_python::run(count, rounds, &python).await,
         BenchWhat::Client { serial, can, count } => {
-            super::bench_python::client(&serial, &can, count).await
+            super::bench_python::client(serial.as_deref(), &can, count).await
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Both simulators are served in this process over P2P (loopback, offline). Each client runs
 //! in its own process, so neither shares a runtime with the servers: the Rust client (this
-//! binary's hidden `bench client`) is measured first and last, the Python client (pyserial and
-//! python-can through the xoq package) in between. The faster Rust run is the baseline.
+//! binary's hidden `bench client`) and the Python client (pyserial and python-can through the
+//! xoq package) take turns, Rust first and last, and their medians are compared.
 
 use std::process::Command;
 use std::time::Duration;
@@ -33,11 +33,27 @@ struct Figures {
 }
 
 impl Figures {
+    /// Field-wise median of several runs.
+    fn median(runs: &[Figures]) -> Figures {
+        let med = |f: fn(&Figures) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        Figures {
+            serial_p50: med(|r| r.serial_p50),
+            serial_p99: med(|r| r.serial_p99),
+            can_p50: med(|r| r.can_p50),
+            can_p99: med(|r| r.can_p99),
+            rss_mib: med(|r| r.rss_mib),
+        }
+    }
+
     fn parse(out: &str) -> anyhow::Result<Self> {
         let line = out
             .lines()
             .rev()
-            .find(|l| l.contains("serial_p50_us="))
+            .find(|l| l.contains("can_p50_us="))
             .with_context(|| format!("no figures in the client's output: {out:?}"))?;
         let mut f = Figures::default();
         for kv in line.split_whitespace() {
@@ -57,17 +73,22 @@ impl Figures {
 }
 
 /// The hidden client half: Rust client figures against running servers, one output line.
-pub(super) async fn client(serial: &str, can: &str, count: usize) -> anyhow::Result<()> {
-    let port = RemoteSerial::connect(serial, SerialOptions::new(1_000_000)).await?;
-    let s = summarize(rtt_remote(&port, 64, count).await?);
-    port.close().await;
+pub(super) async fn client(serial: Option<&str>, can: &str, count: usize) -> anyhow::Result<()> {
+    if let Some(serial) = serial {
+        let port = RemoteSerial::connect(serial, SerialOptions::new(1_000_000)).await?;
+        let s = summarize(rtt_remote(&port, 64, count).await?);
+        port.close().await;
+        print!(
+            "serial_p50_us={:.1} serial_p99_us={:.1} ",
+            us(s.p50),
+            us(s.p99)
+        );
+    }
     let bus = RemoteCanBus::connect(can, CanOptions::new()).await?;
     let c = reply_rtt(&bus, count).await?;
     bus.close().await;
     println!(
-        "serial_p50_us={:.1} serial_p99_us={:.1} can_p50_us={:.1} can_p99_us={:.1} rss_mib={:.1}",
-        us(s.p50),
-        us(s.p99),
+        "can_p50_us={:.1} can_p99_us={:.1} rss_mib={:.1}",
         us(c.p50),
         us(c.p99),
         peak_rss_mib()
@@ -92,7 +113,8 @@ fn run_client(mut cmd: Command, what: &str) -> anyhow::Result<Figures> {
 }
 
 /// `xoq bench python`.
-pub(super) async fn run(count: usize, python: &str) -> anyhow::Result<()> {
+pub(super) async fn run(count: usize, rounds: usize, python: &str) -> anyhow::Result<()> {
+    let rounds = rounds.max(1);
     println!(
         "xoq bench python: {count} round trips per client, 64 B serial echo, CAN command → motor reply"
     );
@@ -144,26 +166,37 @@ pub(super) async fn run(count: usize, python: &str) -> anyhow::Result<()> {
     let blocking = |cmd: Command, what: &'static str| {
         tokio::task::spawn_blocking(move || run_client(cmd, what))
     };
-    let rust1 = blocking(rust_cmd(), "Rust").await??;
-    let py = blocking(python_cmd(), "Python")
-        .await?
-        .context("is the xoq Python package installed for this interpreter? (--python)")?;
-    let rust2 = blocking(rust_cmd(), "Rust").await??;
+    // Alternate the clients (Rust, Python, Rust, …, Rust) so drift in machine load hits both,
+    // and compare medians.
+    let mut rust_runs = Vec::new();
+    let mut py_runs = Vec::new();
+    for _ in 0..rounds {
+        rust_runs.push(blocking(rust_cmd(), "Rust").await??);
+        py_runs.push(
+            blocking(python_cmd(), "Python")
+                .await?
+                .context("is the xoq Python package installed for this interpreter? (--python)")?,
+        );
+    }
+    rust_runs.push(blocking(rust_cmd(), "Rust").await??);
     let _ = tokio::time::timeout(Duration::from_secs(2), serial_router.shutdown()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), can_router.shutdown()).await;
 
-    let best = |a: f64, b: f64| a.min(b);
-    let rust = Figures {
-        serial_p50: best(rust1.serial_p50, rust2.serial_p50),
-        serial_p99: best(rust1.serial_p99, rust2.serial_p99),
-        can_p50: best(rust1.can_p50, rust2.can_p50),
-        can_p99: best(rust1.can_p99, rust2.can_p99),
-        rss_mib: rust1.rss_mib.max(rust2.rss_mib),
-    };
+    let rust = Figures::median(&rust_runs);
+    let py = Figures::median(&py_runs);
     println!();
+    let list = |runs: &[Figures], f: fn(&Figures) -> f64| {
+        runs.iter()
+            .map(|r| format!("{:.0}", f(r)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!(
-        "Rust client measured first and last: serial p50 {:.1} / {:.1} µs, CAN p50 {:.1} / {:.1} µs; the faster is the baseline",
-        rust1.serial_p50, rust2.serial_p50, rust1.can_p50, rust2.can_p50
+        "runs (p50 µs, in order): Rust serial [{}] CAN [{}]; Python serial [{}] CAN [{}]; medians compared",
+        list(&rust_runs, |r| r.serial_p50),
+        list(&rust_runs, |r| r.can_p50),
+        list(&py_runs, |r| r.serial_p50),
+        list(&py_runs, |r| r.can_p50),
     );
     println!(
         "{:<40} {:>10} {:>10} {:>10}",

@@ -24,6 +24,9 @@ pub struct DemoArgs {
     /// Run the self-check and exit (used by tests and CI).
     #[arg(long)]
     pub check: bool,
+    /// Address of the web pages (HTTP); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8480")]
+    pub web: SocketAddr,
 }
 
 pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -160,16 +163,41 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         relay.shutdown().await;
         return Ok(());
     }
+    let web = if super::web::available() {
+        let config = format!(
+            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\"}}",
+            super::web::json_str(&format!("{relay_url}/anon"))
+        );
+        match super::web::serve(a.web, config).await {
+            Ok((addr, task)) => Some((format!("http://{addr}/"), task)),
+            Err(e) => {
+                println!("  web pages        not served: {e:#}");
+                None
+            }
+        }
+    } else {
+        println!("  web pages        not built into this binary (run `npm run pages` in js/)");
+        None
+    };
+    println!();
+    if let Some((url, _)) = &web {
+        println!("open in a browser: {url}");
+    }
     println!();
     println!("try:");
     println!("  xoq serial-pty {p2p_addr} --link /tmp/ttyXOQ   # any program can open /tmp/ttyXOQ");
-    println!("  python (pip install \".[all]\"): serial.Serial(\"{p2p_addr}\", 1000000, timeout=0.1)");
+    println!(
+        "  python (pip install \".[all]\"): serial.Serial(\"{p2p_addr}\", 1000000, timeout=0.1)"
+    );
     println!("          can.Bus(\"{arm_p2p}\")   # interface \"xoq\"");
     println!("  xoq can-client {arm_p2p} --send 001#FFFFFFFFFFFFFFFC --count 1   # enable motor 1");
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
     println!("ready (Ctrl-C to stop)");
     common::shutdown_signal().await;
+    if let Some((_, task)) = web {
+        task.abort();
+    }
     openarm.shutdown().await;
     so101.shutdown().await;
     relay.shutdown().await;

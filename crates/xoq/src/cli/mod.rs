@@ -17,6 +17,8 @@ mod demo;
 mod pty;
 mod relay;
 mod serial;
+mod vectors;
+mod web;
 
 pub use common::{P2pArgs, ServerArgs};
 
@@ -59,6 +61,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
     Bench(bench::BenchArgs),
+    /// Codec test vectors from the Rust codecs, as JSON (for the JavaScript tests).
+    #[command(hide = true)]
+    Vectors,
 }
 
 /// Entry point shared by `xoq` and the XoQ 0.3.6 alias binaries (`serial-server`, ...),
@@ -117,5 +122,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::CanBridge(a) => can::bridge(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Vectors => {
+            print!("{}", vectors::json()?);
+            Ok(())
+        }
     }
 }
