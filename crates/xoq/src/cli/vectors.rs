@@ -96,9 +96,9 @@ pub(super) fn json() -> anyhow::Result<String> {
         let mut b = Vec::new();
         encode_track_frame(frames, &mut b);
         let list: Vec<String> = frames.iter().map(frame_json).collect();
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"name\":\"{name}\",\"hex\":\"{}\",\"frames\":[{}]}}{}\n",
+            "    {{\"name\":\"{name}\",\"hex\":\"{}\",\"frames\":[{}]}}{}",
             hex(&b),
             list.join(","),
             if i + 1 < batches.len() { "," } else { "" }
@@ -131,9 +131,9 @@ pub(super) fn json() -> anyhow::Result<String> {
             xoq_wire::can::decode_track_frame(&bytes).is_err(),
             "invalid vector {name} decodes"
         );
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"name\":\"{name}\",\"hex\":\"{h}\"}}{}\n",
+            "    {{\"name\":\"{name}\",\"hex\":\"{h}\"}}{}",
             if i + 1 < invalid.len() { "," } else { "" }
         );
     }
@@ -151,9 +151,9 @@ pub(super) fn json() -> anyhow::Result<String> {
     out.push_str("  \"damiao_mit\": [\n");
     for (i, (m, [p, v, kp, kd, tq])) in commands.iter().enumerate() {
         let b = damiao::encode_mit(*m, *p, *v, *kp, *kd, *tq);
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"model\":\"{}\",\"p\":{p},\"v\":{v},\"kp\":{kp},\"kd\":{kd},\"t\":{tq},\"hex\":\"{}\"}}{}\n",
+            "    {{\"model\":\"{}\",\"p\":{p},\"v\":{v},\"kp\":{kp},\"kd\":{kd},\"t\":{tq},\"hex\":\"{}\"}}{}",
             model_name(*m),
             hex(&b),
             if i + 1 < commands.len() { "," } else { "" }
@@ -202,7 +202,7 @@ pub(super) fn json() -> anyhow::Result<String> {
             Feedback {
                 motor_id: 7,
                 state: 1,
-                position: 3.14159,
+                position: 2.71828,
                 velocity: 29.9,
                 torque: -9.99,
                 temp_mos: 30,
@@ -215,9 +215,9 @@ pub(super) fn json() -> anyhow::Result<String> {
         let b = damiao::encode_feedback(*m, f);
         // The decoded values (after quantisation) are what a decoder must produce.
         let d = damiao::decode_feedback(*m, &b).ok_or_else(|| anyhow::anyhow!("decode"))?;
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"model\":\"{}\",\"hex\":\"{}\",\"motor_id\":{},\"state\":{},\"position\":{},\"velocity\":{},\"torque\":{},\"t_mos\":{},\"t_rotor\":{}}}{}\n",
+            "    {{\"model\":\"{}\",\"hex\":\"{}\",\"motor_id\":{},\"state\":{},\"position\":{},\"velocity\":{},\"torque\":{},\"t_mos\":{},\"t_rotor\":{}}}{}",
             model_name(*m),
             hex(&b),
             d.motor_id,
@@ -231,9 +231,9 @@ pub(super) fn json() -> anyhow::Result<String> {
         );
     }
     out.push_str("  ],\n");
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "  \"damiao_special\": {{\"enable\":\"{}\",\"disable\":\"{}\",\"set_zero\":\"{}\"}},\n",
+        "  \"damiao_special\": {{\"enable\":\"{}\",\"disable\":\"{}\",\"set_zero\":\"{}\"}},",
         hex(&CMD_ENABLE),
         hex(&CMD_DISABLE),
         hex(&CMD_SET_ZERO)
@@ -269,9 +269,9 @@ pub(super) fn json() -> anyhow::Result<String> {
     for (i, (id, instr, params)) in instrs.iter().enumerate() {
         let b = feetech::instruction(*id, *instr, params);
         let p: Vec<String> = params.iter().map(u8::to_string).collect();
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"id\":{id},\"instr\":{instr},\"params\":[{}],\"hex\":\"{}\"}}{}\n",
+            "    {{\"id\":{id},\"instr\":{instr},\"params\":[{}],\"hex\":\"{}\"}}{}",
             p.join(","),
             hex(&b),
             if i + 1 < instrs.len() { "," } else { "" }
@@ -292,9 +292,9 @@ pub(super) fn json() -> anyhow::Result<String> {
         let (st, used) = feetech::decode_status(&b).map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(used == b.len() && st.params == *params, "status vector");
         let p: Vec<String> = params.iter().map(u8::to_string).collect();
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"id\":{id},\"error\":{err},\"params\":[{}],\"hex\":\"{}\"}}{}\n",
+            "    {{\"id\":{id},\"error\":{err},\"params\":[{}],\"hex\":\"{}\"}}{}",
             p.join(","),
             hex(&b),
             if i + 1 < statuses.len() { "," } else { "" }
