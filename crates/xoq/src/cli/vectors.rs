@@ -202,7 +202,7 @@ pub(super) fn json() -> anyhow::Result<String> {
             Feedback {
                 motor_id: 7,
                 state: 1,
-                position: 2.71828,
+                position: 2.5,
                 velocity: 29.9,
                 torque: -9.99,
                 temp_mos: 30,
