@@ -53,6 +53,27 @@ fi
 (export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"; maturin develop --quiet)
 XOQ_BIN="$CARGO_TARGET_DIR/debug/xoq" "$VENV/bin/python" -m pytest -q python/tests
 
+log "javascript package, web pages and browser tests"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+export CHROMIUM="${CHROMIUM:-$(command -v chromium || true)}"
+if [ -z "$CHROMIUM" ]; then
+    # Debian's Chromium: test tools cannot download their own browser on this network.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    CHROMIUM=/usr/bin/chromium
+fi
+(cd js && npm ci --no-audit --no-fund --loglevel=error)
+(cd js && XOQ_BIN="$CARGO_TARGET_DIR/debug/xoq" npm test)
+# The binary embeds crates/xoq/web; it must be exactly what the page sources build.
+(cd js && npm run --silent pages)
+if [ -n "$(git status --porcelain -- crates/xoq/web)" ]; then
+    git status --short -- crates/xoq/web >&2
+    echo "crates/xoq/web is stale: run 'npm run pages' in js/ and commit the result" >&2
+    exit 1
+fi
+(cd js && XOQ_BIN="$CARGO_TARGET_DIR/debug/xoq" XOQ_ARTIFACTS="$ROOT/artifacts/browser" npm run --silent e2e)
+
 log "demo self-check"
 cargo run --quiet --bin xoq -- demo --check --listen 127.0.0.1:0
 

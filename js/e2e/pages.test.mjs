@@ -1,0 +1,176 @@
+// The demo's pages in a real browser (Debian Chromium, driven by playwright-core) against a
+// running `xoq demo`: simulated OpenArm and SO-101, embedded relay, pages served by the binary.
+// Screenshots go to $XOQ_ARTIFACTS (default ../artifacts/browser).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const XOQ = process.env.XOQ_BIN ?? resolve(here, "../../target/debug/xoq");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const ARTIFACTS = process.env.XOQ_ARTIFACTS ?? resolve(here, "../../artifacts/browser");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let demo;
+let url;
+let openarmMoq;
+let browser;
+let nativeUs;
+
+before(async () => {
+  const home = mkdtempSync(join(tmpdir(), "xoq-e2e-"));
+  demo = spawn(XOQ, ["demo", "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"], {
+    env: { ...process.env, XOQ_OFFLINE: "1", XOQ_HOME: home, XOQ_LOG: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: demo.stdout });
+  url = await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error("xoq demo printed no URL in 90 s")), 90_000);
+    let section = "";
+    lines.on("line", (l) => {
+      if (l.includes("OpenArm")) section = "openarm";
+      const moq = l.match(/^\s+MoQ\s+(http\S+)/);
+      if (moq && section === "openarm") openarmMoq = moq[1];
+      const m = l.match(/^open in a browser: (\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+    demo.on("exit", (code) => fail(new Error(`xoq demo exited (${code}) before printing its URL`)));
+  });
+  // The native client's command -> reply latency through the same relay and demo, measured
+  // before any page publishes commands (the relay routes one command publisher at a time).
+  const native = execFileSync(XOQ, ["bench", "client", "--can", openarmMoq, "--count", "300"], {
+    env: { ...process.env, XOQ_OFFLINE: "1", XOQ_LOG: "warn" },
+  }).toString();
+  nativeUs = Number(native.match(/can_p50_us=([\d.]+)/)[1]);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      // Closed network: no background requests; WebGL on the CPU (no GPU here).
+      "--disable-background-networking", "--disable-component-update", "--no-first-run",
+      "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  demo?.kill("SIGTERM");
+});
+
+async function open(page, name) {
+  const p = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+  p.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+  await p.goto(new URL(page, url).toString());
+  return p;
+}
+
+async function waitState(p, fn, arg, timeout = 20_000) {
+  await p.waitForFunction(fn, arg, { timeout, polling: 50 });
+}
+
+async function shot(p, name) {
+  await p.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+}
+
+test("index lists the pages", async () => {
+  const p = await open("index.html", "index");
+  const links = await p.$$eval("a", (as) => as.map((a) => a.getAttribute("href")));
+  for (const page of ["openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html"]) {
+    assert.ok(links.includes(page), `index links ${page}`);
+  }
+  await shot(p, "index");
+  await p.close();
+});
+
+test("openarm: a slider's command moves the simulated motor and the view follows", async () => {
+  const p = await open("openarm.html", "openarm");
+  await waitState(p, () => window.xoqState.kind === "ok");
+  await p.click("#enable");
+  // Joint 2 pitches the arm over, so the screenshot shows the move.
+  await p.$eval("#j2", (s) => {
+    s.value = "0.6";
+    s.dispatchEvent(new Event("input"));
+  });
+  await waitState(p, () => Math.abs(window.xoqState.joints[1] - 0.6) < 0.05);
+  await waitState(p, () => typeof window.xoqState.latencyMs === "number");
+  await p.waitForTimeout(1500); // let the latency window fill
+  const s = await p.evaluate(() => window.xoqState);
+  assert.ok(s.fps > 0, "state frames arrive");
+  await shot(p, "openarm");
+  await p.click("#disable");
+  await p.close();
+  const report =
+    `command published -> motor state received, through the relay (median)\n` +
+    `browser (openarm.html, @moq/net over WebTransport): ${s.latencyMs.toFixed(2)} ms\n` +
+    `native Rust client (xoq bench client):              ${(nativeUs / 1000).toFixed(2)} ms\n`;
+  writeFileSync(join(ARTIFACTS, "latency.txt"), report);
+  console.log(report);
+});
+
+test("urdf viewer: writing a goal position moves the servo and the model", async () => {
+  const p = await open("urdf_viewer.html", "urdf");
+  await waitState(p, () => window.xoqState.kind === "ok" && window.xoqState.reads > 6);
+  const before = await p.evaluate(() => window.xoqState.positions[1]);
+  assert.equal(typeof before, "number");
+  await p.$eval("#servo1", (s) => {
+    s.value = "0.8";
+    s.dispatchEvent(new Event("input"));
+  });
+  // 0.8 rad = 2048 + 0.8 / 2π × 4096 ≈ 2570 steps
+  await waitState(p, () => Math.abs(window.xoqState.positions[1] - 2570) < 15);
+  const angle = await p.evaluate(() => window.xoqState.angles[1]);
+  assert.ok(Math.abs(angle - 0.8) < 0.03, `model angle ${angle}`);
+  await shot(p, "urdf_viewer");
+  await p.close();
+});
+
+test("can frame publisher: a sent frame gets the motor's reply", async () => {
+  const p = await open("can_cmd_test.html", "can_cmd_test");
+  await waitState(p, () => window.xoqState.kind === "ok");
+  await p.fill("#frame-id", "002");
+  await p.fill("#frame-data", "FFFFFFFFFFFFFFFD"); // disable motor 2: it answers on 0x012
+  await p.click("#send");
+  await waitState(p, () => window.xoqState.received.some((l) => l.startsWith("← 012#")));
+  await shot(p, "can_cmd_test");
+  await p.close();
+});
+
+test("track console lists the demo's broadcasts and dumps a track", async () => {
+  const p = await open("subscribe.html", "subscribe");
+  await waitState(p, () => window.xoqState.broadcasts.includes("xoq-openarm/state"));
+  await p.fill("#bc", "xoq-so101/s2c");
+  await p.click("#go");
+  // Nothing asks the servos here; poke them through the relay from another page.
+  const q = await open("urdf_viewer.html", "urdf-2");
+  await waitState(p, () => window.xoqState.frames > 0);
+  await shot(p, "subscribe");
+  await q.close();
+  await p.close();
+});
+
+test("a page explains a relay that is down", async () => {
+  const p = await open("openarm.html?relay=http://127.0.0.1:9/anon", "relay-down");
+  await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
+  const text = await p.textContent("#status");
+  assert.match(text, /cannot reach the relay/);
+  await shot(p, "relay_down");
+  await p.close();
+});
+
+test("a page explains a path nobody publishes", async () => {
+  const p = await open("openarm.html?openarm=nobody-here", "no-publisher");
+  await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
+  assert.match(await p.textContent("#status"), /no publisher for "nobody-here"/);
+  await shot(p, "no_publisher");
+  await p.close();
+});
