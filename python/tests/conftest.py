@@ -234,3 +234,26 @@ def closed_udp_port() -> int:
     s.close()
     return port
 
+
+
+def raises_while_blocked(call, interrupt, timeout: float = 20.0) -> BaseException:
+    """Run the blocking `call()` in a thread, run `interrupt()`, and return what `call` raised.
+
+    Fails if `call` is still blocked `timeout` seconds later, or returned normally.
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - the caller checks the type
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(0.2)
+    interrupt()
+    t.join(timeout=timeout)
+    assert not t.is_alive(), "the call is still blocked"
+    assert errors, "the call returned instead of raising"
+    return errors[0]

@@ -8,7 +8,7 @@ import time
 import can
 import pytest
 
-from conftest import client_key, closed_udp_port, free_id, wait_for
+from conftest import client_key, closed_udp_port, free_id, raises_while_blocked
 
 
 @pytest.fixture
@@ -172,21 +172,8 @@ def test_shutdown_frees_the_session(vbus):
 
 def test_blocked_recv_ends_when_the_bus_is_shut_down(vbus):
     bus = _bus(vbus)
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            bus.recv(timeout=None)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    time.sleep(0.2)
-    bus.shutdown()
-    t.join(timeout=5)
-    assert not t.is_alive()
-    assert errors and isinstance(errors[0], can.CanOperationError)
+    err = raises_while_blocked(lambda: bus.recv(timeout=None), bus.shutdown, timeout=5)
+    assert isinstance(err, can.CanOperationError)
 
 
 def test_through_relay_command_and_state(start, relay):
@@ -230,19 +217,6 @@ def test_unknown_endpoint_is_an_initialization_error():
 
 def test_server_killed_mid_recv_raises(vbus):
     bus = _bus(vbus)
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            bus.recv(timeout=None)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    time.sleep(0.2)
-    vbus.kill()
-    t.join(timeout=20)
-    assert not t.is_alive(), "recv still blocked after the server died"
-    assert errors and isinstance(errors[0], can.CanOperationError), errors
+    err = raises_while_blocked(lambda: bus.recv(timeout=None), vbus.kill)
+    assert isinstance(err, can.CanOperationError), err
     bus.shutdown()

@@ -9,7 +9,7 @@ import time
 import pytest
 import serial
 
-from conftest import closed_udp_port, free_id, client_key, wait_for
+from conftest import client_key, closed_udp_port, free_id, raises_while_blocked, wait_for
 
 
 @pytest.fixture
@@ -213,23 +213,8 @@ def test_allowlist_refuses_unlisted_client(start, pty_echo, tmp_path):
 
 def test_server_killed_mid_read_raises(echo_server):
     s = serial.Serial(echo_server.address, 115200, timeout=None)
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            s.read(10)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    echo_server.kill()
-    t.join(timeout=20)
-    assert not t.is_alive(), "read still blocked after the server died"
-    assert time.monotonic() - t0 < 20
-    assert errors and isinstance(errors[0], serial.SerialException), errors
+    err = raises_while_blocked(lambda: s.read(10), echo_server.kill)
+    assert isinstance(err, serial.SerialException), err
     s.close()
 
 
