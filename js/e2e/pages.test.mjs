@@ -46,7 +46,7 @@ before(async () => {
     demo.on("exit", (code) => fail(new Error(`xoq demo exited (${code}) before printing its URL`)));
   });
   // The native client's command -> reply latency through the same relay and demo, measured
-  // before any page publishes commands (the relay routes one command publisher at a time).
+  // before the browser starts, so the two measurements do not load each other.
   const native = execFileSync(XOQ, ["bench", "client", "--can", openarmMoq, "--count", "300"], {
     env: { ...process.env, XOQ_OFFLINE: "1", XOQ_LOG: "warn" },
   }).toString();

@@ -3,7 +3,7 @@
 // (docs/protocol.md, "CAN, MoQ"). Each MoQ frame is one batch.
 
 import { type CanFrame, CodecError, MAX_BATCH, decodeBatch, encodeBatch, withToken } from "./can.js";
-import { type Connection, Inbox, type OpenOptions, openPair } from "./moq.js";
+import { type Connection, Inbox, type OpenOptions, openPair, writerId } from "./moq.js";
 
 /** Received frames held for a slow reader before the oldest are dropped. */
 export const CAN_INBOX_FRAMES = 16384;
@@ -48,14 +48,13 @@ export interface CanBus extends AsyncIterable<CanFrame> {
  * and drops the backlog the relay replays on subscribe, like the Rust client, so frames
  * received start with traffic from after this call.
  *
- * One writer per path at a time: every client publishes the same `{path}/cmd` broadcast and
- * the server follows one of them, so while another client (a Rust `xoq can-client`, another
- * tab) holds the path, this one's commands are not read. Receiving is not affected.
+ * Commands go on this client's own broadcast `{path}/cmd/<writer id>`; the server reads every
+ * writer under `{path}/cmd`, so several clients (tabs, Rust or Python clients) can send at once.
  */
 export async function openCan(relayUrl: string | URL, path: string, opts: CanOptions = {}): Promise<CanBus> {
   const { conn, owned, broadcast, writer, reader } = await openPair(
     relayUrl,
-    `${path}/cmd`,
+    `${path}/cmd/${writerId()}`,
     `${path}/state`,
     opts,
     `no CAN server publishes ${path}: start one with \`xoq can-server … --relay <url> --moq <path>\``,

@@ -55,6 +55,7 @@ export {
   connect,
   publishTrack,
   splitAddress,
+  writerId,
 } from "./moq.js";
 export { SERIAL_INBOX_BYTES, type SerialStream, openSerial } from "./serial.js";
 export { CAN_INBOX_FRAMES, type CanBus, type CanOptions, openCan } from "./canbus.js";

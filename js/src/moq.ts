@@ -431,6 +431,16 @@ export interface OpenOptions {
 }
 
 /**
+ * A fresh name for this client's own writer broadcast (`{path}/cmd/<id>`, `{path}/c2s/<id>`):
+ * the server reads every writer under the path, so clients never compete for one name.
+ */
+export function writerId(): string {
+  const b = new Uint8Array(8);
+  globalThis.crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/**
  * Connect (or reuse a session), publish the client's track and subscribe to the server's,
  * the steps both clients share. Fails with a message naming the missing server after
  * `timeoutMs`; on failure everything opened here is closed again.

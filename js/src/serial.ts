@@ -2,7 +2,7 @@
 // bytes to the device go on broadcast `{path}/c2s`, bytes from it come on `{path}/s2c`
 // (docs/protocol.md, "Serial, MoQ"). Raw bytes only: no baud or modem-line control on MoQ.
 
-import { type Connection, Inbox, type OpenOptions, openPair } from "./moq.js";
+import { type Connection, Inbox, type OpenOptions, openPair, writerId } from "./moq.js";
 
 /** Received bytes held for a slow reader before the oldest are dropped (1 MiB). */
 export const SERIAL_INBOX_BYTES = 1 << 20;
@@ -36,14 +36,13 @@ export interface SerialStream extends AsyncIterable<Uint8Array> {
  * the server's broadcast (`timeoutMs`, default 5 s) and drops what the relay replays from
  * before this call, like the Rust client, so reads start with fresh bytes.
  *
- * One writer per path at a time: every client publishes the same `{path}/c2s` broadcast and
- * the server follows one of them, so while another client holds the path, this one's bytes
- * are not read. Receiving is not affected.
+ * Bytes go on this client's own broadcast `{path}/c2s/<writer id>`; the server reads every
+ * writer under `{path}/c2s`, so several clients can write at once.
  */
 export async function openSerial(relayUrl: string | URL, path: string, opts: OpenOptions = {}): Promise<SerialStream> {
   const { conn, owned, broadcast, writer, reader } = await openPair(
     relayUrl,
-    `${path}/c2s`,
+    `${path}/c2s/${writerId()}`,
     `${path}/s2c`,
     opts,
     `no serial server publishes ${path}: start one with \`xoq serial-server … --relay <url> --moq <path>\``,

@@ -30,7 +30,7 @@ if (typeof WebSocket === "undefined") {
     assert.equal(r.error, undefined, `child node failed to run: ${r.error}`);
     assert.equal(r.status, 0, `MoQ tests failed in the child node:\n${out}`);
     const pass = Number(/^# pass (\d+)/m.exec(out)?.[1] ?? 0);
-    assert.ok(pass >= 5, `expected at least 5 MoQ tests to pass, got ${pass}:\n${out}`);
+    assert.ok(pass >= 6, `expected at least 6 MoQ tests to pass, got ${pass}:\n${out}`);
   });
 } else {
   moqTests();
@@ -195,6 +195,25 @@ function moqTests() {
       await waitFrame(late, 5000, (x) => x.id === 0x13);
     } finally {
       late.close();
+    }
+  });
+
+  test("openCan: two clients command the same bus at the same time", { timeout: 30_000 }, async () => {
+    const a = await xoq.openCan(relay, "js-can");
+    const b = await xoq.openCan(relay, "js-can");
+    try {
+      a.send(xoq.canFrame(0x05, xoq.ENABLE));
+      b.send(xoq.canFrame(0x06, xoq.ENABLE));
+      // Each writer has its own broadcast, and the server reads both.
+      const seen = new Set();
+      while (!(seen.has(0x15) && seen.has(0x16))) {
+        seen.add((await waitFrame(a, 5000, (f) => f.id === 0x15 || f.id === 0x16)).id);
+      }
+    } finally {
+      a.send(xoq.canFrame(0x05, xoq.DISABLE));
+      b.send(xoq.canFrame(0x06, xoq.DISABLE));
+      a.close();
+      b.close();
     }
   });
 

@@ -220,3 +220,24 @@ def test_server_killed_mid_recv_raises(vbus):
     err = raises_while_blocked(lambda: bus.recv(timeout=None), vbus.kill)
     assert isinstance(err, can.CanOperationError), err
     bus.shutdown()
+
+
+def test_two_relay_clients_both_command(start, relay):
+    start("can-server", "sim:openarm", "--bind", "127.0.0.1:0", "--relay", relay,
+          "--moq", "anon/py-two")
+    addr = f"{relay}/anon/py-two"
+    with can.Bus(channel=addr, interface="xoq") as a, can.Bus(channel=addr, interface="xoq") as b:
+        for bus, motor in ((a, 0x03), (b, 0x04), (a, 0x05), (b, 0x06)):
+            bus.send(can.Message(arbitration_id=motor, data=bytes([0xFF] * 7 + [0xFC]),
+                                 is_extended_id=False))
+        # Both clients see all motor replies (the relay broadcasts the bus), and each sees
+        # the other's commands as bus traffic, never its own.
+        for bus, others in ((a, {0x04, 0x06}), (b, {0x03, 0x05})):
+            replies, commands = set(), set()
+            deadline = time.monotonic() + 10
+            while len(replies) < 4 and time.monotonic() < deadline:
+                m = bus.recv(timeout=0.5)
+                if m is not None:
+                    (replies if m.arbitration_id >= 0x10 else commands).add(m.arbitration_id)
+            assert replies == {0x13, 0x14, 0x15, 0x16}
+            assert commands <= others, commands

@@ -230,3 +230,16 @@ def test_port_assigned_after_construction(echo_server):
         assert s.read(4) == b"late"
     finally:
         s.close()
+
+
+def test_two_relay_writers_both_reach_the_device(start, relay, pty_echo):
+    start("serial-server", pty_echo.path, "115200", "--bind", "127.0.0.1:0",
+          "--relay", relay, "--moq", "anon/py-two-serial")
+    addr = f"{relay}/anon/py-two-serial"
+    with serial.Serial(addr, timeout=5) as a, serial.Serial(addr, timeout=5) as b:
+        a.write(b"AAAA")
+        b.write(b"BBBB")
+        # The device echoes both; every relay reader sees the whole device output.
+        for port in (a, b):
+            got = port.read(8)
+            assert sorted(got) == sorted(b"AAAABBBB"), got

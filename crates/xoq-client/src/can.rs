@@ -270,10 +270,15 @@ impl RemoteCanBus {
     ) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
         let (broadcast, mut writers) =
-            session.publish_tracks(&format!("{name}/cmd"), &[DATA_TRACK])?;
+            session.publish_tracks(&format!("{name}/cmd/{}", crate::writer_id()), &[DATA_TRACK])?;
         let cmd = writers
             .pop()
             .ok_or_else(|| ClientError::Connect("no cmd track".into()))?;
+        // The server subscribes once it sees our writer announced; commands sent before that
+        // would be lost. A server that never reads (`--moq-cmd off`) makes this time out.
+        if !cmd.wait_subscribed(crate::WRITER_SUBSCRIBE_WAIT).await {
+            tracing::debug!("no subscriber for this client's writer yet; sending anyway");
+        }
         let mut state_track = session.read_track(&format!("{name}/state"), DATA_TRACK);
         tokio::time::timeout(Duration::from_secs(5), state_track.ready())
             .await

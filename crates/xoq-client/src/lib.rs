@@ -12,3 +12,13 @@ pub mod rx;
 pub mod serial;
 
 pub use error::ClientError;
+
+/// How long a relay client waits for the server to subscribe to its writer broadcast.
+pub(crate) const WRITER_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A fresh name for this client's own writer broadcast through a relay (`{path}/cmd/<id>`,
+/// `{path}/c2s/<id>`): every writer gets its own, so the server reads all of them at once.
+pub(crate) fn writer_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -213,10 +213,15 @@ impl RemoteSerial {
     ) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
         let (broadcast, mut writers) =
-            session.publish_tracks(&format!("{name}/c2s"), &[DATA_TRACK])?;
+            session.publish_tracks(&format!("{name}/c2s/{}", crate::writer_id()), &[DATA_TRACK])?;
         let c2s = writers
             .pop()
             .ok_or_else(|| ClientError::Connect("no c2s track".into()))?;
+        // The server subscribes once it sees our writer announced; bytes sent before that
+        // would be lost. A server that never reads (`--moq-cmd off`) makes this time out.
+        if !c2s.wait_subscribed(crate::WRITER_SUBSCRIBE_WAIT).await {
+            tracing::debug!("no subscriber for this client's writer yet; sending anyway");
+        }
         let mut s2c = session.read_track(&format!("{name}/s2c"), DATA_TRACK);
         // Wait until the server's broadcast is there, so a missing server is an error at
         // connect time rather than a silent hang on the first read.

@@ -556,9 +556,10 @@ impl CanServer {
             if shared.moq_writes == MoqWrites::Off {
                 return std::future::pending::<()>().await;
             }
-            let mut cmd = session.read_track(&format!("{name}/cmd"), DATA_TRACK);
+            // Every writer: `{name}/cmd` (XoQ 0.3.6 pages) and each client's `{name}/cmd/<id>`.
+            let mut cmd = session.read_writers(&format!("{name}/cmd"), DATA_TRACK);
             loop {
-                let Ok(payload) = cmd.next().await else {
+                let Some(payload) = cmd.next().await else {
                     return;
                 };
                 let body = match &shared.moq_writes {

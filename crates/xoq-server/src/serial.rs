@@ -579,7 +579,8 @@ impl SerialServer {
             shared: shared.clone(),
             session: session_id,
         };
-        let mut c2s = session.read_track(&format!("{name}/c2s"), xoq_transport::moq::DATA_TRACK);
+        // Every writer: `{name}/c2s` (XoQ 0.3.6 pages) and each client's `{name}/c2s/<id>`.
+        let mut c2s = session.read_writers(&format!("{name}/c2s"), xoq_transport::moq::DATA_TRACK);
         let out = async {
             let mut chunks = Vec::new();
             while queue.pop_all(&mut chunks).await.is_some() {
@@ -593,11 +594,8 @@ impl SerialServer {
         let inp = async {
             loop {
                 match c2s.next().await {
-                    Ok(d) => shared.write(&d).await,
-                    Err(e) => {
-                        tracing::warn!("MoQ c2s: {e}");
-                        return;
-                    }
+                    Some(d) => shared.write(&d).await,
+                    None => return,
                 }
             }
         };

@@ -139,6 +139,18 @@ impl MoqSession {
         TrackReader::new(self.subscribe.consume(), name, track)
     }
 
+    /// Frames of track `track` from every writer of `base`: the broadcast `base` itself (the
+    /// XoQ 0.3.6 layout; the relay routes one publisher of a name at a time) and every
+    /// `base/<writer>` announced on the relay, each read by its own task. Each writer's frames
+    /// keep their order; writers interleave. See [`Writers`].
+    pub fn read_writers(&self, base: &str, track: &str) -> Writers {
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITERS_QUEUE);
+        let origin = self.subscribe.consume();
+        let (base, track) = (base.to_string(), track.to_string());
+        let supervisor = tokio::spawn(supervise_writers(origin, base, track, tx));
+        Writers { rx, supervisor }
+    }
+
     /// Whether the session is currently connected.
     pub fn connected(&self) -> bool {
         self.conn.connected()
@@ -159,6 +171,74 @@ impl MoqSession {
     }
 }
 
+/// Frames waiting between the writers' reader tasks and the consumer. Full = the readers
+/// wait (backpressure to each writer's subscription, nothing dropped here).
+const WRITERS_QUEUE: usize = 256;
+
+/// Frames from all writers of one path ([`MoqSession::read_writers`]). Dropping it stops
+/// every reader task.
+#[derive(Debug)]
+pub struct Writers {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Writers {
+    /// The next frame from any writer; `None` once the session is gone.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        // The supervisor owns the readers' JoinSet: aborting it aborts them all.
+        self.supervisor.abort();
+    }
+}
+
+async fn forward(mut reader: TrackReader, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    while let Ok(frame) = reader.next().await {
+        if tx.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn supervise_writers(
+    origin: origin::Consumer,
+    base: String,
+    track: String,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let mut readers = tokio::task::JoinSet::new();
+    readers.spawn(forward(
+        TrackReader::new(origin.clone(), &base, &track),
+        tx.clone(),
+    ));
+    let mut per_writer: std::collections::HashMap<String, tokio::task::AbortHandle> =
+        std::collections::HashMap::new();
+    let mut announced = origin.announced();
+    let child_prefix = format!("{base}/");
+    while let Some(update) = announced.next().await {
+        let name = update.prefix.as_str().to_string();
+        if name.len() <= child_prefix.len() || !name.starts_with(&child_prefix) {
+            continue;
+        }
+        if update.kind.is_active() {
+            let alive = per_writer.get(&name).is_some_and(|h| !h.is_finished());
+            if !alive {
+                let reader = TrackReader::new(origin.clone(), &name, &track).until_gone();
+                per_writer.insert(name, readers.spawn(forward(reader, tx.clone())));
+            }
+        } else if let Some(h) = per_writer.remove(&name) {
+            // The writer is gone: do not wait on its route until the relay times it out.
+            h.abort();
+        }
+        while readers.try_join_next().is_some() {}
+    }
+}
+
 /// Writes frames to one track, rolling groups as described in the module docs.
 pub struct TrackWriter {
     track: track::Producer,
@@ -168,6 +248,16 @@ pub struct TrackWriter {
 }
 
 impl TrackWriter {
+    /// Wait until someone subscribes to this track (at most `limit`); whether someone did.
+    /// A writer's frames from before the first subscription are not delivered (the relay
+    /// starts a subscriber at the latest group), so clients wait for the server first.
+    pub async fn wait_subscribed(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.track.used()).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Wrap a track producer.
     pub fn new(track: track::Producer) -> Self {
         Self {
@@ -228,6 +318,9 @@ pub struct TrackReader {
     track: String,
     sub: Option<track::Subscriber>,
     group: Option<moq_net::group::Consumer>,
+    /// Wait for the next publisher when the current one leaves (else: end).
+    follow: bool,
+    subscribed_once: bool,
 }
 
 impl TrackReader {
@@ -238,12 +331,27 @@ impl TrackReader {
             track: track.to_string(),
             sub: None,
             group: None,
+            follow: true,
+            subscribed_once: false,
         }
+    }
+
+    /// End (with an error) when the publisher leaves, instead of waiting for the next one:
+    /// for readers of one writer's own broadcast.
+    pub fn until_gone(mut self) -> Self {
+        self.follow = false;
+        self
     }
 
     /// Wait until the broadcast is announced and subscribed (a no-op when it already is).
     pub async fn ready(&mut self) -> Result<(), TransportError> {
         if self.sub.is_none() {
+            if self.subscribed_once && !self.follow {
+                return Err(TransportError::Moq {
+                    operation: "read",
+                    reason: format!("{} is no longer published", self.name),
+                });
+            }
             let bc = self
                 .origin
                 .routed_broadcast(self.name.as_str())
@@ -264,6 +372,7 @@ impl TrackReader {
                     reason: e.to_string(),
                 })?;
             self.sub = Some(sub);
+            self.subscribed_once = true;
         }
         Ok(())
     }

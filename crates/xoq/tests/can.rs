@@ -208,6 +208,83 @@ async fn moq_state_and_cmd_through_the_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_moq_writer_is_read_at_once() {
+    let relay = RelayConfig::ephemeral()
+        .expect("port")
+        .start()
+        .await
+        .expect("relay");
+    let root = relay.url().join("anon").expect("url");
+    let server = CanServer::builder(Box::new(VirtualBackend::new("t-writers")))
+        .start()
+        .await
+        .expect("server");
+    let session = MoqSession::connect(&root, true).await.expect("session");
+    let srv = server.clone();
+    let bridge = tokio::spawn(async move {
+        let _ = srv.serve_moq(&session, "xoq-can-w").await;
+    });
+    let addr = format!("{}/xoq-can-w", root.as_str().trim_end_matches('/'));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(
+            RemoteCanBus::connect(&addr, CanOptions::new())
+                .await
+                .expect("MoQ client"),
+        );
+    }
+    // A writer of the XoQ 0.3.6 layout (the bare `{path}/cmd` broadcast), at the same time.
+    let legacy = MoqSession::connect(&root, false).await.expect("legacy");
+    let (_bc, mut w) = legacy
+        .publish_tracks("xoq-can-w/cmd", &["data"])
+        .expect("legacy cmd");
+    let mut legacy_cmd = w.pop().expect("track");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut dev = node("t-writers");
+    for round in 0..10u8 {
+        for (i, c) in clients.iter().enumerate() {
+            let f = CanFrame::new(0x100 + i as u32, vec![round]).expect("frame");
+            c.send(&f).await.expect("send");
+        }
+        let mut batch = BytesMut::new();
+        xoq::wire::can::encode_track_frame(
+            &[TimedFrame {
+                frame: CanFrame::new(0x1FF, vec![round]).expect("frame"),
+                timestamp_us: 0,
+            }],
+            &mut batch,
+        );
+        legacy_cmd.write(batch.freeze()).expect("legacy write");
+    }
+    let mut seen: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+    for _ in 0..40 {
+        let f = next_frame(&mut dev).await.frame;
+        seen.entry(f.id).or_default().push(f.data[0]);
+    }
+    for id in [0x100, 0x101, 0x102, 0x1FF] {
+        assert_eq!(
+            seen.get(&id).cloned().unwrap_or_default(),
+            (0..10).collect::<Vec<u8>>(),
+            "every frame of writer {id:#x}, in order"
+        );
+    }
+
+    // A writer leaving does not disturb the others.
+    let first = clients.remove(0);
+    first.close().await;
+    let f = CanFrame::new(0x101, vec![99]).expect("frame");
+    clients[0].send(&f).await.expect("send");
+    assert_eq!(next_frame(&mut dev).await.frame, f);
+    for c in clients {
+        c.close().await;
+    }
+    legacy.close().await;
+    bridge.abort();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damiao_motor_follows_mit_commands_through_the_bridge() {
     let sim = SimCanBackend::openarm("sim:openarm");
     let motors = sim.bus();
