@@ -243,3 +243,11 @@ def test_two_relay_writers_both_reach_the_device(start, relay, pty_echo):
         for port in (a, b):
             got = port.read(8)
             assert sorted(got) == sorted(b"AAAABBBB"), got
+
+
+def test_timeout_zero_returns_everything_already_received(echo_server):
+    data = os.urandom(100_000)
+    with serial.Serial(echo_server.address, 115200, timeout=0) as s:
+        s.write(data)
+        wait_for(lambda: s.in_waiting == len(data), timeout=20, what="100 kB echoed")
+        assert s.read(200_000) == data

@@ -173,13 +173,17 @@ impl SerialPort {
                 wait = Some(wait.map_or(quiet, |w| w.min(quiet)));
             }
             if wait == Some(Duration::ZERO) {
-                // Out of time: take what is already there without waiting.
-                match rx.try_read(&mut chunk[..want]) {
-                    Ok(n) => out.extend_from_slice(&chunk[..n]),
-                    Err(reason) if out.is_empty() => {
-                        return Err(to_py(ClientError::Closed(reason)));
+                // Out of time: take what is already there (up to `size`) without waiting.
+                while out.len() < size {
+                    let want = (size - out.len()).min(chunk.len());
+                    match rx.try_read(&mut chunk[..want]) {
+                        Ok(0) => break,
+                        Ok(n) => out.extend_from_slice(&chunk[..n]),
+                        Err(reason) if out.is_empty() => {
+                            return Err(to_py(ClientError::Closed(reason)));
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => {}
                 }
                 break;
             }
