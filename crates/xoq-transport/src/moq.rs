@@ -174,6 +174,9 @@ impl MoqSession {
 /// Frames waiting between the writers' reader tasks and the consumer. Full = the readers
 /// wait (backpressure to each writer's subscription, nothing dropped here).
 const WRITERS_QUEUE: usize = 256;
+/// Writers read at once per path; more are ignored (with a warning) until some leave, so a
+/// client announcing thousands of names cannot make the server spawn thousands of tasks.
+pub const MAX_WRITERS: usize = 64;
 
 /// Frames from all writers of one path ([`MoqSession::read_writers`]). Dropping it stops
 /// every reader task.
@@ -226,8 +229,11 @@ async fn supervise_writers(
             continue;
         }
         if update.kind.is_active() {
-            let alive = per_writer.get(&name).is_some_and(|h| !h.is_finished());
-            if !alive {
+            per_writer.retain(|_, h| !h.is_finished());
+            let alive = per_writer.contains_key(&name);
+            if !alive && per_writer.len() >= MAX_WRITERS {
+                tracing::warn!("{base}: more than {MAX_WRITERS} writers; ignoring {name}");
+            } else if !alive {
                 let reader = TrackReader::new(origin.clone(), &name, &track).until_gone();
                 per_writer.insert(name, readers.spawn(forward(reader, tx.clone())));
             }

@@ -285,6 +285,48 @@ async fn every_moq_writer_is_read_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_writers_per_path_are_bounded() {
+    use xoq::transport::moq::MAX_WRITERS;
+    let relay = RelayConfig::ephemeral()
+        .expect("port")
+        .start()
+        .await
+        .expect("relay");
+    let root = relay.url().join("anon").expect("url");
+    let server = CanServer::builder(Box::new(VirtualBackend::new("t-cap")))
+        .start()
+        .await
+        .expect("server");
+    let session = MoqSession::connect(&root, true).await.expect("session");
+    let srv = server.clone();
+    let bridge = tokio::spawn(async move {
+        let _ = srv.serve_moq(&session, "xoq-can-cap").await;
+    });
+    // One client announcing more writer names than the server reads.
+    let greedy = MoqSession::connect(&root, false).await.expect("client");
+    let mut writers = Vec::new();
+    for i in 0..MAX_WRITERS + 6 {
+        let (bc, mut w) = greedy
+            .publish_tracks(&format!("xoq-can-cap/cmd/w{i}"), &["data"])
+            .expect("publish");
+        writers.push((bc, w.pop().expect("track")));
+    }
+    let mut subscribed = 0;
+    for (_, w) in &writers {
+        if w.wait_subscribed(Duration::from_millis(1500)).await {
+            subscribed += 1;
+        }
+    }
+    assert_eq!(
+        subscribed, MAX_WRITERS,
+        "the server reads at most MAX_WRITERS writers"
+    );
+    greedy.close().await;
+    bridge.abort();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damiao_motor_follows_mit_commands_through_the_bridge() {
     let sim = SimCanBackend::openarm("sim:openarm");
     let motors = sim.bus();
