@@ -75,7 +75,13 @@ async function open(page, name) {
 }
 
 async function waitState(p, fn, arg, timeout = 20_000) {
-  await p.waitForFunction(fn, arg, { timeout, polling: 50 });
+  try {
+    await p.waitForFunction(fn, arg, { timeout, polling: 50 });
+  } catch (e) {
+    // Say what the page knew, so a failure in CI can be understood from the log alone.
+    const state = await p.evaluate(() => JSON.stringify(window.xoqState)).catch(() => "?");
+    throw new Error(`${e.message}\npage state: ${state}`);
+  }
 }
 
 async function shot(p, name) {

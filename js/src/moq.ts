@@ -431,6 +431,13 @@ export interface OpenOptions {
 }
 
 /**
+ * How long opening a serial port or CAN bus waits for the server to subscribe to this
+ * client's writer broadcast: frames written before that are not delivered. The same bound as
+ * the Rust client; a busy machine can take over a second.
+ */
+export const WRITER_SUBSCRIBE_WAIT_MS = 3000;
+
+/**
  * A fresh name for this client's own writer broadcast (`{path}/cmd/<id>`, `{path}/c2s/<id>`):
  * the server reads every writer under the path, so clients never compete for one name.
  */
@@ -466,7 +473,7 @@ export async function openPair(
     await reader.skipBacklog();
     // Give the server a moment to subscribe to our track, so the first write is not
     // published before anyone listens. A server that never reads (--moq-cmd off) is fine.
-    await pub.writer.waitUsed(1000);
+    await pub.writer.waitUsed(WRITER_SUBSCRIBE_WAIT_MS);
     return { conn, owned, broadcast: pub.broadcast, writer: pub.writer, reader };
   } catch (e) {
     reader?.close();

@@ -14,7 +14,8 @@ pub mod serial;
 pub use error::ClientError;
 
 /// How long a relay client waits for the server to subscribe to its writer broadcast.
-pub(crate) const WRITER_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A server that never reads (`--moq-cmd off`) costs a connect this long.
+pub(crate) const WRITER_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A fresh name for this client's own writer broadcast through a relay (`{path}/cmd/<id>`,
 /// `{path}/c2s/<id>`): every writer gets its own, so the server reads all of them at once.
