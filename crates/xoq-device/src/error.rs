@@ -39,4 +39,7 @@ pub enum DeviceError {
         #[source]
         source: io::Error,
     },
+    /// A device setting is out of range (size, rate, format).
+    #[error("{0}")]
+    Config(String),
 }

@@ -6,6 +6,7 @@
 //! test-only code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod camera;
 pub mod can;
 pub mod error;
 pub mod serial;

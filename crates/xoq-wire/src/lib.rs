@@ -8,6 +8,7 @@
 //! The byte layout of every message is documented in `docs/protocol.md`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod camera;
 pub mod can;
 pub mod coding;
 pub mod feetech;

@@ -1,0 +1,181 @@
+//! The test-pattern camera: moving colour bars with the frame number and capture time
+//! written into the picture, so a viewer can check order and measure latency end to end
+//! without a camera (and through lossy codecs).
+//!
+//! The stamp is three rows of 64 square blocks at the top of the picture, black = 0 and
+//! white = 1, most significant bit first: the frame number, the capture time (µs since the
+//! Unix epoch), and a check word mixing both, so a misread (codec damage, a different
+//! picture) is reported as `None` rather than as a wrong number.
+
+use crate::DeviceError;
+
+const BITS: u32 = 64;
+const ROWS: u32 = 3;
+const MAGIC: u64 = 0x786F_715F_6361_6D31; // "xoq_cam1"
+
+/// Smallest picture the stamp fits in (blocks of at least 2 pixels).
+pub const MIN_WIDTH: u32 = 2 * BITS;
+/// Smallest picture height (stamp plus some picture below it).
+pub const MIN_HEIGHT: u32 = 32;
+
+fn check(seq: u64, timestamp_us: u64) -> u64 {
+    seq.rotate_left(17) ^ timestamp_us.rotate_left(41) ^ MAGIC
+}
+
+/// A moving test picture of a fixed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestPattern {
+    width: u32,
+    height: u32,
+}
+
+impl TestPattern {
+    /// A pattern of `width × height` (even sizes, at least [`MIN_WIDTH`] × [`MIN_HEIGHT`],
+    /// at most 7680 × 4320).
+    pub fn new(width: u32, height: u32) -> Result<Self, DeviceError> {
+        if !(MIN_WIDTH..=7680).contains(&width)
+            || !(MIN_HEIGHT..=4320).contains(&height)
+            || width % 2 != 0
+            || height % 2 != 0
+        {
+            return Err(DeviceError::Config(format!(
+                "test pattern size {width}x{height}: use even sizes from {MIN_WIDTH}x{MIN_HEIGHT} to 7680x4320"
+            )));
+        }
+        Ok(Self { width, height })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    fn block(&self) -> u32 {
+        (self.width / BITS).min((self.height / 2) / ROWS).max(2)
+    }
+
+    /// Frame `seq` captured at `timestamp_us`, as packed RGB.
+    pub fn render(&self, seq: u64, timestamp_us: u64) -> Vec<u8> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut rgb = vec![0u8; w * h * 3];
+        // Diagonal colour bars that move one bar width every 30 frames: motion for the
+        // encoder, and a picture a person recognises.
+        const BARS: [[u8; 3]; 8] = [
+            [235, 235, 235],
+            [235, 235, 16],
+            [16, 235, 235],
+            [16, 235, 16],
+            [235, 16, 235],
+            [235, 16, 16],
+            [16, 16, 235],
+            [40, 40, 40],
+        ];
+        let bar = (w / 8).max(1);
+        // One full cycle every 240 frames (8 bars × 30); any seq, no overflow.
+        let shift = ((seq % 240) as usize * bar / 30) % (bar * 8);
+        for y in 0..h {
+            let row = &mut rgb[y * w * 3..(y + 1) * w * 3];
+            for x in 0..w {
+                let c = BARS[((x + y / 2 + shift) / bar) % 8];
+                row[x * 3..x * 3 + 3].copy_from_slice(&c);
+            }
+        }
+        let b = self.block() as usize;
+        for (r, word) in [seq, timestamp_us, check(seq, timestamp_us)]
+            .into_iter()
+            .enumerate()
+        {
+            for bit in 0..BITS as usize {
+                let on = (word >> (63 - bit)) & 1 == 1;
+                let v = if on { 255 } else { 0 };
+                for y in r * b..(r + 1) * b {
+                    let start = (y * w + bit * b) * 3;
+                    rgb[start..start + b * 3].fill(v);
+                }
+            }
+        }
+        rgb
+    }
+}
+
+/// Read the stamp of a test-pattern picture: `(seq, timestamp_us)`, or `None` when the
+/// picture carries no valid stamp (another picture, wrong size, too much codec damage).
+pub fn read_stamp(rgb: &[u8], width: u32, height: u32) -> Option<(u64, u64)> {
+    let pattern = TestPattern::new(width, height).ok()?;
+    let (w, b) = (width as usize, pattern.block() as usize);
+    if rgb.len() != w * height as usize * 3 {
+        return None;
+    }
+    let mut words = [0u64; ROWS as usize];
+    for (r, word) in words.iter_mut().enumerate() {
+        for bit in 0..BITS as usize {
+            // Average the middle of the block: codecs smear the edges.
+            let (mut sum, mut n) = (0u32, 0u32);
+            for y in r * b + b / 4..r * b + b - b / 4 {
+                for x in bit * b + b / 4..bit * b + b - b / 4 {
+                    let p = (y * w + x) * 3;
+                    sum += (u32::from(rgb[p]) + u32::from(rgb[p + 1]) + u32::from(rgb[p + 2])) / 3;
+                    n += 1;
+                }
+            }
+            *word = (*word << 1) | u64::from(sum / n.max(1) > 127);
+        }
+    }
+    let [seq, ts, chk] = words;
+    (chk == check(seq, ts)).then_some((seq, ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_round_trips_at_common_sizes() {
+        for (w, h) in [(128, 32), (640, 480), (1280, 720), (1920, 1080), (642, 480)] {
+            let p = TestPattern::new(w, h).expect("size");
+            for (seq, ts) in [(0, 0), (1, 1_764_000_000_123_456), (u64::MAX, 42)] {
+                let img = p.render(seq, ts);
+                assert_eq!(img.len(), (w * h * 3) as usize);
+                assert_eq!(read_stamp(&img, w, h), Some((seq, ts)), "{w}x{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn damage_and_other_pictures_read_as_none() {
+        let p = TestPattern::new(640, 480).expect("size");
+        let mut img = p.render(7, 9);
+        // Invert one block of the frame number: the check word no longer matches.
+        let b = p.block() as usize;
+        for y in 0..b {
+            for x in 0..b {
+                let i = (y * 640 + x) * 3;
+                img[i..i + 3].iter_mut().for_each(|v| *v = 255 - *v);
+            }
+        }
+        assert_eq!(read_stamp(&img, 640, 480), None);
+        assert_eq!(read_stamp(&vec![128; 640 * 480 * 3], 640, 480), None);
+        assert_eq!(read_stamp(&[0; 10], 640, 480), None, "wrong buffer size");
+        assert_eq!(read_stamp(&[], 3, 3), None, "impossible size");
+    }
+
+    #[test]
+    fn the_picture_moves() {
+        let p = TestPattern::new(320, 240).expect("size");
+        let (a, b) = (p.render(0, 0), p.render(15, 0));
+        let below = 320 * 3 * 60;
+        assert_ne!(a[below..], b[below..]);
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        for (w, h) in [(0, 0), (127, 64), (640, 31), (641, 480), (8000, 480)] {
+            assert!(TestPattern::new(w, h).is_err(), "{w}x{h}");
+        }
+    }
+}

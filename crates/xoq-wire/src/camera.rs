@@ -1,0 +1,246 @@
+//! Camera stream frames (P2P), sans-IO.
+//!
+//! The codec is chosen by ALPN, in the client's order of preference ([`ALPN_H264`],
+//! [`ALPN_JPEG`]); the version is part of the ALPN. On the stream, every video frame is
+//!
+//! ```text
+//! length varint | flags u8 | seq varint | timestamp_us u64 | width u16 | height u16 | data
+//! ```
+//!
+//! `length` counts everything after itself and is at most [`MAX_FRAME`], checked before
+//! anything is buffered. `flags` bit 0 marks a keyframe (a JPEG frame always is one; an H.264
+//! frame that starts a GoP with SPS/PPS in band); other bits must be 0. `timestamp_us` is the
+//! capture time (µs since the Unix epoch), carried end to end so a viewer can measure latency.
+
+use bytes::{Buf, BufMut, Bytes};
+
+use crate::coding::{DecodeError, get_u8, get_u16, get_u64, get_varint, put_varint, varint_len};
+
+/// ALPN of the H.264 camera stream, version 1.
+pub const ALPN_H264: &[u8] = b"xoq/camera-h264/1";
+/// ALPN of the JPEG camera stream, version 1.
+pub const ALPN_JPEG: &[u8] = b"xoq/camera-jpeg/1";
+
+/// Largest encoded frame accepted: a 4K JPEG at high quality fits with room to spare.
+pub const MAX_FRAME: usize = 16 << 20;
+
+const FLAG_KEYFRAME: u8 = 1;
+const HEADER_MAX: usize = 1 + 8 + 8 + 2 + 2;
+
+/// Video codecs a camera stream can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// H.264 Annex-B access units.
+    H264,
+    /// One JPEG image per frame.
+    Jpeg,
+}
+
+impl Codec {
+    /// The ALPN that selects this codec.
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Codec::H264 => ALPN_H264,
+            Codec::Jpeg => ALPN_JPEG,
+        }
+    }
+
+    /// The codec an ALPN selects, if it is one of ours.
+    pub fn from_alpn(alpn: &[u8]) -> Option<Codec> {
+        match alpn {
+            ALPN_H264 => Some(Codec::H264),
+            ALPN_JPEG => Some(Codec::Jpeg),
+            _ => None,
+        }
+    }
+}
+
+/// One encoded video frame.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VideoFrame {
+    /// Frame number since the capture started (gaps mean frames were skipped).
+    pub seq: u64,
+    /// Capture time, µs since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Picture width in pixels.
+    pub width: u16,
+    /// Picture height in pixels.
+    pub height: u16,
+    /// Decodable on its own (JPEG, or an H.264 IDR with SPS/PPS).
+    pub keyframe: bool,
+    /// The encoded picture.
+    pub data: Bytes,
+}
+
+impl VideoFrame {
+    fn body_len(&self) -> usize {
+        1 + varint_len(self.seq) + 8 + 2 + 2 + self.data.len()
+    }
+
+    /// Append the encoded frame to `buf`. Frames over [`MAX_FRAME`] are the caller's bug:
+    /// the encoder refuses them rather than send what every decoder rejects.
+    pub fn encode(&self, buf: &mut impl BufMut) -> Result<(), DecodeError> {
+        let len = self.body_len();
+        if len > MAX_FRAME {
+            return Err(DecodeError::TooLong {
+                len: len as u64,
+                max: MAX_FRAME as u64,
+            });
+        }
+        put_varint(buf, len as u64);
+        buf.put_u8(if self.keyframe { FLAG_KEYFRAME } else { 0 });
+        put_varint(buf, self.seq);
+        buf.put_u64(self.timestamp_us);
+        buf.put_u16(self.width);
+        buf.put_u16(self.height);
+        buf.put_slice(&self.data);
+        Ok(())
+    }
+
+    /// Decode one frame from the front of `buf`, advancing it past the frame.
+    /// [`DecodeError::Short`] (nothing consumed) means: read more bytes and call again.
+    pub fn decode(buf: &mut Bytes) -> Result<VideoFrame, DecodeError> {
+        let mut peek = &buf[..];
+        let len = get_varint(&mut peek)?;
+        if len > MAX_FRAME as u64 {
+            return Err(DecodeError::TooLong {
+                len,
+                max: MAX_FRAME as u64,
+            });
+        }
+        let len = len as usize;
+        if peek.remaining() < len {
+            return Err(DecodeError::Short);
+        }
+        let prefix = buf.len() - peek.remaining();
+        let mut body = buf.slice(prefix..prefix + len);
+        let frame = crate::coding::finish_exact(0, Self::decode_body(&mut body))?;
+        buf.advance(prefix + len);
+        Ok(frame)
+    }
+
+    fn decode_body(body: &mut Bytes) -> Result<VideoFrame, DecodeError> {
+        let mut p = &body[..body.len().min(HEADER_MAX)];
+        let before = p.remaining();
+        let flags = get_u8(&mut p)?;
+        if flags & !FLAG_KEYFRAME != 0 {
+            return Err(DecodeError::Invalid {
+                field: "flags",
+                reason: "unknown flag bits set",
+            });
+        }
+        let seq = get_varint(&mut p)?;
+        let timestamp_us = get_u64(&mut p)?;
+        let width = get_u16(&mut p)?;
+        let height = get_u16(&mut p)?;
+        let header = before - p.remaining();
+        Ok(VideoFrame {
+            seq,
+            timestamp_us,
+            width,
+            height,
+            keyframe: flags & FLAG_KEYFRAME != 0,
+            data: body.slice(header..),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame() -> VideoFrame {
+        VideoFrame {
+            seq: 300,
+            timestamp_us: 0x0102_0304_0506_0708,
+            width: 640,
+            height: 480,
+            keyframe: true,
+            data: Bytes::from_static(&[0xFF, 0xD8, 0xFF, 0xD9]),
+        }
+    }
+
+    #[test]
+    fn byte_snapshot() {
+        let mut b = Vec::new();
+        frame().encode(&mut b).expect("encode");
+        assert_eq!(
+            b,
+            [
+                0x13, 0x01, 0x41, 0x2C, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 0x80, 0x01, 0xE0, 0xFF, 0xD8,
+                0xFF, 0xD9
+            ]
+        );
+    }
+
+    #[test]
+    fn partial_input_is_short_and_consumes_nothing() {
+        let mut b = Vec::new();
+        frame().encode(&mut b).expect("encode");
+        for cut in 0..b.len() {
+            let mut part = Bytes::copy_from_slice(&b[..cut]);
+            assert_eq!(VideoFrame::decode(&mut part), Err(DecodeError::Short));
+            assert_eq!(part.len(), cut);
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_buffering() {
+        let mut b = Vec::new();
+        put_varint(&mut b, MAX_FRAME as u64 + 1);
+        let mut bytes = Bytes::from(b);
+        assert!(matches!(
+            VideoFrame::decode(&mut bytes),
+            Err(DecodeError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_flags_and_truncated_headers_are_invalid() {
+        let mut bytes = Bytes::from_static(&[0x02, 0x02, 0x00]);
+        assert!(matches!(
+            VideoFrame::decode(&mut bytes),
+            Err(DecodeError::Invalid { .. })
+        ));
+        let mut bytes = Bytes::from_static(&[0x03, 0x01, 0x00, 0x00]);
+        assert!(matches!(
+            VideoFrame::decode(&mut bytes),
+            Err(DecodeError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn alpn_names_the_codec() {
+        for c in [Codec::H264, Codec::Jpeg] {
+            assert_eq!(Codec::from_alpn(c.alpn()), Some(c));
+        }
+        assert_eq!(Codec::from_alpn(b"xoq/camera-h264/2"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip(seq in any::<u64>(), ts in any::<u64>(), w in any::<u16>(), h in any::<u16>(),
+                     key in any::<bool>(), data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let f = VideoFrame { seq: seq & crate::coding::VARINT_MAX, timestamp_us: ts, width: w,
+                                 height: h, keyframe: key, data: Bytes::from(data) };
+            let mut b = Vec::new();
+            f.encode(&mut b).expect("encode");
+            b.extend_from_slice(b"next");
+            let mut bytes = Bytes::from(b);
+            prop_assert_eq!(VideoFrame::decode(&mut bytes), Ok(f));
+            prop_assert_eq!(&bytes[..], b"next");
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut bytes = Bytes::from(b);
+            let before = bytes.len();
+            match VideoFrame::decode(&mut bytes) {
+                Ok(f) => prop_assert!(f.data.len() <= before),
+                Err(DecodeError::Short) => prop_assert_eq!(bytes.len(), before),
+                Err(_) => {}
+            }
+        }
+    }
+}
