@@ -35,8 +35,8 @@ impl TestPattern {
     pub fn new(width: u32, height: u32) -> Result<Self, DeviceError> {
         if !(MIN_WIDTH..=7680).contains(&width)
             || !(MIN_HEIGHT..=4320).contains(&height)
-            || width % 2 != 0
-            || height % 2 != 0
+            || !width.is_multiple_of(2)
+            || !height.is_multiple_of(2)
         {
             return Err(DeviceError::Config(format!(
                 "test pattern size {width}x{height}: use even sizes from {MIN_WIDTH}x{MIN_HEIGHT} to 7680x4320"
