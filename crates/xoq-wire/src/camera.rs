@@ -119,6 +119,25 @@ impl VideoFrame {
         Ok(frame)
     }
 
+    /// [`decode`](Self::decode) for a stream reader's buffer: the frame's bytes are split off
+    /// without copying.
+    pub fn decode_from(buf: &mut bytes::BytesMut) -> Result<VideoFrame, DecodeError> {
+        let mut peek = &buf[..];
+        let len = get_varint(&mut peek)?;
+        if len > MAX_FRAME as u64 {
+            return Err(DecodeError::TooLong {
+                len,
+                max: MAX_FRAME as u64,
+            });
+        }
+        if peek.remaining() < len as usize {
+            return Err(DecodeError::Short);
+        }
+        let total = buf.len() - peek.remaining() + len as usize;
+        let mut whole = buf.split_to(total).freeze();
+        Self::decode(&mut whole)
+    }
+
     fn decode_body(body: &mut Bytes) -> Result<VideoFrame, DecodeError> {
         let mut p = &body[..body.len().min(HEADER_MAX)];
         let before = p.remaining();
@@ -208,6 +227,18 @@ mod tests {
             VideoFrame::decode(&mut bytes),
             Err(DecodeError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn stream_buffer_decoding_splits_frames() {
+        let mut b = bytes::BytesMut::new();
+        let mut enc = Vec::new();
+        frame().encode(&mut enc).expect("encode");
+        b.extend_from_slice(&enc);
+        b.extend_from_slice(&enc[..5]);
+        assert_eq!(VideoFrame::decode_from(&mut b), Ok(frame()));
+        assert_eq!(VideoFrame::decode_from(&mut b), Err(DecodeError::Short));
+        assert_eq!(b.len(), 5);
     }
 
     #[test]

@@ -78,12 +78,16 @@ impl TestPattern {
         let bar = (w / 8).max(1);
         // One full cycle every 240 frames (8 bars × 30); any seq, no overflow.
         let shift = ((seq % 240) as usize * bar / 30) % (bar * 8);
-        for y in 0..h {
-            let row = &mut rgb[y * w * 3..(y + 1) * w * 3];
-            for x in 0..w {
-                let c = BARS[((x + y / 2 + shift) / bar) % 8];
-                row[x * 3..x * 3 + 3].copy_from_slice(&c);
-            }
+        // Row y is one long strip of bars read from offset y/2 + shift: render the strip
+        // once, then every row is a copy (fast even in unoptimised builds).
+        let strip_px = w + h / 2 + bar * 8;
+        let mut strip = Vec::with_capacity(strip_px * 3);
+        for x in 0..strip_px {
+            strip.extend_from_slice(&BARS[(x / bar) % 8]);
+        }
+        for (y, row) in rgb.chunks_exact_mut(w * 3).enumerate() {
+            let from = (y / 2 + shift) * 3;
+            row.copy_from_slice(&strip[from..from + w * 3]);
         }
         let b = self.block() as usize;
         for (r, word) in [seq, timestamp_us, check(seq, timestamp_us)]
