@@ -100,29 +100,17 @@ impl VideoFrame {
     /// Decode one frame from the front of `buf`, advancing it past the frame.
     /// [`DecodeError::Short`] (nothing consumed) means: read more bytes and call again.
     pub fn decode(buf: &mut Bytes) -> Result<VideoFrame, DecodeError> {
-        let mut peek = &buf[..];
-        let len = get_varint(&mut peek)?;
-        if len > MAX_FRAME as u64 {
-            return Err(DecodeError::TooLong {
-                len,
-                max: MAX_FRAME as u64,
-            });
-        }
-        let len = len as usize;
-        if peek.remaining() < len {
-            return Err(DecodeError::Short);
-        }
-        let prefix = buf.len() - peek.remaining();
+        let (prefix, len) = Self::extent(buf)?;
         let mut body = buf.slice(prefix..prefix + len);
         let frame = crate::coding::finish_exact(0, Self::decode_body(&mut body))?;
         buf.advance(prefix + len);
         Ok(frame)
     }
 
-    /// [`decode`](Self::decode) for a stream reader's buffer: the frame's bytes are split off
-    /// without copying.
-    pub fn decode_from(buf: &mut bytes::BytesMut) -> Result<VideoFrame, DecodeError> {
-        let mut peek = &buf[..];
+    /// Where the frame at the front of `buf` lies: (length prefix size, body length), once
+    /// all of it is there. The declared length is checked before anything is buffered.
+    fn extent(buf: &[u8]) -> Result<(usize, usize), DecodeError> {
+        let mut peek = buf;
         let len = get_varint(&mut peek)?;
         if len > MAX_FRAME as u64 {
             return Err(DecodeError::TooLong {
@@ -133,8 +121,14 @@ impl VideoFrame {
         if peek.remaining() < len as usize {
             return Err(DecodeError::Short);
         }
-        let total = buf.len() - peek.remaining() + len as usize;
-        let mut whole = buf.split_to(total).freeze();
+        Ok((buf.len() - peek.remaining(), len as usize))
+    }
+
+    /// [`decode`](Self::decode) for a stream reader's buffer: the frame's bytes are split off
+    /// without copying.
+    pub fn decode_from(buf: &mut bytes::BytesMut) -> Result<VideoFrame, DecodeError> {
+        let (prefix, len) = Self::extent(buf)?;
+        let mut whole = buf.split_to(prefix + len).freeze();
         Self::decode(&mut whole)
     }
 

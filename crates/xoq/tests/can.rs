@@ -165,24 +165,48 @@ async fn receive_own_and_filters() {
     let _ = s.router.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moq_state_and_cmd_through_the_relay() {
+/// A relay, and a CAN server on virtual bus `bus` publishing broadcast `path` through it.
+struct RelayBridge {
+    relay: xoq::transport::relay::RelayHandle,
+    root: url::Url,
+    bridge: tokio::task::JoinHandle<()>,
+    addr: String,
+}
+
+async fn relay_bridge(bus: &str, path: &str) -> RelayBridge {
     let relay = RelayConfig::ephemeral()
         .expect("port")
         .start()
         .await
         .expect("relay");
     let root = relay.url().join("anon").expect("url");
-    let server = CanServer::builder(Box::new(VirtualBackend::new("t-moq")))
+    let server = CanServer::builder(Box::new(VirtualBackend::new(bus)))
         .start()
         .await
         .expect("server");
     let session = MoqSession::connect(&root, true).await.expect("session");
     let srv = server.clone();
+    let name = path.to_string();
     let bridge = tokio::spawn(async move {
-        let _ = srv.serve_moq(&session, "xoq-can-t").await;
+        let _ = srv.serve_moq(&session, &name).await;
     });
-    let addr = format!("{}/xoq-can-t", root.as_str().trim_end_matches('/'));
+    let addr = format!("{}/{path}", root.as_str().trim_end_matches('/'));
+    RelayBridge {
+        relay,
+        root,
+        bridge,
+        addr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moq_state_and_cmd_through_the_relay() {
+    let RelayBridge {
+        relay,
+        bridge,
+        addr,
+        ..
+    } = relay_bridge("t-moq", "xoq-can-t").await;
     let bus = RemoteCanBus::connect(&addr, CanOptions::new())
         .await
         .expect("MoQ client");
@@ -209,22 +233,13 @@ async fn moq_state_and_cmd_through_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_moq_writer_is_read_at_once() {
-    let relay = RelayConfig::ephemeral()
-        .expect("port")
-        .start()
-        .await
-        .expect("relay");
-    let root = relay.url().join("anon").expect("url");
-    let server = CanServer::builder(Box::new(VirtualBackend::new("t-writers")))
-        .start()
-        .await
-        .expect("server");
-    let session = MoqSession::connect(&root, true).await.expect("session");
-    let srv = server.clone();
-    let bridge = tokio::spawn(async move {
-        let _ = srv.serve_moq(&session, "xoq-can-w").await;
-    });
-    let addr = format!("{}/xoq-can-w", root.as_str().trim_end_matches('/'));
+    let RelayBridge {
+        relay,
+        root,
+        bridge,
+        addr,
+        ..
+    } = relay_bridge("t-writers", "xoq-can-w").await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(
@@ -287,21 +302,12 @@ async fn every_moq_writer_is_read_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moq_writers_per_path_are_bounded() {
     use xoq::transport::moq::MAX_WRITERS;
-    let relay = RelayConfig::ephemeral()
-        .expect("port")
-        .start()
-        .await
-        .expect("relay");
-    let root = relay.url().join("anon").expect("url");
-    let server = CanServer::builder(Box::new(VirtualBackend::new("t-cap")))
-        .start()
-        .await
-        .expect("server");
-    let session = MoqSession::connect(&root, true).await.expect("session");
-    let srv = server.clone();
-    let bridge = tokio::spawn(async move {
-        let _ = srv.serve_moq(&session, "xoq-can-cap").await;
-    });
+    let RelayBridge {
+        relay,
+        root,
+        bridge,
+        ..
+    } = relay_bridge("t-cap", "xoq-can-cap").await;
     // One client announcing more writer names than the server reads.
     let greedy = MoqSession::connect(&root, false).await.expect("client");
     let mut writers = Vec::new();
