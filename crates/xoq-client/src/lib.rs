@@ -5,6 +5,7 @@
 //! timeouts for synchronous code (and the Python bindings).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod camera;
 pub mod can;
 mod conn;
 pub mod error;

@@ -5,6 +5,7 @@
 //! and a device that disappears is reopened when it returns.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod camera;
 pub mod can;
 pub mod queue;
 pub mod serial;

@@ -7,6 +7,11 @@
 //! length varint | flags u8 | seq varint | timestamp_us u64 | width u16 | height u16 | data
 //! ```
 //!
+//! The viewer opens one bidirectional stream and grants credits on it: a varint per message,
+//! the number of further frames it is ready to take ([`INITIAL_CREDIT`] at the start, then
+//! one per frame it consumes). The server sends the newest frame whenever it holds a credit,
+//! so a slow viewer skips frames instead of building a backlog in the transport.
+//!
 //! `length` counts everything after itself and is at most [`MAX_FRAME`], checked before
 //! anything is buffered. `flags` bit 0 marks a keyframe (a JPEG frame always is one; an H.264
 //! frame that starts a GoP with SPS/PPS in band); other bits must be 0. `timestamp_us` is the
@@ -24,7 +29,27 @@ pub const ALPN_JPEG: &[u8] = b"xoq/camera-jpeg/1";
 /// Largest encoded frame accepted: a 4K JPEG at high quality fits with room to spare.
 pub const MAX_FRAME: usize = 16 << 20;
 
+/// Credits a viewer grants when it opens the stream: one frame in flight while it decodes
+/// the previous one.
+pub const INITIAL_CREDIT: u64 = 2;
+/// Most credits a server holds for one viewer (more are ignored).
+pub const MAX_CREDIT: u64 = 16;
+
 const FLAG_KEYFRAME: u8 = 1;
+
+/// Append a credit grant of `n` frames.
+pub fn encode_credit(n: u64, buf: &mut impl BufMut) {
+    put_varint(buf, n.min(MAX_CREDIT));
+}
+
+/// Decode one credit grant from the front of a stream buffer.
+pub fn decode_credit(buf: &mut bytes::BytesMut) -> Result<u64, DecodeError> {
+    let mut peek = &buf[..];
+    let n = get_varint(&mut peek)?;
+    let used = buf.len() - peek.remaining();
+    buf.advance(used);
+    Ok(n.min(MAX_CREDIT))
+}
 const HEADER_MAX: usize = 1 + 8 + 8 + 2 + 2;
 
 /// Video codecs a camera stream can carry.
@@ -233,6 +258,18 @@ mod tests {
         assert_eq!(VideoFrame::decode_from(&mut b), Ok(frame()));
         assert_eq!(VideoFrame::decode_from(&mut b), Err(DecodeError::Short));
         assert_eq!(b.len(), 5);
+    }
+
+    #[test]
+    fn credits_round_trip_and_are_capped() {
+        let mut b = bytes::BytesMut::new();
+        encode_credit(2, &mut b);
+        encode_credit(1_000_000, &mut b);
+        b.extend_from_slice(&[0x40]);
+        assert_eq!(decode_credit(&mut b), Ok(2));
+        assert_eq!(decode_credit(&mut b), Ok(MAX_CREDIT));
+        assert_eq!(decode_credit(&mut b), Err(DecodeError::Short));
+        assert_eq!(b.len(), 1);
     }
 
     #[test]
