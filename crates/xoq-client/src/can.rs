@@ -19,7 +19,7 @@ use iroh::SecretKey;
 use tokio::sync::watch;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{DATA_TRACK, MoqSession, TrackWriter};
+use xoq_transport::moq::{MoqSession, TrackWriter};
 use xoq_transport::p2p;
 use xoq_wire::can::{
     ALPN, BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, ServerMsg, TimedFrame, VERSION,
@@ -269,27 +269,13 @@ impl RemoteCanBus {
         opts: CanOptions,
     ) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
-        let (broadcast, mut writers) =
-            session.publish_tracks(&format!("{name}/cmd/{}", crate::writer_id()), &[DATA_TRACK])?;
-        let cmd = writers
-            .pop()
-            .ok_or_else(|| ClientError::Connect("no cmd track".into()))?;
-        // The server subscribes once it sees our writer announced; commands sent before that
-        // would be lost. A server that never reads (`--moq-cmd off`) makes this time out.
-        if !cmd.wait_subscribed(crate::WRITER_SUBSCRIBE_WAIT).await {
-            tracing::debug!("no subscriber for this client's writer yet; sending anyway");
-        }
-        let mut state_track = session.read_track(&format!("{name}/state"), DATA_TRACK);
-        tokio::time::timeout(Duration::from_secs(5), state_track.ready())
-            .await
-            .map_err(|_| {
-                ClientError::Connect(format!(
-                    "no CAN server publishes {name} on {relay}: start one with `xoq can-server ... --relay {relay}`"
-                ))
-            })??;
-        // Frames from before this client connected are history, not bus traffic it could
-        // have seen: drop the backlog the relay replays on subscribe.
-        state_track.skip_backlog().await?;
+        let pair = crate::relay::open_pair(&session, name, "cmd", "state", || {
+            format!(
+                "no CAN server publishes {name} on {relay}: start one with `xoq can-server ... --relay {relay}`"
+            )
+        })
+        .await?;
+        let (broadcast, cmd, mut state_track) = (pair.broadcast, pair.writer, pair.reader);
         let inbox = Arc::new(Inbox::new(INBOX_FRAMES));
         let (_state_tx, state) = watch::channel(BusState::ErrorActive);
         let own = (!opts.receive_own).then(|| Arc::new(OwnEcho::default()));

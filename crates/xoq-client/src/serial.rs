@@ -20,7 +20,7 @@ use iroh::SecretKey;
 use tokio::sync::oneshot;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{DATA_TRACK, MoqSession, TrackWriter};
+use xoq_transport::moq::{MoqSession, TrackWriter};
 use xoq_transport::p2p;
 use xoq_wire::serial::{
     ALPN, ClearBuffer, ClientMsg, Command, Event, Hello, LineSettings, Request, ServerMsg, VERSION,
@@ -139,7 +139,9 @@ impl RemoteSerial {
     async fn connect_addr(addr: &Address, opts: SerialOptions) -> Result<Self, ClientError> {
         match addr {
             Address::P2p { .. } => Self::connect_p2p(addr, opts).await,
-            Address::Moq { relay, name } => Self::connect_moq(relay, name, opts).await,
+            // Line settings, identity and client name are P2P handshake fields: a relay carries
+            // data only.
+            Address::Moq { relay, name } => Self::connect_moq(relay, name).await,
         }
     }
 
@@ -206,38 +208,21 @@ impl RemoteSerial {
         })
     }
 
-    async fn connect_moq(
-        relay: &url::Url,
-        name: &str,
-        opts: SerialOptions,
-    ) -> Result<Self, ClientError> {
+    async fn connect_moq(relay: &url::Url, name: &str) -> Result<Self, ClientError> {
         let session = MoqSession::connect(relay, false).await?;
-        let (broadcast, mut writers) =
-            session.publish_tracks(&format!("{name}/c2s/{}", crate::writer_id()), &[DATA_TRACK])?;
-        let c2s = writers
-            .pop()
-            .ok_or_else(|| ClientError::Connect("no c2s track".into()))?;
-        // The server subscribes once it sees our writer announced; bytes sent before that
-        // would be lost. A server that never reads (`--moq-cmd off`) makes this time out.
-        if !c2s.wait_subscribed(crate::WRITER_SUBSCRIBE_WAIT).await {
-            tracing::debug!("no subscriber for this client's writer yet; sending anyway");
+        let pair = crate::relay::open_pair(&session, name, "c2s", "s2c", || {
+            format!(
+                "no serial server publishes {name} on {relay}: start one with `xoq serial-server ... --relay {relay} --moq <path>`"
+            )
+        })
+        .await?;
+        if pair.skipped > 0 {
+            tracing::debug!(
+                "discarded {} bytes sent before this client connected",
+                pair.skipped
+            );
         }
-        let mut s2c = session.read_track(&format!("{name}/s2c"), DATA_TRACK);
-        // Wait until the server's broadcast is there, so a missing server is an error at
-        // connect time rather than a silent hang on the first read.
-        tokio::time::timeout(Duration::from_secs(5), s2c.ready())
-            .await
-            .map_err(|_| {
-                ClientError::Connect(format!(
-                    "no serial server publishes {name} on {relay}: start one with `xoq serial-server ... --relay {relay} --moq <path>`"
-                ))
-            })??;
-        // A local port opened now would not hold bytes the device sent earlier: drop the
-        // backlog the relay replays on subscribe.
-        let stale = s2c.skip_backlog().await?;
-        if stale > 0 {
-            tracing::debug!("discarded {stale} bytes sent before this client connected");
-        }
+        let (broadcast, c2s, mut s2c) = (pair.broadcast, pair.writer, pair.reader);
         let rx = Arc::new(RxBuffer::default());
         let rx2 = rx.clone();
         let reader = tokio::spawn(async move {
@@ -251,7 +236,6 @@ impl RemoteSerial {
                 }
             }
         });
-        let _ = opts;
         Ok(Self {
             link: Link::Moq {
                 c2s: tokio::sync::Mutex::new(c2s),
