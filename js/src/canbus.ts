@@ -3,7 +3,7 @@
 // (docs/protocol.md, "CAN, MoQ"). Each MoQ frame is one batch.
 
 import { type CanFrame, CodecError, MAX_BATCH, decodeBatch, encodeBatch, withToken } from "./can.js";
-import { type Connection, Inbox, type OpenOptions, openPair, writerId } from "./moq.js";
+import { type Connection, Inbox, type OpenOptions, openPair } from "./moq.js";
 
 /** Received frames held for a slow reader before the oldest are dropped. */
 export const CAN_INBOX_FRAMES = 16384;
@@ -54,7 +54,7 @@ export interface CanBus extends AsyncIterable<CanFrame> {
 export async function openCan(relayUrl: string | URL, path: string, opts: CanOptions = {}): Promise<CanBus> {
   const { conn, owned, broadcast, writer, reader } = await openPair(
     relayUrl,
-    `${path}/cmd/${writerId()}`,
+    `${path}/cmd`,
     `${path}/state`,
     opts,
     `no CAN server publishes ${path}: start one with \`xoq can-server … --relay <url> --moq <path>\``,

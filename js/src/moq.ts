@@ -448,13 +448,14 @@ export function writerId(): string {
 }
 
 /**
- * Connect (or reuse a session), publish the client's track and subscribe to the server's,
+ * Connect (or reuse a session), publish this client's own writer `{writerBase}/<writer id>`
+ * and subscribe to the server's track,
  * the steps both clients share. Fails with a message naming the missing server after
  * `timeoutMs`; on failure everything opened here is closed again.
  */
 export async function openPair(
   relayUrl: string | URL,
-  publishName: string,
+  writerBase: string,
   readName: string,
   opts: OpenOptions,
   missing: string,
@@ -464,7 +465,8 @@ export async function openPair(
   let pub: ReturnType<typeof publishTrack> | undefined;
   let reader: TrackReader | undefined;
   try {
-    pub = publishTrack(conn, publishName);
+    // Every client writes on its own broadcast under the path; the server reads them all.
+    pub = publishTrack(conn, `${writerBase}/${writerId()}`);
     reader = new TrackReader(conn, readName);
     const timeoutMs = opts.timeoutMs ?? 5000;
     if ((await timeout(reader.ready(), timeoutMs)) !== true) {

@@ -2,7 +2,7 @@
 // bytes to the device go on broadcast `{path}/c2s`, bytes from it come on `{path}/s2c`
 // (docs/protocol.md, "Serial, MoQ"). Raw bytes only: no baud or modem-line control on MoQ.
 
-import { type Connection, Inbox, type OpenOptions, openPair, writerId } from "./moq.js";
+import { type Connection, Inbox, type OpenOptions, openPair } from "./moq.js";
 
 /** Received bytes held for a slow reader before the oldest are dropped (1 MiB). */
 export const SERIAL_INBOX_BYTES = 1 << 20;
@@ -42,7 +42,7 @@ export interface SerialStream extends AsyncIterable<Uint8Array> {
 export async function openSerial(relayUrl: string | URL, path: string, opts: OpenOptions = {}): Promise<SerialStream> {
   const { conn, owned, broadcast, writer, reader } = await openPair(
     relayUrl,
-    `${path}/c2s/${writerId()}`,
+    `${path}/c2s`,
     `${path}/s2c`,
     opts,
     `no serial server publishes ${path}: start one with \`xoq serial-server … --relay <url> --moq <path>\``,
