@@ -7,6 +7,7 @@
 //! Unix epoch), and a check word mixing both, so a misread (codec damage, a different
 //! picture) is reported as `None` rather than as a wrong number.
 
+use super::{CameraSource, Mode, ModeRequest, PixelFormat, RawFrame, now_us};
 use crate::DeviceError;
 
 const BITS: u32 = 64;
@@ -107,6 +108,84 @@ impl TestPattern {
     }
 }
 
+/// The test pattern as a [`CameraSource`]: RGB frames paced at the configured rate
+/// (a late caller gets the next frame at once; missed ticks are skipped, not queued).
+#[derive(Debug)]
+pub struct PatternSource {
+    pattern: TestPattern,
+    fps: u32,
+    seq: u64,
+    next: Option<std::time::Instant>,
+}
+
+impl PatternSource {
+    /// The pattern at `width × height` and `fps` (1–120) frames per second.
+    pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, DeviceError> {
+        Ok(Self {
+            pattern: TestPattern::new(width, height)?,
+            fps: check_fps(fps)?,
+            seq: 0,
+            next: None,
+        })
+    }
+
+    fn period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / f64::from(self.fps))
+    }
+}
+
+fn check_fps(fps: u32) -> Result<u32, DeviceError> {
+    if (1..=120).contains(&fps) {
+        Ok(fps)
+    } else {
+        Err(DeviceError::Config(format!(
+            "test pattern rate {fps} fps: use 1 to 120"
+        )))
+    }
+}
+
+impl CameraSource for PatternSource {
+    fn mode(&self) -> Mode {
+        Mode {
+            format: PixelFormat::Rgb24,
+            width: self.pattern.width,
+            height: self.pattern.height,
+            fps: self.fps,
+        }
+    }
+
+    fn capture(&mut self) -> Result<RawFrame, DeviceError> {
+        let now = std::time::Instant::now();
+        let due = self.next.unwrap_or(now);
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        // Schedule from the due time (no drift), but never into the past (no bursts).
+        self.next = Some((due + self.period()).max(std::time::Instant::now()));
+        let ts = now_us();
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(RawFrame {
+            format: PixelFormat::Rgb24,
+            width: self.pattern.width,
+            height: self.pattern.height,
+            timestamp_us: ts,
+            data: self.pattern.render(seq, ts),
+        })
+    }
+
+    fn set_mode(&mut self, req: ModeRequest) -> Result<Mode, DeviceError> {
+        // Any even size in range: round odd requests down rather than refuse them.
+        let w = req.width.unwrap_or(self.pattern.width) & !1;
+        let h = req.height.unwrap_or(self.pattern.height) & !1;
+        let pattern = TestPattern::new(w, h)?;
+        let fps = check_fps(req.fps.unwrap_or(self.fps))?;
+        self.pattern = pattern;
+        self.fps = fps;
+        Ok(self.mode())
+    }
+}
+
 /// Read the stamp of a test-pattern picture: `(seq, timestamp_us)`, or `None` when the
 /// picture carries no valid stamp (another picture, wrong size, too much codec damage).
 pub fn read_stamp(rgb: &[u8], width: u32, height: u32) -> Option<(u64, u64)> {
@@ -174,6 +253,34 @@ mod tests {
         let (a, b) = (p.render(0, 0), p.render(15, 0));
         let below = 320 * 3 * 60;
         assert_ne!(a[below..], b[below..]);
+    }
+
+    #[test]
+    fn the_source_paces_frames_and_changes_mode() {
+        let mut src = PatternSource::new(320, 240, 100).expect("source");
+        let a = src.capture().expect("frame");
+        let b = src.capture().expect("frame");
+        assert_eq!(read_stamp(&a.data, 320, 240).map(|s| s.0), Some(0));
+        assert_eq!(read_stamp(&b.data, 320, 240).map(|s| s.0), Some(1));
+        assert!(b.timestamp_us > a.timestamp_us, "paced, not a burst");
+        let m = src
+            .set_mode(ModeRequest {
+                width: Some(641),
+                height: Some(360),
+                ..Default::default()
+            })
+            .expect("mode");
+        assert_eq!((m.width, m.height, m.fps), (640, 360, 100));
+        let c = src.capture().expect("frame");
+        assert_eq!((c.width, c.height, c.data.len()), (640, 360, 640 * 360 * 3));
+        assert!(
+            src.set_mode(ModeRequest {
+                fps: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert_eq!(src.mode().width, 640, "a refused request changes nothing");
     }
 
     #[test]
