@@ -1,21 +1,26 @@
-//! Remote cameras (first slice: JPEG over P2P).
+//! Remote cameras over P2P: H.264 or JPEG, negotiated by ALPN.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), xoq_client::ClientError> {
 //! use xoq_client::camera::{CameraOptions, RemoteCamera};
 //! let mut cam = RemoteCamera::connect("<endpoint-id>@127.0.0.1:9002", CameraOptions::new()).await?;
-//! let picture = cam.next_rgb().await?;   // packed RGB, picture.width × picture.height
+//! let (frame, picture) = cam.next_rgb().await?;   // packed RGB, picture.width × picture.height
+//! println!("frame {} captured at {} µs", frame.seq, frame.timestamp_us);
 //! # Ok(()) }
 //! ```
+//!
+//! Decoding is done here, in Rust; a damaged frame is reported as an error by
+//! [`RemoteCamera::next_decoded`], the server is asked for a keyframe, and the next call
+//! goes on from there.
 
 use std::time::Duration;
 
 use iroh::SecretKey;
-use xoq_media::RgbImage;
+use xoq_media::{Picture, RgbImage, VideoDecoder};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
 use xoq_transport::p2p;
-use xoq_wire::camera::{ALPN_JPEG, INITIAL_CREDIT, VideoFrame, encode_credit};
+use xoq_wire::camera::{Codec, INITIAL_CREDIT, INITIAL_CREDIT_H264, VideoFrame, ViewerMsg};
 
 use crate::ClientError;
 use crate::conn::{ConnGuard, handshake_failed};
@@ -29,6 +34,7 @@ pub struct CameraOptions {
     key: Option<SecretKey>,
     offline: bool,
     max_pixels: usize,
+    codecs: Vec<Codec>,
 }
 
 impl Default for CameraOptions {
@@ -38,13 +44,23 @@ impl Default for CameraOptions {
 }
 
 impl CameraOptions {
-    /// Defaults: a fresh identity, offline from `XOQ_OFFLINE`, pictures up to 8K.
+    /// Defaults: a fresh identity, offline from `XOQ_OFFLINE`, pictures up to 8K, H.264
+    /// preferred over JPEG.
     pub fn new() -> Self {
         Self {
             key: None,
             offline: xoq_transport::offline_from_env(),
             max_pixels: xoq_media::MAX_PIXELS,
+            codecs: vec![Codec::H264, Codec::Jpeg],
         }
+    }
+
+    /// Codecs this client accepts, in order of preference. The server decides among the
+    /// ones both sides have (its own order wins, as in TLS), so list only the codecs you
+    /// accept: `&[Codec::Jpeg]` gets JPEG or a clear refusal.
+    pub fn codecs(mut self, codecs: &[Codec]) -> Self {
+        self.codecs = codecs.to_vec();
+        self
     }
 
     /// Client identity (for servers with an allowlist).
@@ -69,17 +85,24 @@ impl CameraOptions {
 /// A remote camera's frame stream.
 pub struct RemoteCamera {
     reader: FramedReader<iroh::endpoint::RecvStream>,
-    /// Credit grants to the server (one per frame consumed).
-    grants: iroh::endpoint::SendStream,
+    /// Messages to the server: credits (one per frame consumed), mode and keyframe requests.
+    control: iroh::endpoint::SendStream,
     guard: ConnGuard,
     peer: String,
-    max_pixels: usize,
+    codec: Codec,
+    decoder: VideoDecoder,
+    /// Frames received and pictures that failed to decode.
+    frames: u64,
+    decode_errors: u64,
+    /// A decode failed: ask for a keyframe with the next credit.
+    keyframe_wanted: bool,
 }
 
 impl std::fmt::Debug for RemoteCamera {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteCamera")
             .field("peer", &self.peer)
+            .field("codec", &self.codec)
             .finish()
     }
 }
@@ -104,30 +127,82 @@ impl RemoteCamera {
     }
 
     async fn connect_p2p(addr: &Address, opts: CameraOptions) -> Result<Self, ClientError> {
+        let alpns: Vec<&[u8]> = opts.codecs.iter().map(|c| c.alpn()).collect();
+        if alpns.is_empty() {
+            return Err(ClientError::Unsupported("no codec to ask for".into()));
+        }
         let endpoint = p2p::client_endpoint(opts.key.clone(), addr, opts.offline).await?;
-        let conn = p2p::connect(&endpoint, addr, ALPN_JPEG, opts.offline).await?;
+        let conn = p2p::connect_any(&endpoint, addr, &alpns, opts.offline).await?;
         let peer = addr.to_string();
+        let Some(codec) = Codec::from_alpn(conn.alpn()) else {
+            return Err(ClientError::Unsupported(format!(
+                "{peer} chose an unknown camera protocol"
+            )));
+        };
+        let initial = match codec {
+            Codec::H264 => INITIAL_CREDIT_H264,
+            Codec::Jpeg => INITIAL_CREDIT,
+        };
         let opened = async {
             let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            let mut grant = Vec::new();
-            encode_credit(INITIAL_CREDIT, &mut grant);
-            send.write_all(&grant).await.map_err(|e| e.to_string())?;
+            let mut msg = Vec::new();
+            ViewerMsg::Credit(initial).encode(&mut msg);
+            send.write_all(&msg).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((send, recv))
         };
-        let (grants, recv) = match opened.await {
+        let (control, recv) = match opened.await {
             Ok(s) => s,
             Err(_) => return Err(handshake_failed(&conn, endpoint, &peer).await),
         };
+        let decoder = match codec {
+            Codec::H264 => VideoDecoder::h264(opts.max_pixels)
+                .map_err(|e| ClientError::Device(e.to_string()))?,
+            Codec::Jpeg => VideoDecoder::jpeg(opts.max_pixels),
+        };
         Ok(Self {
             reader: FramedReader::new(recv),
-            grants,
+            control,
             guard: ConnGuard {
                 conn: Some(conn),
                 endpoint: Some(endpoint),
             },
             peer,
-            max_pixels: opts.max_pixels,
+            codec,
+            decoder,
+            frames: 0,
+            decode_errors: 0,
+            keyframe_wanted: false,
         })
+    }
+
+    /// The codec the server chose.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Frames received so far, and how many of them failed to decode.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.frames, self.decode_errors)
+    }
+
+    async fn send(&mut self, msg: ViewerMsg) -> Result<(), ClientError> {
+        let mut buf = Vec::with_capacity(16);
+        msg.encode(&mut buf);
+        self.control
+            .write_all(&buf)
+            .await
+            .map_err(|e| ClientError::Closed(format!("{}: {e}", self.peer)))
+    }
+
+    /// Ask the camera for another mode (0 = keep that value). It applies to every viewer of
+    /// this camera; frames report the size really delivered.
+    pub async fn set_mode(&mut self, width: u32, height: u32, fps: u32) -> Result<(), ClientError> {
+        self.send(ViewerMsg::SetMode { width, height, fps }).await
+    }
+
+    /// Ask for a keyframe (the decoder does this itself after an error).
+    pub async fn request_keyframe(&mut self) -> Result<(), ClientError> {
+        self.send(ViewerMsg::Keyframe).await
     }
 
     /// The next encoded frame. Frames captured while this client was busy are skipped: the
@@ -135,13 +210,12 @@ impl RemoteCamera {
     pub async fn next_frame(&mut self) -> Result<VideoFrame, ClientError> {
         match self.reader.next(VideoFrame::decode_from).await {
             Ok(Some(f)) => {
-                // Room for one more: the server sends the newest frame it has then.
-                let mut grant = Vec::new();
-                encode_credit(1, &mut grant);
-                self.grants
-                    .write_all(&grant)
-                    .await
-                    .map_err(|e| ClientError::Closed(format!("{}: {e}", self.peer)))?;
+                if std::mem::take(&mut self.keyframe_wanted) {
+                    self.send(ViewerMsg::Keyframe).await?;
+                }
+                // Room for one more.
+                self.send(ViewerMsg::Credit(1)).await?;
+                self.frames += 1;
                 Ok(f)
             }
             Ok(None) => Err(ClientError::Closed(format!(
@@ -152,12 +226,46 @@ impl RemoteCamera {
         }
     }
 
+    /// Decode `frame` (the next one [`next_frame`](Self::next_frame) returned; H.264
+    /// frames must be decoded in order) and hand the picture to `f` while the decoder holds
+    /// it, so `f` can write it where it belongs with no intermediate copy. `Ok(None)`: no
+    /// picture (an H.264 decoder waiting for a keyframe). A frame that fails to decode is an
+    /// error, and the next [`next_frame`](Self::next_frame) asks the server for a keyframe.
+    pub fn decode<R>(
+        &mut self,
+        frame: &VideoFrame,
+        f: impl FnOnce(&Picture<'_>) -> R,
+    ) -> Result<Option<R>, ClientError> {
+        self.decoder.decode_with(&frame.data, f).map_err(|e| {
+            self.decode_errors += 1;
+            self.keyframe_wanted = true;
+            ClientError::Device(format!(
+                "frame {} from {} did not decode ({e}); waiting for the next keyframe",
+                frame.seq, self.peer
+            ))
+        })
+    }
+
+    /// The next frame that decodes to a picture, handed to `f` (see [`decode`](Self::decode)).
+    /// Frames before the first keyframe give no picture and are read past.
+    pub async fn next_decoded<R>(
+        &mut self,
+        f: impl FnOnce(&VideoFrame, &Picture<'_>) -> R,
+    ) -> Result<(VideoFrame, R), ClientError> {
+        let mut f = Some(f);
+        loop {
+            let frame = self.next_frame().await?;
+            let out = self.decode(&frame, |p| f.take().map(|f| f(&frame, p)))?;
+            if let Some(Some(r)) = out {
+                return Ok((frame, r));
+            }
+        }
+    }
+
     /// The next frame, decoded to packed RGB.
     pub async fn next_rgb(&mut self) -> Result<(VideoFrame, RgbImage), ClientError> {
-        let f = self.next_frame().await?;
-        let img = xoq_media::jpeg::decode(&f.data, self.max_pixels)
-            .map_err(|e| ClientError::Device(e.to_string()))?;
-        Ok((f, img))
+        let (f, img) = self.next_decoded(|_, p| p.to_rgb()).await?;
+        Ok((f, img.map_err(|e| ClientError::Device(e.to_string()))?))
     }
 
     /// Close the connection.

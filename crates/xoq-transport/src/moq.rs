@@ -302,6 +302,46 @@ impl TrackWriter {
         Ok(())
     }
 
+    /// Append one frame, starting a new group first when `new_group` (and only then): for
+    /// tracks whose groups have a meaning, such as one video GoP per group, where a new
+    /// subscriber must start on a keyframe.
+    pub fn write_grouped(&mut self, payload: Bytes, new_group: bool) -> Result<(), TransportError> {
+        let moq_err = |e: moq_net::Error| TransportError::Moq {
+            operation: "write frame",
+            reason: e.to_string(),
+        };
+        if new_group && let Some(g) = self.group.take() {
+            let _ = g.finish();
+        }
+        let group = match &mut self.group {
+            Some(g) => g,
+            None => self
+                .group
+                .insert(self.track.append_group().map_err(moq_err)?),
+        };
+        group
+            .write_frame(moq_net::Timestamp::now(), payload)
+            .map_err(moq_err)?;
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Wait until a subscriber wants this track.
+    pub async fn used(&self) -> Result<(), TransportError> {
+        self.track.used().await.map_err(|e| TransportError::Moq {
+            operation: "wait for a subscriber",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Wait until no subscriber wants this track any more.
+    pub async fn unused(&self) -> Result<(), TransportError> {
+        self.track.unused().await.map_err(|e| TransportError::Moq {
+            operation: "wait for no subscriber",
+            reason: e.to_string(),
+        })
+    }
+
     /// Whether a subscriber currently wants this track.
     pub fn is_used(&self) -> bool {
         self.track.is_used()

@@ -246,6 +246,23 @@ pub async fn connect(
     alpn: &[u8],
     offline: bool,
 ) -> Result<Connection, TransportError> {
+    connect_any(ep, addr, &[alpn], offline).await
+}
+
+/// Dial a P2P address offering several ALPNs (the server picks one; read it with
+/// `Connection::alpn`). Used where the protocol version or codec is negotiated.
+pub async fn connect_any(
+    ep: &Endpoint,
+    addr: &Address,
+    alpns: &[&[u8]],
+    offline: bool,
+) -> Result<Connection, TransportError> {
+    let Some((first, rest)) = alpns.split_first() else {
+        return Err(TransportError::Connect {
+            peer: addr.to_string(),
+            reason: "no protocol to offer".into(),
+        });
+    };
     let Address::P2p { id, direct } = addr else {
         return Err(TransportError::Address {
             input: addr.to_string(),
@@ -262,12 +279,17 @@ pub async fn connect(
     if let Some(s) = direct {
         ea = ea.with_ip_addr(*s);
     }
-    ep.connect(ea, alpn)
+    let fail = |reason: String| TransportError::Connect {
+        peer: addr.to_string(),
+        reason,
+    };
+    let opts = iroh::endpoint::ConnectOptions::new()
+        .with_additional_alpns(rest.iter().map(|a| a.to_vec()).collect());
+    ep.connect_with_opts(ea, first, opts)
         .await
-        .map_err(|e| TransportError::Connect {
-            peer: addr.to_string(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| fail(e.to_string()))?
+        .await
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Turn a connection error into a clear transport error, recognising allowlist refusals.

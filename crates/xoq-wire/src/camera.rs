@@ -7,10 +7,12 @@
 //! length varint | flags u8 | seq varint | timestamp_us u64 | width u16 | height u16 | data
 //! ```
 //!
-//! The viewer opens one bidirectional stream and grants credits on it: a varint per message,
-//! the number of further frames it is ready to take ([`INITIAL_CREDIT`] at the start, then
-//! one per frame it consumes). The server sends the newest frame whenever it holds a credit,
-//! so a slow viewer skips frames instead of building a backlog in the transport.
+//! The viewer opens one bidirectional stream and sends [`ViewerMsg`]s on it: credits (the
+//! number of further frames it is ready to take: [`INITIAL_CREDIT`] or
+//! [`INITIAL_CREDIT_H264`] at the start, then one per frame it consumes), mode requests and
+//! keyframe requests. A server sends a frame only against a credit, so a slow viewer skips
+//! frames instead of building a backlog in the transport: a JPEG viewer gets the newest
+//! frame, an H.264 viewer resumes at the next keyframe.
 //!
 //! `length` counts everything after itself and is at most [`MAX_FRAME`], checked before
 //! anything is buffered. `flags` bit 0 marks a keyframe (a JPEG frame always is one; an H.264
@@ -37,18 +39,98 @@ pub const MAX_CREDIT: u64 = 16;
 
 const FLAG_KEYFRAME: u8 = 1;
 
-/// Append a credit grant of `n` frames.
-pub fn encode_credit(n: u64, buf: &mut impl BufMut) {
-    put_varint(buf, n.min(MAX_CREDIT));
+/// Credits an H.264 viewer grants at the start: H.264 frames depend on each other, so the
+/// viewer keeps more in flight (about a quarter second at 30 fps) before it is counted slow.
+pub const INITIAL_CREDIT_H264: u64 = 8;
+
+/// Largest width or height a viewer may ask for.
+pub const MAX_SIDE: u32 = 7680;
+/// Largest frame rate a viewer may ask for.
+pub const MAX_FPS: u32 = 240;
+
+/// A message from a viewer to the camera server, on the viewer's stream.
+///
+/// ```text
+/// 0x00 | n varint                          Credit: n more frames may be sent
+/// 0x01 | width varint | height varint | fps varint   SetMode (0 = keep the current value)
+/// 0x02                                     Keyframe: the viewer's decoder needs an IDR
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerMsg {
+    /// Room for `n` more frames (capped at [`MAX_CREDIT`]).
+    Credit(u64),
+    /// Ask the camera for another mode. It applies to every viewer (there is one capture);
+    /// the frames' width and height tell what is really delivered.
+    SetMode {
+        /// Wanted width, 0 = keep.
+        width: u32,
+        /// Wanted height, 0 = keep.
+        height: u32,
+        /// Wanted frame rate, 0 = keep.
+        fps: u32,
+    },
+    /// Ask for a keyframe (after a decode error).
+    Keyframe,
 }
 
-/// Decode one credit grant from the front of a stream buffer.
-pub fn decode_credit(buf: &mut bytes::BytesMut) -> Result<u64, DecodeError> {
-    let mut peek = &buf[..];
-    let n = get_varint(&mut peek)?;
-    let used = buf.len() - peek.remaining();
-    buf.advance(used);
-    Ok(n.min(MAX_CREDIT))
+impl ViewerMsg {
+    /// Append the encoded message.
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        match *self {
+            ViewerMsg::Credit(n) => {
+                buf.put_u8(0);
+                put_varint(buf, n.min(MAX_CREDIT));
+            }
+            ViewerMsg::SetMode { width, height, fps } => {
+                buf.put_u8(1);
+                put_varint(buf, u64::from(width.min(MAX_SIDE)));
+                put_varint(buf, u64::from(height.min(MAX_SIDE)));
+                put_varint(buf, u64::from(fps.min(MAX_FPS)));
+            }
+            ViewerMsg::Keyframe => buf.put_u8(2),
+        }
+    }
+
+    /// Decode one message from the front of a stream buffer; [`DecodeError::Short`] consumes
+    /// nothing. Out-of-range values are refused rather than clamped: they mean a broken peer.
+    pub fn decode_from(buf: &mut bytes::BytesMut) -> Result<ViewerMsg, DecodeError> {
+        let mut p = &buf[..];
+        let before = p.remaining();
+        let msg = match get_u8(&mut p)? {
+            0 => ViewerMsg::Credit(get_varint(&mut p)?.min(MAX_CREDIT)),
+            1 => {
+                let mut side = |field| {
+                    let v = get_varint(&mut p)?;
+                    if v > u64::from(MAX_SIDE) {
+                        return Err(DecodeError::Invalid {
+                            field,
+                            reason: "over the largest picture side",
+                        });
+                    }
+                    Ok(v as u32)
+                };
+                let width = side("width")?;
+                let height = side("height")?;
+                let fps = get_varint(&mut p)?;
+                if fps > u64::from(MAX_FPS) {
+                    return Err(DecodeError::Invalid {
+                        field: "fps",
+                        reason: "over the largest frame rate",
+                    });
+                }
+                ViewerMsg::SetMode {
+                    width,
+                    height,
+                    fps: fps as u32,
+                }
+            }
+            2 => ViewerMsg::Keyframe,
+            k => return Err(DecodeError::UnknownKind(k)),
+        };
+        let used = before - p.remaining();
+        buf.advance(used);
+        Ok(msg)
+    }
 }
 const HEADER_MAX: usize = 1 + 8 + 8 + 2 + 2;
 
@@ -261,15 +343,43 @@ mod tests {
     }
 
     #[test]
-    fn credits_round_trip_and_are_capped() {
+    fn viewer_messages_round_trip_and_are_bounded() {
         let mut b = bytes::BytesMut::new();
-        encode_credit(2, &mut b);
-        encode_credit(1_000_000, &mut b);
-        b.extend_from_slice(&[0x40]);
-        assert_eq!(decode_credit(&mut b), Ok(2));
-        assert_eq!(decode_credit(&mut b), Ok(MAX_CREDIT));
-        assert_eq!(decode_credit(&mut b), Err(DecodeError::Short));
-        assert_eq!(b.len(), 1);
+        let msgs = [
+            ViewerMsg::Credit(2),
+            ViewerMsg::SetMode {
+                width: 1280,
+                height: 720,
+                fps: 0,
+            },
+            ViewerMsg::Keyframe,
+        ];
+        for m in msgs {
+            m.encode(&mut b);
+        }
+        ViewerMsg::Credit(1_000_000).encode(&mut b);
+        assert_eq!(&b[..3], &[0x00, 0x02, 0x01]);
+        for m in msgs {
+            assert_eq!(ViewerMsg::decode_from(&mut b), Ok(m));
+        }
+        assert_eq!(
+            ViewerMsg::decode_from(&mut b),
+            Ok(ViewerMsg::Credit(MAX_CREDIT))
+        );
+        b.extend_from_slice(&[0x01, 0x40]);
+        assert_eq!(ViewerMsg::decode_from(&mut b), Err(DecodeError::Short));
+        assert_eq!(b.len(), 2, "a short message consumes nothing");
+        let mut huge = bytes::BytesMut::new();
+        huge.extend_from_slice(&[0x01, 0x80, 0x01, 0x00, 0x00, 0x00, 0x00]);
+        assert!(matches!(
+            ViewerMsg::decode_from(&mut huge),
+            Err(DecodeError::Invalid { .. })
+        ));
+        let mut unknown = bytes::BytesMut::from(&[0x07][..]);
+        assert_eq!(
+            ViewerMsg::decode_from(&mut unknown),
+            Err(DecodeError::UnknownKind(7))
+        );
     }
 
     #[test]
@@ -292,6 +402,24 @@ mod tests {
             let mut bytes = Bytes::from(b);
             prop_assert_eq!(VideoFrame::decode(&mut bytes), Ok(f));
             prop_assert_eq!(&bytes[..], b"next");
+        }
+
+        #[test]
+        fn any_bytes_as_viewer_messages(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut buf = bytes::BytesMut::from(&b[..]);
+            while !buf.is_empty() {
+                let before = buf.len();
+                match ViewerMsg::decode_from(&mut buf) {
+                    Ok(m) => {
+                        prop_assert!(buf.len() < before);
+                        let mut again = bytes::BytesMut::new();
+                        m.encode(&mut again);
+                        prop_assert_eq!(ViewerMsg::decode_from(&mut again), Ok(m));
+                    }
+                    Err(DecodeError::Short) => { prop_assert_eq!(buf.len(), before); break; }
+                    Err(_) => break,
+                }
+            }
         }
 
         #[test]

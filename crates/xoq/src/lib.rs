@@ -1,6 +1,6 @@
 //! xoq: robot hardware over QUIC.
 //!
-//! A robot's serial servos and CAN motors (cameras are next) are served from
+//! A robot's serial servos, CAN motors and cameras are served from
 //! the robot, and a program anywhere uses them as if they were plugged in locally: P2P over
 //! iroh (dial a robot by its public key) or 1-to-many through a MoQ relay.
 //!
@@ -19,9 +19,22 @@ pub mod cli;
 
 pub use xoq_client as client;
 pub use xoq_device as device;
+pub use xoq_media as media;
 pub use xoq_server as server;
 pub use xoq_transport as transport;
 pub use xoq_wire as wire;
+
+/// Cameras: serve one ([`camera::CameraServer`]) and watch one ([`camera::RemoteCamera`]).
+pub mod camera {
+    pub use xoq_client::camera::{CameraOptions, RemoteCamera};
+    pub use xoq_device::camera::{
+        CameraSource, Mode, ModeRequest, PatternSource, PixelFormat, RawFrame, TestPattern,
+        read_stamp,
+    };
+    pub use xoq_media::{ChannelOrder, Picture, RgbImage};
+    pub use xoq_server::camera::{CameraServer, CameraServerBuilder, CameraStats};
+    pub use xoq_wire::camera::{Codec, VideoFrame};
+}
 
 /// CAN buses over the network: the client, the server, frames and the simulator's helpers.
 pub mod can {
