@@ -101,6 +101,40 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|m| m.to_string())
         .unwrap_or_default();
+    let camera = super::camera::start(&super::camera::CameraServerCmd {
+        device: Some("sim:pattern".into()),
+        list: false,
+        h264: false,
+        jpeg: false,
+        width: Some(640),
+        height: Some(480),
+        fps: Some(30),
+        gop: None,
+        bitrate: None,
+        quality: 80,
+        server: ServerArgs {
+            p2p: P2pArgs {
+                key: Some(xoq_transport::key::default_key_path("demo-camera")),
+                bind: None,
+                offline,
+            },
+            relay: Some(relay_url.clone()),
+            moq: Some("anon/xoq-camera".into()),
+            allow: vec![],
+            allow_file: None,
+            no_p2p: false,
+        },
+    })
+    .await?;
+    let cam_p2p = camera
+        .router
+        .as_ref()
+        .and_then(|r| {
+            xoq_transport::p2p::client_addresses(r.endpoint(), true)
+                .into_iter()
+                .next()
+        })
+        .unwrap_or_default();
     let p2p_addr = so101
         .router
         .as_ref()
@@ -127,6 +161,9 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     println!("    P2P            {arm_p2p}");
     println!("    MoQ            {arm_moq}");
+    println!("  camera           test pattern 640x480 @ 30 fps, H.264 or JPEG");
+    println!("    P2P            {cam_p2p}");
+    println!("    MoQ            {relay_url}/anon/xoq-camera  (hang broadcast for the web player)");
     println!();
 
     println!("self-check:");
@@ -157,7 +194,21 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
+    match check_camera(&cam_p2p).await {
+        Ok(report) => println!("  P2P  ok   {report}"),
+        Err(e) => {
+            println!("  P2P  FAIL {e:#}");
+            if a.check {
+                camera.shutdown().await;
+                openarm.shutdown().await;
+                so101.shutdown().await;
+                relay.shutdown().await;
+                anyhow::bail!("demo self-check of the camera failed");
+            }
+        }
+    }
     if a.check {
+        camera.shutdown().await;
         openarm.shutdown().await;
         so101.shutdown().await;
         relay.shutdown().await;
@@ -165,7 +216,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     let web = if super::web::available() {
         let config = format!(
-            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\"}}",
+            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\",\"camera\":\"xoq-camera\"}}",
             super::web::json_str(&format!("{relay_url}/anon"))
         );
         match super::web::serve(a.web, config).await {
@@ -191,6 +242,8 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     println!("          can.Bus(\"{arm_p2p}\")   # interface \"xoq\"");
     println!("  xoq can-client {arm_p2p} --send 001#FFFFFFFFFFFFFFFC --count 1   # enable motor 1");
+    println!("  xoq camera-client {cam_p2p} --frames 90   # frames and their latency");
+    println!("  python: xoq_cv2.VideoCapture(\"{cam_p2p}\").read()   # (True, BGR array)");
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
     println!("ready (Ctrl-C to stop)");
@@ -198,6 +251,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     if let Some((_, task)) = web {
         task.abort();
     }
+    camera.shutdown().await;
     openarm.shutdown().await;
     so101.shutdown().await;
     relay.shutdown().await;
@@ -292,4 +346,25 @@ async fn check_arm(addr: &str) -> anyhow::Result<String> {
     );
     bus.close().await;
     Ok(report)
+}
+
+/// Watch the camera over P2P until a picture decodes with its embedded stamp intact.
+async fn check_camera(addr: &str) -> anyhow::Result<String> {
+    use xoq_client::camera::{CameraOptions, RemoteCamera};
+    let mut cam = RemoteCamera::connect(addr, CameraOptions::new().offline(true)).await?;
+    let codec = cam.codec();
+    let (f, img) = tokio::time::timeout(std::time::Duration::from_secs(10), cam.next_rgb())
+        .await
+        .map_err(|_| anyhow::anyhow!("no picture within 10 s"))??;
+    let stamp = xoq_device::camera::read_stamp(&img.data, img.width, img.height);
+    cam.close().await;
+    anyhow::ensure!(
+        stamp == Some((f.seq, f.timestamp_us)),
+        "the picture's stamp does not match its frame header"
+    );
+    let ms = (xoq_device::camera::now_us().saturating_sub(f.timestamp_us)) as f64 / 1000.0;
+    Ok(format!(
+        "camera: {}x{} {codec:?} picture decoded, frame {}, {ms:.0} ms after capture",
+        img.width, img.height, f.seq
+    ))
 }

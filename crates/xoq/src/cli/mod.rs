@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_can;
 mod bench_python;
+mod camera;
 mod can;
 mod common;
 mod demo;
@@ -57,6 +58,10 @@ pub enum Command {
     CanClient(can::CanClientCmd),
     /// Bridge a remote bus to a local SocketCAN interface (vcan0) for candump/cansend/ROS.
     CanBridge(can::CanBridgeCmd),
+    /// Serve a camera (V4L2, or sim:pattern) as H.264/JPEG over P2P and as a MoQ broadcast.
+    CameraServer(camera::CameraServerCmd),
+    /// Watch a remote camera: print frames with their latency, or save them.
+    CameraClient(camera::CameraClientCmd),
     /// Simulated robot + embedded relay, ready to try.
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
@@ -120,6 +125,8 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::FakeCanServer(a) => can::fake_server(a).await,
         Command::CanClient(a) => can::client(a).await,
         Command::CanBridge(a) => can::bridge(a).await,
+        Command::CameraServer(a) => camera::server(a).await,
+        Command::CameraClient(a) => camera::client(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Vectors => {
