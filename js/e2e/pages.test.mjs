@@ -34,7 +34,8 @@ before(async () => {
     const timer = setTimeout(() => fail(new Error("xoq demo printed no URL in 90 s")), 90_000);
     let section = "";
     lines.on("line", (l) => {
-      if (l.includes("OpenArm")) section = "openarm";
+      const head = l.match(/^  (\S.*?)\s{2,}/);
+      if (head) section = head[1].includes("OpenArm") ? "openarm" : head[1];
       const moq = l.match(/^\s+MoQ\s+(http\S+)/);
       if (moq && section === "openarm") openarmMoq = moq[1];
       const m = l.match(/^open in a browser: (\S+)/);
@@ -91,7 +92,7 @@ async function shot(p, name) {
 test("index lists the pages", async () => {
   const p = await open("index.html", "index");
   const links = await p.$$eval("a", (as) => as.map((a) => a.getAttribute("href")));
-  for (const page of ["openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html"]) {
+  for (const page of ["openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html", "camera.html"]) {
     assert.ok(links.includes(page), `index links ${page}`);
   }
   await shot(p, "index");
@@ -178,5 +179,67 @@ test("a page explains a path nobody publishes", async () => {
   await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
   assert.match(await p.textContent("#status"), /no publisher for "nobody-here"/);
   await shot(p, "no_publisher");
+  await p.close();
+});
+
+// The picture on the player's canvas, scaled down: how much of it is not black, how many
+// colours cover a visible share of it, and the pixels (to compare two samples).
+function sampleCamera(p) {
+  return p.evaluate(() => {
+    const src = document.querySelector("moq-watch canvas");
+    const w = 160;
+    const h = 90;
+    const c = document.createElement("canvas");
+    c.width = w;
+    c.height = h;
+    const ctx = c.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(src, 0, 0, w, h);
+    const d = ctx.getImageData(0, 0, w, h).data;
+    const counts = new Map();
+    let lit = 0;
+    const px = [];
+    for (let i = 0; i < d.length; i += 4) {
+      const [r, g, b] = [d[i], d[i + 1], d[i + 2]];
+      if (r + g + b > 60) lit++;
+      const k = `${r >> 6}${g >> 6}${b >> 6}`; // 4 levels a channel: codec noise does not split a colour
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+      px.push(r + g + b);
+    }
+    const colours = [...counts.values()].filter((n) => n >= (w * h) / 200).length;
+    return { width: src.width, height: src.height, lit: lit / (w * h), colours, px };
+  });
+}
+
+test("camera: the stock player decodes the demo camera's moving picture", async () => {
+  const p = await open("camera.html", "camera");
+  await waitState(p, () => window.xoqState.framesShown > 10, undefined, 30_000);
+  const a = await sampleCamera(p);
+  assert.ok(a.width > 0 && a.height > 0, `canvas ${a.width}x${a.height}`);
+  assert.ok(a.lit > 0.3, `the picture is not blank (${(a.lit * 100).toFixed(0)}% lit)`);
+  assert.ok(a.colours >= 5, `the picture has several colours (${a.colours})`);
+  await p.waitForTimeout(1500);
+  const b = await sampleCamera(p);
+  const changed = a.px.filter((v, i) => Math.abs(v - b.px[i]) > 48).length / a.px.length;
+  assert.ok(changed > 0.02, `the picture moves (${(changed * 100).toFixed(1)}% of it changed in 1.5 s)`);
+  const s = await p.evaluate(() => window.xoqState);
+  assert.notEqual(s.kind, "error", s.status);
+  assert.ok(s.width > 0 && s.height > 0 && s.fps > 0, `resolution ${s.width}x${s.height}, ${s.fps} frames/s`);
+  assert.match(await p.textContent("#stats"), new RegExp(`resolution\\s+${s.width}×${s.height}`));
+  await shot(p, "camera");
+  await p.close();
+});
+
+test("camera: a broadcast nobody publishes gets a clear message", async () => {
+  const p = await open("camera.html?camera=nothing-here", "camera-no-publisher");
+  await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
+  assert.match(await p.textContent("#status"), /no publisher for "nothing-here"/);
+  await shot(p, "camera_no_publisher");
+  await p.close();
+});
+
+test("camera: a relay that is down gets a clear message", async () => {
+  const p = await open("camera.html?relay=http://127.0.0.1:9/anon&camera=xoq-camera", "camera-relay-down");
+  await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
+  assert.match(await p.textContent("#status"), /cannot reach the relay/);
   await p.close();
 });

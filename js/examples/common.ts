@@ -8,6 +8,8 @@ export interface PageConfig {
   relay: string;
   so101: string;
   openarm: string;
+  /** The demo camera's broadcast (hang format); absent in demos without a camera. */
+  camera?: string;
 }
 
 /** What a page exposes to tests and to the curious (window.xoqState). */
@@ -36,7 +38,7 @@ export async function loadConfig(): Promise<PageConfig> {
     // Opened from elsewhere than `xoq demo`: the defaults and URL parameters decide.
   }
   const q = new URLSearchParams(location.search);
-  for (const k of ["relay", "so101", "openarm"] as const) {
+  for (const k of ["relay", "so101", "openarm", "camera"] as const) {
     const v = q.get(k);
     if (v) cfg[k] = v;
   }
