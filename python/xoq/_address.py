@@ -36,3 +36,16 @@ def is_remote(port: object) -> bool:
     if port.startswith("http://") or port.startswith("https://"):
         return True
     return bool(_HEX_ID.fullmatch(port) or _DIRECT.fullmatch(port))
+
+
+def is_p2p(source: object) -> bool:
+    """Whether ``source`` is a P2P address (``xoq://…``, an endpoint id, or ``<id>@ip:port``).
+
+    ``cv2.VideoCapture`` takes this test, not :func:`is_remote`: ``http://`` URLs belong to
+    OpenCV's own network streams.
+    """
+    if not isinstance(source, str):
+        return False
+    if source[: len(SCHEME)].lower() == SCHEME:
+        return True
+    return bool(_HEX_ID.fullmatch(source) or _DIRECT.fullmatch(source))

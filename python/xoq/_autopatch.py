@@ -9,6 +9,8 @@ library right after its own ``__init__`` has run, only in programs that use it:
   :class:`xoq.serial_port.RemoteSerial`; local ports go to pyserial's own class untouched.
 * ``can``: ``can.Bus``/``can.interface.Bus`` pick ``interface="xoq"`` when no interface is
   given and the channel is a remote address.
+* ``cv2``: ``cv2.VideoCapture("<endpoint-id>@<ip>:<port>")`` opens a remote camera
+  (:class:`xoq.cv2.VideoCapture`); indexes, files and ``http://`` streams stay OpenCV's.
 
 Set ``XOQ_NO_PATCH=1`` to turn this off.
 """
@@ -85,7 +87,20 @@ def patch_can(can: ModuleType) -> None:
     can.Bus = Bus
 
 
-_PATCHES: dict[str, Callable[[ModuleType], None]] = {"serial": patch_serial, "can": patch_can}
+def patch_cv2(cv2: ModuleType) -> None:
+    """Patch an imported OpenCV (idempotent): remote P2P addresses open xoq cameras."""
+    if not hasattr(cv2, "VideoCapture"):
+        return  # OpenCV's bootstrap imports itself twice; the inner, complete module is patched
+    from .cv2 import patch_cv2 as patch
+
+    patch(cv2)
+
+
+_PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "serial": patch_serial,
+    "can": patch_can,
+    "cv2": patch_cv2,
+}
 
 
 class _PatchingLoader(importlib.abc.Loader):

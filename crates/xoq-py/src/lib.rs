@@ -16,6 +16,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use xoq::client::ClientError;
 
+mod camera;
 mod can;
 mod serial;
 
@@ -200,6 +201,7 @@ fn _xoq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(endpoint_id, m)?)?;
     m.add_class::<serial::SerialPort>()?;
     m.add_class::<can::CanBus>()?;
+    m.add_class::<camera::Camera>()?;
     can::add_flags(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
