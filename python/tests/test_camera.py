@@ -131,3 +131,17 @@ def test_local_captures_stay_opencv_objects():
     local = cv2.VideoCapture("/nonexistent/video.mp4")
     assert type(local) is cv2.VideoCapture.__wrapped__
     assert isinstance(local, cv2.VideoCapture)
+
+
+def test_a_relay_broadcast_reads_through_xoq_cv2(start, relay):
+    server = start(
+        "camera-server", "sim:pattern", "--width", "320", "--height", "240",
+        "--relay", relay, "--moq", "anon/pycam", "--no-p2p",
+    )
+    cap = xoq_cv2.VideoCapture(server.moq_address())
+    for _ in range(5):
+        ok, frame = cap.read()
+        assert ok and frame.shape == (240, 320, 3)
+        assert stamp(frame) is not None
+    assert not cap.set(cv2.CAP_PROP_FRAME_WIDTH, 640), "view-only"
+    cap.release()

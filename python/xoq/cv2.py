@@ -41,7 +41,9 @@ class VideoCapture:
     """A remote camera with ``cv2.VideoCapture``'s methods.
 
     ``address`` is ``<endpoint-id>`` or ``<endpoint-id>@<ip>:<port>`` as ``xoq camera-server``
-    prints it. ``codec`` is ``"h264"``, ``"jpeg"`` or ``None`` (H.264 when the server has it).
+    prints it, or a relay broadcast ``<relay-url>/<path>`` (H.264, view-only: ``set`` of the
+    size returns False). ``codec`` is ``"h264"``, ``"jpeg"`` or ``None`` (H.264 when the
+    server has it).
     """
 
     def __init__(
@@ -152,7 +154,10 @@ class VideoCapture:
         w = want if prop_id == CAP_PROP_FRAME_WIDTH else 0
         h = want if prop_id == CAP_PROP_FRAME_HEIGHT else 0
         fps = want if prop_id == CAP_PROP_FPS else 0
-        self._cam.set_mode(w, h, fps)
+        try:
+            self._cam.set_mode(w, h, fps)
+        except _xoq.UnsupportedError:
+            return False  # a relay broadcast is view-only
         if prop_id == CAP_PROP_FPS:
             return True
         index = 0 if prop_id == CAP_PROP_FRAME_WIDTH else 1

@@ -19,6 +19,7 @@ use iroh::SecretKey;
 use xoq_media::{Picture, RgbImage, VideoDecoder};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
+use xoq_transport::moq::{MoqSession, TrackReader};
 use xoq_transport::p2p;
 use xoq_wire::camera::{Codec, INITIAL_CREDIT, INITIAL_CREDIT_H264, VideoFrame, ViewerMsg};
 
@@ -84,10 +85,7 @@ impl CameraOptions {
 
 /// A remote camera's frame stream.
 pub struct RemoteCamera {
-    reader: FramedReader<iroh::endpoint::RecvStream>,
-    /// Messages to the server: credits (one per frame consumed), mode and keyframe requests.
-    control: iroh::endpoint::SendStream,
-    guard: ConnGuard,
+    link: Link,
     peer: String,
     codec: Codec,
     decoder: VideoDecoder,
@@ -96,6 +94,57 @@ pub struct RemoteCamera {
     decode_errors: u64,
     /// A decode failed: ask for a keyframe with the next credit.
     keyframe_wanted: bool,
+}
+
+/// How frames reach this client.
+enum Link {
+    /// A camera server over iroh.
+    P2p {
+        reader: FramedReader<iroh::endpoint::RecvStream>,
+        /// Messages to the server: credits (one per frame consumed), mode and keyframe
+        /// requests.
+        control: iroh::endpoint::SendStream,
+        guard: ConnGuard,
+    },
+    /// A hang broadcast on a relay (read-only, H.264).
+    Relay {
+        session: MoqSession,
+        video: TrackReader,
+        catalog: std::sync::Arc<std::sync::Mutex<Catalog>>,
+        watcher: tokio::task::JoinHandle<()>,
+        seq: u64,
+    },
+}
+
+/// What a relay viewer takes from the broadcast's `catalog.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Catalog {
+    width: u16,
+    height: u16,
+    /// Capture time of presentation time 0 (the `xoq` section; 0 if the publisher is not
+    /// xoq, in which case timestamps are presentation times).
+    epoch_us: u64,
+}
+
+/// Parse the fields a relay viewer needs from a hang catalog (bounded: the relay frame is).
+fn parse_catalog(json: &[u8]) -> Option<Catalog> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let renditions = v.get("video")?.get("renditions")?.as_object()?;
+    let (_, r) = renditions.iter().next()?;
+    let side = |k: &str| {
+        r.get(k)
+            .and_then(|x| x.as_u64())
+            .map(|x| x.min(u64::from(u16::MAX)) as u16)
+    };
+    Some(Catalog {
+        width: side("codedWidth").unwrap_or(0),
+        height: side("codedHeight").unwrap_or(0),
+        epoch_us: v
+            .get("xoq")
+            .and_then(|x| x.get("epochUs"))
+            .and_then(|x| x.as_u64())
+            .unwrap_or(0),
+    })
 }
 
 impl std::fmt::Debug for RemoteCamera {
@@ -108,15 +157,17 @@ impl std::fmt::Debug for RemoteCamera {
 }
 
 impl RemoteCamera {
-    /// Connect to a camera server by P2P address.
+    /// Connect to a camera: a P2P address (`<id>` or `<id>@<ip>:<port>`, codec negotiated)
+    /// or a relay broadcast (`<relay-url>/<path>`, H.264 only, view-only: no mode changes).
     pub async fn connect(address: &str, opts: CameraOptions) -> Result<Self, ClientError> {
         let addr: Address = address.parse().map_err(ClientError::from)?;
-        if !matches!(addr, Address::P2p { .. }) {
-            return Err(ClientError::Unsupported(
-                "cameras are served P2P for now: use <endpoint-id>@<ip>:<port>".into(),
-            ));
-        }
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_p2p(&addr, opts))
+        let connecting = async {
+            match &addr {
+                Address::Moq { relay, name } => Self::connect_relay(relay, name, &opts).await,
+                _ => Self::connect_p2p(&addr, opts.clone()).await,
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| {
                 ClientError::Connect(format!(
@@ -160,14 +211,65 @@ impl RemoteCamera {
             Codec::Jpeg => VideoDecoder::jpeg(opts.max_pixels),
         };
         Ok(Self {
-            reader: FramedReader::new(recv),
-            control,
-            guard: ConnGuard {
-                conn: Some(conn),
-                endpoint: Some(endpoint),
+            link: Link::P2p {
+                reader: FramedReader::new(recv),
+                control,
+                guard: ConnGuard {
+                    conn: Some(conn),
+                    endpoint: Some(endpoint),
+                },
             },
             peer,
             codec,
+            decoder,
+            frames: 0,
+            decode_errors: 0,
+            keyframe_wanted: false,
+        })
+    }
+
+    async fn connect_relay(
+        relay: &url::Url,
+        name: &str,
+        opts: &CameraOptions,
+    ) -> Result<Self, ClientError> {
+        if !opts.codecs.contains(&Codec::H264) {
+            return Err(ClientError::Unsupported(
+                "relay broadcasts are H.264: allow that codec, or connect P2P for JPEG".into(),
+            ));
+        }
+        let peer = format!("{relay}{name}");
+        let session = MoqSession::connect(relay, false).await?;
+        let mut catalog_reader = session.read_track(name, "catalog.json").until_gone();
+        let first = catalog_reader.next().await.map_err(|e| {
+            ClientError::Connect(format!("{peer}: no camera broadcast there ({e})"))
+        })?;
+        let info = parse_catalog(&first).ok_or_else(|| {
+            ClientError::Unsupported(format!("{peer}: the catalog describes no video rendition"))
+        })?;
+        let catalog = std::sync::Arc::new(std::sync::Mutex::new(info));
+        // Follow catalog updates (a mode change) while frames flow.
+        let shared = catalog.clone();
+        let watcher = tokio::spawn(async move {
+            while let Ok(json) = catalog_reader.next().await {
+                if let (Some(c), Ok(mut slot)) = (parse_catalog(&json), shared.lock()) {
+                    *slot = c;
+                }
+            }
+        });
+        let video = session.read_track(name, "video").until_gone();
+        let decoder =
+            VideoDecoder::h264(opts.max_pixels).map_err(|e| ClientError::Device(e.to_string()))?;
+        Ok(Self {
+            link: Link::Relay {
+                session,
+                video,
+                catalog,
+                watcher,
+                seq: 0,
+            },
+            peer,
+            codec: Codec::H264,
             decoder,
             frames: 0,
             decode_errors: 0,
@@ -186,9 +288,18 @@ impl RemoteCamera {
     }
 
     async fn send(&mut self, msg: ViewerMsg) -> Result<(), ClientError> {
+        let Link::P2p { control, .. } = &mut self.link else {
+            // A relay broadcast has no way back to the camera: keyframes come with each GoP.
+            return match msg {
+                ViewerMsg::SetMode { .. } => Err(ClientError::Unsupported(
+                    "a relay broadcast is view-only: change the mode P2P or on the server".into(),
+                )),
+                _ => Ok(()),
+            };
+        };
         let mut buf = Vec::with_capacity(16);
         msg.encode(&mut buf);
-        self.control
+        control
             .write_all(&buf)
             .await
             .map_err(|e| ClientError::Closed(format!("{}: {e}", self.peer)))
@@ -208,7 +319,28 @@ impl RemoteCamera {
     /// The next encoded frame. Frames captured while this client was busy are skipped: the
     /// server sends the newest one when this client asks for more.
     pub async fn next_frame(&mut self) -> Result<VideoFrame, ClientError> {
-        match self.reader.next(VideoFrame::decode_from).await {
+        let got = match &mut self.link {
+            Link::P2p { reader, .. } => reader.next(VideoFrame::decode_from).await,
+            Link::Relay {
+                video,
+                catalog,
+                seq,
+                ..
+            } => {
+                let payload = video
+                    .next()
+                    .await
+                    .map_err(|e| ClientError::Closed(format!("{}: {e}", self.peer)))?;
+                let info = catalog.lock().map(|c| *c).unwrap_or_default();
+                let frame = relay_frame(payload, *seq, info).map_err(|e| {
+                    ClientError::Device(format!("{}: bad video frame ({e})", self.peer))
+                })?;
+                *seq += 1;
+                self.frames += 1;
+                return Ok(frame);
+            }
+        };
+        match got {
             Ok(Some(f)) => {
                 if std::mem::take(&mut self.keyframe_wanted) {
                     self.send(ViewerMsg::Keyframe).await?;
@@ -269,12 +401,90 @@ impl RemoteCamera {
     }
 
     /// Close the connection.
-    pub async fn close(mut self) {
-        if let Some(conn) = self.guard.conn.take() {
-            conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
+    pub async fn close(self) {
+        match self.link {
+            Link::P2p { mut guard, .. } => {
+                if let Some(conn) = guard.conn.take() {
+                    conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
+                }
+                if let Some(ep) = guard.endpoint.take() {
+                    ep.close().await;
+                }
+            }
+            Link::Relay {
+                session, watcher, ..
+            } => {
+                watcher.abort();
+                session.close().await;
+            }
         }
-        if let Some(ep) = self.guard.endpoint.take() {
-            ep.close().await;
+    }
+}
+
+/// A frame of a hang `legacy` video track: varint presentation time (µs), then the access
+/// unit. Sizes and the capture clock come from the catalog.
+fn relay_frame(
+    payload: bytes::Bytes,
+    seq: u64,
+    info: Catalog,
+) -> Result<VideoFrame, xoq_wire::coding::DecodeError> {
+    let mut p = &payload[..];
+    let pts = xoq_wire::coding::get_varint(&mut p)?;
+    let data = payload.slice(payload.len() - p.len()..);
+    Ok(VideoFrame {
+        seq,
+        timestamp_us: info.epoch_us.saturating_add(pts),
+        width: info.width,
+        height: info.height,
+        keyframe: xoq_media::h264::is_keyframe(&data),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogs_and_relay_frames_parse_or_fail_cleanly() {
+        let c = parse_catalog(
+            br#"{"video":{"renditions":{"v":{"codec":"avc1.42c01e","codedWidth":640,"codedHeight":480}}},"xoq":{"epochUs":5}}"#,
+        );
+        assert_eq!(
+            c,
+            Some(Catalog {
+                width: 640,
+                height: 480,
+                epoch_us: 5
+            })
+        );
+        let foreign = parse_catalog(br#"{"video":{"renditions":{"v":{"codec":"avc3"}}}}"#);
+        assert_eq!(foreign, Some(Catalog::default()));
+        for bad in [
+            &b""[..],
+            b"{",
+            b"[]",
+            br#"{"video":{}}"#,
+            br#"{"video":{"renditions":{}}}"#,
+        ] {
+            assert_eq!(parse_catalog(bad), None);
         }
+        let info = Catalog {
+            width: 2,
+            height: 2,
+            epoch_us: 1_000,
+        };
+        let f = relay_frame(
+            bytes::Bytes::from_static(&[0x0A, 0, 0, 0, 1, 0x65, 9]),
+            3,
+            info,
+        )
+        .expect("frame");
+        assert_eq!(
+            (f.seq, f.timestamp_us, f.keyframe, &f.data[..]),
+            (3, 1_010, true, &[0, 0, 0, 1, 0x65, 9][..])
+        );
+        assert!(relay_frame(bytes::Bytes::new(), 0, info).is_err());
+        assert!(relay_frame(bytes::Bytes::from_static(&[0x40]), 0, info).is_err());
     }
 }

@@ -556,7 +556,8 @@ impl CameraServer {
                     Ok(f) if f.keyframe => {
                         if let Some(codec) = xoq_media::h264::codec_string(&f.data) {
                             let fps = self.mode().map_or(30, |m| m.fps);
-                            let json = catalog_json(&codec, f.width, f.height, fps);
+                            let start = *epoch.get_or_insert(f.timestamp_us);
+                            let json = catalog_json(&codec, f.width, f.height, fps, start);
                             catalog.write_grouped(Bytes::from(json), true)?;
                             described = Some((codec, f.width, f.height));
                             break;
@@ -602,7 +603,8 @@ impl CameraServer {
                         let now = (codec, frame.width, frame.height);
                         if described.as_ref() != Some(&now) {
                             let fps = self.mode().map_or(30, |m| m.fps);
-                            let json = catalog_json(&now.0, now.1, now.2, fps);
+                            let start = *epoch.get_or_insert(frame.timestamp_us);
+                            let json = catalog_json(&now.0, now.1, now.2, fps, start);
                             catalog.write_grouped(Bytes::from(json), true)?;
                             described = Some(now);
                         }
@@ -622,18 +624,21 @@ impl CameraServer {
     }
 }
 
-/// The hang catalog for one H.264 rendition named `video`.
-pub fn catalog_json(codec: &str, width: u16, height: u16, fps: u32) -> String {
+/// The hang catalog for one H.264 rendition named `video`. The `xoq` section (ignored by
+/// players) gives the capture clock of presentation time 0, so relay viewers get capture
+/// timestamps end to end like P2P viewers.
+pub fn catalog_json(codec: &str, width: u16, height: u16, fps: u32, epoch_us: u64) -> String {
     format!(
         concat!(
             r#"{{"video":{{"renditions":{{"video":{{"codec":"{codec}","container":{{"kind":"legacy"}},"#,
             r#""codedWidth":{w},"codedHeight":{h},"framerate":{fps},"optimizeForLatency":true}}}},"#,
-            r#""display":{{"width":{w},"height":{h}}}}}}}"#
+            r#""display":{{"width":{w},"height":{h}}}}},"xoq":{{"epochUs":{epoch}}}}}"#
         ),
         codec = codec,
         w = width,
         h = height,
-        fps = fps
+        fps = fps,
+        epoch = epoch_us
     )
 }
 
@@ -659,10 +664,10 @@ mod tests {
 
     #[test]
     fn catalog_is_the_json_the_player_reads() {
-        let j = catalog_json("avc1.42c01f", 1280, 720, 30);
+        let j = catalog_json("avc1.42c01f", 1280, 720, 30, 17);
         assert_eq!(
             j,
-            r#"{"video":{"renditions":{"video":{"codec":"avc1.42c01f","container":{"kind":"legacy"},"codedWidth":1280,"codedHeight":720,"framerate":30,"optimizeForLatency":true}},"display":{"width":1280,"height":720}}}"#
+            r#"{"video":{"renditions":{"video":{"codec":"avc1.42c01f","container":{"kind":"legacy"},"codedWidth":1280,"codedHeight":720,"framerate":30,"optimizeForLatency":true}},"display":{"width":1280,"height":720}},"xoq":{"epochUs":17}}"#
         );
     }
 }

@@ -357,3 +357,73 @@ async fn damaged_frames_are_reported_and_the_stream_recovers_at_the_next_keyfram
     cam.close().await;
     let _ = router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_broadcast_is_hang_h264_that_a_relay_viewer_decodes() {
+    use xoq::transport::moq::MoqSession;
+    use xoq::transport::relay::RelayConfig;
+    let relay = RelayConfig::ephemeral()
+        .expect("port")
+        .start()
+        .await
+        .expect("relay");
+    let root = relay.url().join("anon").expect("url");
+    let server = CameraServer::test_pattern(640, 480)
+        .expect("size")
+        .start()
+        .await
+        .expect("camera");
+    let session = MoqSession::connect(&root, true).await.expect("session");
+    let srv = server.clone();
+    let publish = tokio::spawn(async move {
+        let _ = srv.serve_moq(&session, "cam").await;
+    });
+    // What the stock web player reads: the catalog, then legacy frames on the track it names.
+    let sub = MoqSession::connect(&root, false).await.expect("session");
+    let json = sub
+        .read_track("cam", "catalog.json")
+        .next()
+        .await
+        .expect("catalog");
+    let catalog: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    let rendition = &catalog["video"]["renditions"]["video"];
+    assert!(
+        rendition["codec"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("avc1.42"))
+    );
+    assert_eq!(rendition["container"]["kind"], "legacy");
+    assert_eq!(
+        (
+            rendition["codedWidth"].as_u64(),
+            rendition["codedHeight"].as_u64()
+        ),
+        (Some(640), Some(480))
+    );
+    sub.close().await;
+    // A Rust viewer through the relay: pictures in order, stamps intact, capture times
+    // carried through the catalog's epoch.
+    let addr = format!("{}/cam", root.as_str().trim_end_matches('/'));
+    let mut cam = RemoteCamera::connect(&addr, opts(&[Codec::H264]))
+        .await
+        .expect("relay viewer");
+    let mut last = None;
+    for _ in 0..10 {
+        let (f, img) = cam.next_rgb().await.expect("picture");
+        let (seq, ts) = read_stamp(&img.data, 640, 480).expect("stamp");
+        assert_eq!(ts, f.timestamp_us, "capture time end to end");
+        assert_eq!((f.width, f.height), (640, 480));
+        if let Some(prev) = last {
+            assert!(seq > prev);
+        }
+        last = Some(seq);
+    }
+    let refused = cam.set_mode(320, 240, 0).await;
+    assert!(matches!(
+        refused,
+        Err(xoq::client::ClientError::Unsupported(_))
+    ));
+    cam.close().await;
+    publish.abort();
+    relay.shutdown().await;
+}
