@@ -59,6 +59,22 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Camera latency (capture -> decoded picture), frames/s and CPU per size, codec and
+    /// link, next to the raw codec cost.
+    Camera {
+        /// Picture sizes, comma-separated.
+        #[arg(long, default_value = "640x480,1280x720,1920x1080")]
+        sizes: String,
+        /// Camera frame rate.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Seconds measured per row.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Skip the relay rows (P2P only).
+        #[arg(long)]
+        no_relay: bool,
+    },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
         /// Round trips per measurement.
@@ -163,6 +179,12 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             subscribers,
             seconds,
         } => super::bench_can::run(count, frames, subscribers, seconds).await,
+        BenchWhat::Camera {
+            sizes,
+            fps,
+            seconds,
+            no_relay,
+        } => super::bench_camera::run(&sizes, fps, seconds, !no_relay).await,
         BenchWhat::Python {
             count,
             rounds,

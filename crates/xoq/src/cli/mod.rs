@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_camera;
 mod bench_can;
 mod bench_python;
 mod camera;

@@ -1,0 +1,240 @@
+//! `xoq bench camera`: capture → decoded picture latency, frames/s and CPU per resolution,
+//! codec and transport, next to the raw codec cost measured in the same run.
+//!
+//! The test-pattern camera stamps each picture with its capture time, and the server's frame
+//! header carries it too; a viewer in this process decodes every frame to packed BGR (what
+//! `xoq_cv2` hands to numpy) and notes `now - capture`. Server and viewer share the process,
+//! so the CPU figure is their sum. The baseline is the codec alone on the same pictures:
+//! encode (server side) plus decode and colour conversion (viewer side), no network.
+
+use std::time::{Duration, Instant};
+
+use iroh::protocol::Router;
+use xoq_client::camera::{CameraOptions, RemoteCamera};
+use xoq_device::camera::TestPattern;
+use xoq_media::h264::{H264Config, H264Encoder};
+use xoq_media::{ChannelOrder, VideoDecoder};
+use xoq_server::camera::CameraServer;
+use xoq_transport::moq::MoqSession;
+use xoq_transport::p2p::EndpointBuilder;
+use xoq_transport::relay::RelayConfig;
+use xoq_wire::camera::Codec;
+
+use super::bench::{cpu_seconds, peak_rss_mib};
+
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| anyhow::anyhow!("size {s:?}: use WIDTHxHEIGHT, e.g. 1280x720"))?;
+    Ok((w.trim().parse()?, h.trim().parse()?))
+}
+
+/// The codec alone on `frames` pictures: (encode ms, decode + BGR ms) per frame.
+fn raw_codec(codec: Codec, w: u32, h: u32, fps: u32, frames: u64) -> anyhow::Result<(f64, f64)> {
+    let pattern = TestPattern::new(w, h)?;
+    // A few pictures, cycled: rendering stays out of the timing, and memory stays small.
+    let pictures: Vec<Vec<u8>> = (0..8).map(|i| pattern.render(i, i)).collect();
+    let picture = |i: u64| &pictures[(i % 8) as usize];
+    let mut encoded = Vec::new();
+    let t = Instant::now();
+    match codec {
+        Codec::H264 => {
+            let mut enc = H264Encoder::new(H264Config::for_size(w, h, fps))?;
+            for i in 0..frames {
+                encoded.push(enc.encode_rgb(picture(i), w, h)?.data);
+            }
+        }
+        Codec::Jpeg => {
+            for i in 0..frames {
+                encoded.push(xoq_media::jpeg::encode(picture(i), w, h, 80)?);
+            }
+        }
+    }
+    let enc_ms = t.elapsed().as_secs_f64() * 1e3 / frames as f64;
+    let mut dec = match codec {
+        Codec::H264 => VideoDecoder::h264(xoq_media::MAX_PIXELS)?,
+        Codec::Jpeg => VideoDecoder::jpeg(xoq_media::MAX_PIXELS),
+    };
+    let mut out = vec![0u8; (w * h * 3) as usize];
+    let t = Instant::now();
+    for e in &encoded {
+        dec.decode_with(e, |p| p.write_packed(ChannelOrder::Bgr, &mut out))?
+            .transpose()?;
+    }
+    let dec_ms = t.elapsed().as_secs_f64() * 1e3 / frames as f64;
+    Ok((enc_ms, dec_ms))
+}
+
+struct Run {
+    p50_ms: f64,
+    p95_ms: f64,
+    fps: f64,
+    cores: f64,
+    server_encode_ms: f64,
+}
+
+/// Watch `addr` for `seconds`, decoding every frame to BGR; latency from the capture stamp.
+async fn watch(
+    addr: &str,
+    codec: Codec,
+    seconds: f64,
+    server: &CameraServer,
+) -> anyhow::Result<Run> {
+    let mut cam =
+        RemoteCamera::connect(addr, CameraOptions::new().offline(true).codecs(&[codec])).await?;
+    let mut out = Vec::new();
+    // Warm up: the first keyframe, caches, congestion window.
+    for _ in 0..10 {
+        cam.next_decoded(|_, _| ()).await?;
+    }
+    let (enc0, us0) = (
+        server
+            .stats()
+            .encoded
+            .load(std::sync::atomic::Ordering::Relaxed),
+        server
+            .stats()
+            .encode_us
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let mut lat = Vec::new();
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    while t0.elapsed().as_secs_f64() < seconds {
+        let (f, ()) = cam
+            .next_decoded(|_, p| {
+                out.resize((p.width() * p.height() * 3) as usize, 0);
+                let _ = p.write_packed(ChannelOrder::Bgr, &mut out);
+            })
+            .await?;
+        let now = xoq_device::camera::now_us();
+        lat.push(now.saturating_sub(f.timestamp_us) as f64 / 1e3);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cores = (cpu_seconds() - cpu0) / wall;
+    let enc = server
+        .stats()
+        .encoded
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - enc0;
+    let us = server
+        .stats()
+        .encode_us
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - us0;
+    cam.close().await;
+    anyhow::ensure!(!lat.is_empty(), "no frames arrived");
+    lat.sort_by(f64::total_cmp);
+    let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    Ok(Run {
+        p50_ms: at(0.5),
+        p95_ms: at(0.95),
+        fps: lat.len() as f64 / wall,
+        cores,
+        server_encode_ms: us as f64 / 1e3 / enc.max(1) as f64,
+    })
+}
+
+pub(super) async fn run(
+    sizes: &str,
+    fps: u32,
+    seconds: f64,
+    relay_too: bool,
+) -> anyhow::Result<()> {
+    let sizes: Vec<(u32, u32)> = sizes
+        .split(',')
+        .map(parse_size)
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "xoq bench camera: test pattern at {fps} fps, {seconds} s per row, every frame decoded to BGR"
+    );
+    println!(
+        "latency = capture -> decoded picture in the viewer; CPU = server + viewer (one process)"
+    );
+    println!("raw = the codec alone on the same pictures, no network (encode | decode + BGR)");
+    println!();
+    println!(
+        "{:<10} {:<5} {:<6} {:>8} {:>8} {:>7} {:>6} {:>10} {:>9} {:>11}",
+        "size",
+        "codec",
+        "link",
+        "p50 ms",
+        "p95 ms",
+        "fps",
+        "cores",
+        "enc ms",
+        "raw enc",
+        "raw dec+bgr"
+    );
+    let relay = if relay_too {
+        Some(RelayConfig::ephemeral()?.start().await?)
+    } else {
+        None
+    };
+    for &(w, h) in &sizes {
+        for codec in [Codec::H264, Codec::Jpeg] {
+            let (raw_enc, raw_dec) =
+                tokio::task::spawn_blocking(move || raw_codec(codec, w, h, fps, 30)).await??;
+            let server = CameraServer::test_pattern(w, h)?
+                .fps(fps)
+                .codecs(&[codec])
+                .start()
+                .await?;
+            let ep = EndpointBuilder::new()
+                .offline(true)
+                .alpns(vec![codec.alpn().to_vec()])
+                .spawn()
+                .await?;
+            let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
+            let mut router = Router::builder(ep);
+            for (alpn, proto) in server.protocols() {
+                router = router.accept(alpn, proto);
+            }
+            let router = router.spawn();
+            let mut links = vec![("P2P", addr)];
+            let mut publish = None;
+            if let (Some(relay), Codec::H264) = (&relay, codec) {
+                let root = relay.url().join("anon")?;
+                let session = MoqSession::connect(&root, true).await?;
+                let srv = server.clone();
+                publish = Some(tokio::spawn(async move {
+                    let _ = srv.serve_moq(&session, "bench-cam").await;
+                }));
+                links.push((
+                    "relay",
+                    format!("{}/bench-cam", root.as_str().trim_end_matches('/')),
+                ));
+            }
+            for (link, addr) in &links {
+                let r = tokio::time::timeout(
+                    Duration::from_secs_f64(seconds + 30.0),
+                    watch(addr, codec, seconds, &server),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("{w}x{h} {codec:?} over {link}: timed out"))??;
+                println!(
+                    "{:<10} {:<5} {:<6} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>10.1} {:>9.1} {:>11.1}",
+                    format!("{w}x{h}"),
+                    format!("{codec:?}"),
+                    link,
+                    r.p50_ms,
+                    r.p95_ms,
+                    r.fps,
+                    r.cores,
+                    r.server_encode_ms,
+                    raw_enc,
+                    raw_dec
+                );
+            }
+            if let Some(p) = publish {
+                p.abort();
+            }
+            let _ = router.shutdown().await;
+        }
+    }
+    if let Some(r) = relay {
+        r.shutdown().await;
+    }
+    println!();
+    println!("peak RSS {:.1} MiB", peak_rss_mib());
+    Ok(())
+}
