@@ -97,8 +97,20 @@ impl H264Encoder {
             .skip_frames(false)
             .scene_change_detect(false)
             .num_threads(1);
-        let inner = Encoder::with_api_config(OpenH264API::from_source(), config)
+        let mut inner = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| undecodable(format!("encoder setup: {e}")))?;
+        // OpenH264 warns on stderr at initialisation that the bitrate cannot be held without
+        // frame skipping, which we turn off on purpose (every captured frame is sent). Keep
+        // its errors, drop that warning. The level is read before the encoder's first frame.
+        let mut level: u32 = openh264_sys2::WELS_LOG_ERROR as u32;
+        // SAFETY: the encoder is created; TRACE_LEVEL is one of the options OpenH264 accepts
+        // before initialisation, and it reads one u32 through the pointer during the call.
+        unsafe {
+            inner.raw_api().set_option(
+                openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+                (&raw mut level).cast(),
+            );
+        }
         Ok(Self {
             inner,
             cfg,
