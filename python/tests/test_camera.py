@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import client_key, free_id
 
 cv2 = pytest.importorskip("cv2")
 import xoq_cv2  # noqa: E402
@@ -145,3 +146,13 @@ def test_a_relay_broadcast_reads_through_xoq_cv2(start, relay):
         assert stamp(frame) is not None
     assert not cap.set(cv2.CAP_PROP_FRAME_WIDTH, 640), "view-only"
     cap.release()
+
+
+def test_an_unlisted_viewer_is_refused(start, tmp_path):
+    key, my_id = client_key(tmp_path, "me.key")
+    locked = start("camera-server", "sim:pattern", "--width", "320", "--height", "240", "--allow", free_id())
+    with pytest.raises(_xoq.RefusedError, match="(?i)not allowed"):
+        xoq_cv2.VideoCapture(locked.address, key=key)
+    mine = start("camera-server", "sim:pattern", "--width", "320", "--height", "240", "--allow", my_id)
+    with xoq_cv2.VideoCapture(mine.address, key=key) as cap:
+        assert cap.read()[0]

@@ -86,6 +86,8 @@ impl CameraOptions {
 /// A remote camera's frame stream.
 pub struct RemoteCamera {
     link: Link,
+    /// The frame read while connecting, handed out by the first `next_frame`.
+    pending: Option<VideoFrame>,
     peer: String,
     codec: Codec,
     decoder: VideoDecoder,
@@ -207,14 +209,22 @@ impl RemoteCamera {
             Ok(s) => s,
             Err(_) => return Err(handshake_failed(&conn, endpoint, &peer).await),
         };
+        // Wait for the first frame: a server that refuses this client (allowlist) closes the
+        // connection right after the handshake, and that must surface here, not later.
+        let mut reader = FramedReader::new(recv);
+        let first = match reader.next(VideoFrame::decode_from).await {
+            Ok(Some(f)) => f,
+            _ => return Err(handshake_failed(&conn, endpoint, &peer).await),
+        };
         let decoder = match codec {
             Codec::H264 => VideoDecoder::h264(opts.max_pixels)
                 .map_err(|e| ClientError::Device(e.to_string()))?,
             Codec::Jpeg => VideoDecoder::jpeg(opts.max_pixels),
         };
         Ok(Self {
+            pending: Some(first),
             link: Link::P2p {
-                reader: FramedReader::new(recv),
+                reader,
                 control,
                 guard: ConnGuard {
                     conn: Some(conn),
@@ -263,6 +273,7 @@ impl RemoteCamera {
         let decoder =
             VideoDecoder::h264(opts.max_pixels).map_err(|e| ClientError::Device(e.to_string()))?;
         Ok(Self {
+            pending: None,
             link: Link::Relay {
                 session,
                 video,
@@ -322,7 +333,10 @@ impl RemoteCamera {
     /// server sends the newest one when this client asks for more.
     pub async fn next_frame(&mut self) -> Result<VideoFrame, ClientError> {
         let got = match &mut self.link {
-            Link::P2p { reader, .. } => reader.next(VideoFrame::decode_from).await,
+            Link::P2p { reader, .. } => match self.pending.take() {
+                Some(f) => Ok(Some(f)),
+                None => reader.next(VideoFrame::decode_from).await,
+            },
             Link::Relay {
                 video,
                 catalog,

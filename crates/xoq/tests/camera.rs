@@ -427,3 +427,40 @@ async fn the_relay_broadcast_is_hang_h264_that_a_relay_viewer_decodes() {
     publish.abort();
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_viewer_is_refused() {
+    use iroh::SecretKey;
+    use xoq::transport::p2p::Allowlist;
+    let allowed = SecretKey::generate();
+    let server = CameraServer::test_pattern(320, 240)
+        .expect("size")
+        .start()
+        .await
+        .expect("camera");
+    let ep = EndpointBuilder::new()
+        .offline(true)
+        .alpns(server.codecs().iter().map(|c| c.alpn().to_vec()).collect())
+        .allowlist(Some(Allowlist::new(vec![allowed.public()])))
+        .spawn()
+        .await
+        .expect("endpoint");
+    let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
+    let mut router = Router::builder(ep);
+    for (alpn, proto) in server.protocols() {
+        router = router.accept(alpn, proto);
+    }
+    let router = router.spawn();
+    let err = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(Some(SecretKey::generate())))
+        .await
+        .expect_err("an unlisted viewer must be refused");
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    let mut cam = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(Some(allowed)))
+        .await
+        .expect("listed viewer");
+    cam.next_rgb()
+        .await
+        .expect("a picture for the listed viewer");
+    cam.close().await;
+    let _ = router.shutdown().await;
+}
