@@ -19,6 +19,7 @@ from . import _xoq
 from ._address import is_p2p
 
 # cv2's values for the properties this capture understands (cv2.CAP_PROP_*).
+CAP_PROP_POS_MSEC = 0
 CAP_PROP_POS_FRAMES = 1
 CAP_PROP_FRAME_WIDTH = 3
 CAP_PROP_FRAME_HEIGHT = 4
@@ -126,13 +127,18 @@ class VideoCapture:
         return self.retrieve(image)
 
     def get(self, prop_id: int) -> float:
-        """Width, height and fps of what is delivered (0 before the first frame)."""
+        """Width, height, fps, frame count and capture time (``CAP_PROP_POS_MSEC``, ms since
+        the Unix epoch) of what is delivered (0 before the first frame)."""
         if prop_id == CAP_PROP_FRAME_WIDTH:
             return float(self._last[0]) if self._last else 0.0
         if prop_id == CAP_PROP_FRAME_HEIGHT:
             return float(self._last[1]) if self._last else 0.0
         if prop_id == CAP_PROP_FPS:
             return round(self._fps_estimate, 2)
+        if prop_id == CAP_PROP_POS_MSEC:
+            # The capture time of the last frame, ms since the Unix epoch (the camera's
+            # clock): `time.time() * 1000 - get(CAP_PROP_POS_MSEC)` is the frame's age.
+            return self._last_ts / 1000.0 if self._last_ts is not None else 0.0
         if prop_id == CAP_PROP_POS_FRAMES:
             return float(self._frames)
         if prop_id == CAP_PROP_FOURCC and self._cam is not None:

@@ -10,7 +10,7 @@
 //! [`MediaError::BadPicture`], never a panic. `out` is resized to the result and can be
 //! reused from frame to frame to avoid an allocation per frame.
 
-use crate::MediaError;
+use crate::{ChannelOrder, MediaError};
 
 /// Check `width × height` against a source of `len` bytes, where `expected` gives the
 /// source length for a pixel count; returns the size as `usize`.
@@ -123,6 +123,49 @@ pub fn nv12_to_rgb(
                 let [r1, g1, b1] = pixel(y1, c);
                 *o = [r0, g0, b0, r1, g1, b1];
             }
+        }
+    }
+    Ok(())
+}
+
+/// Planar I420 with row strides (what a decoder hands out) to packed RGB or BGR in `out`
+/// (`w × h × 3` bytes). Odd sizes are fine: the last column and row reuse their chroma.
+pub fn i420_to_packed(
+    (y, u, v): (&[u8], &[u8], &[u8]),
+    (ys, us, vs): (usize, usize, usize),
+    (w, h): (usize, usize),
+    order: ChannelOrder,
+    out: &mut [u8],
+) -> Result<(), MediaError> {
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let fits = |plane: &[u8], stride: usize, rw: usize, rh: usize| {
+        rh == 0 || (stride >= rw && plane.len() >= stride * (rh - 1) + rw)
+    };
+    if out.len() != w * h * 3 || !fits(y, ys, w, h) || !fits(u, us, cw, ch) || !fits(v, vs, cw, ch)
+    {
+        return Err(MediaError::BadPicture {
+            len: out.len(),
+            width: w as u32,
+            height: h as u32,
+        });
+    }
+    let swap = order == ChannelOrder::Bgr;
+    let put = |[r, g, b]: [u8; 3]| if swap { [b, g, r] } else { [r, g, b] };
+    for (row, line) in out.chunks_exact_mut(w * 3).enumerate() {
+        let yrow = &y[row * ys..row * ys + w];
+        let urow = &u[(row / 2) * us..(row / 2) * us + cw];
+        let vrow = &v[(row / 2) * vs..(row / 2) * vs + cw];
+        // Two pixels share one chroma sample: compute its terms once per pair.
+        let (ypairs, ytail) = yrow.as_chunks::<2>();
+        let (opairs, otail) = line.as_chunks_mut::<6>();
+        for (((&[y0, y1], o), &cu), &cv) in ypairs.iter().zip(opairs).zip(urow).zip(vrow) {
+            let c = chroma(cu, cv);
+            let [a, b, c0] = put(pixel(y0, c));
+            let [d, e, f] = put(pixel(y1, c));
+            *o = [a, b, c0, d, e, f];
+        }
+        if let (Some(&yl), Some(&cu), Some(&cv)) = (ytail.first(), urow.last(), vrow.last()) {
+            otail.copy_from_slice(&put(pixel(yl, chroma(cu, cv))));
         }
     }
     Ok(())
@@ -445,5 +488,80 @@ mod tests {
             yuyv_to_rgb(&rgb_to_yuyv(&rgb), 4, 2, &mut back).expect("yuyv");
             prop_assert!(close(&rgb, &back, 4), "{:?} vs {:?}", rgb, back);
         }
+    }
+
+    #[test]
+    fn i420_to_packed_agrees_with_nv12_and_handles_strides_and_odd_sizes() {
+        // Any NV12 picture: via I420 it must give what nv12_to_rgb gives, in both orders.
+        let (w, h) = (6usize, 4usize);
+        let nv12: Vec<u8> = (0..w * h * 3 / 2).map(|i| (i * 37 % 251) as u8).collect();
+        let mut want = Vec::new();
+        nv12_to_rgb(&nv12, w as u32, h as u32, &mut want).expect("nv12");
+        let mut i420 = Vec::new();
+        nv12_to_i420(&nv12, w as u32, h as u32, &mut i420).expect("i420");
+        let (y, rest) = i420.split_at(w * h);
+        let (u, v) = rest.split_at(w * h / 4);
+        let mut rgb = vec![0; w * h * 3];
+        i420_to_packed(
+            (y, u, v),
+            (w, w / 2, w / 2),
+            (w, h),
+            ChannelOrder::Rgb,
+            &mut rgb,
+        )
+        .expect("rgb");
+        assert_eq!(rgb, want);
+        let mut bgr = vec![0; w * h * 3];
+        i420_to_packed(
+            (y, u, v),
+            (w, w / 2, w / 2),
+            (w, h),
+            ChannelOrder::Bgr,
+            &mut bgr,
+        )
+        .expect("bgr");
+        assert!(
+            rgb.chunks(3)
+                .zip(bgr.chunks(3))
+                .all(|(a, b)| a == [b[2], b[1], b[0]])
+        );
+        // Padded rows (stride > width) and an odd size.
+        let (w, h, stride) = (5usize, 3usize, 8usize);
+        let yp = vec![235u8; stride * h];
+        let cp = vec![128u8; 4 * 2];
+        let mut out = vec![0; w * h * 3];
+        i420_to_packed(
+            (&yp, &cp, &cp),
+            (stride, 4, 4),
+            (w, h),
+            ChannelOrder::Rgb,
+            &mut out,
+        )
+        .expect("odd");
+        assert!(
+            out.iter().all(|&c| c >= 252),
+            "white everywhere, last column included"
+        );
+        // Planes too short for their strides, or a wrong output size: an error, no panic.
+        assert!(
+            i420_to_packed(
+                (&yp[..10], &cp, &cp),
+                (stride, 4, 4),
+                (w, h),
+                ChannelOrder::Rgb,
+                &mut out
+            )
+            .is_err()
+        );
+        assert!(
+            i420_to_packed(
+                (&yp, &cp, &cp),
+                (stride, 4, 4),
+                (w, h),
+                ChannelOrder::Rgb,
+                &mut out[..3]
+            )
+            .is_err()
+        );
     }
 }

@@ -213,7 +213,7 @@ impl H264Picture<'_> {
     pub fn write_packed(&self, order: ChannelOrder, out: &mut [u8]) -> Result<(), MediaError> {
         let (w, h) = self.yuv.dimensions();
         let (ys, us, vs) = self.yuv.strides();
-        i420_to_packed(
+        crate::convert::i420_to_packed(
             (self.yuv.y(), self.yuv.u(), self.yuv.v()),
             (ys, us, vs),
             (w, h),
@@ -221,48 +221,6 @@ impl H264Picture<'_> {
             out,
         )
     }
-}
-
-/// Convert I420 planes (with strides) to packed RGB or BGR, BT.601 limited range.
-pub fn i420_to_packed(
-    (y, u, v): (&[u8], &[u8], &[u8]),
-    (ys, us, vs): (usize, usize, usize),
-    (w, h): (usize, usize),
-    order: ChannelOrder,
-    out: &mut [u8],
-) -> Result<(), MediaError> {
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let fits = |plane: &[u8], stride: usize, rw: usize, rh: usize| {
-        rh == 0 || (stride >= rw && plane.len() >= stride * (rh - 1) + rw)
-    };
-    if out.len() != w * h * 3 || !fits(y, ys, w, h) || !fits(u, us, cw, ch) || !fits(v, vs, cw, ch)
-    {
-        return Err(MediaError::BadPicture {
-            len: out.len(),
-            width: w as u32,
-            height: h as u32,
-        });
-    }
-    let (ri, bi) = match order {
-        ChannelOrder::Rgb => (0, 2),
-        ChannelOrder::Bgr => (2, 0),
-    };
-    for (row, line) in out.chunks_exact_mut(w * 3).enumerate() {
-        let yrow = &y[row * ys..row * ys + w];
-        let urow = &u[(row / 2) * us..(row / 2) * us + cw];
-        let vrow = &v[(row / 2) * vs..(row / 2) * vs + cw];
-        for (x, px) in line.chunks_exact_mut(3).enumerate() {
-            // Fixed-point BT.601 (×256): R = 1.164(Y-16) + 1.596(V-128), etc.
-            let c = 298 * (i32::from(yrow[x]) - 16);
-            let d = i32::from(urow[x / 2]) - 128;
-            let e = i32::from(vrow[x / 2]) - 128;
-            let clamp = |t: i32| ((t + 128) >> 8).clamp(0, 255) as u8;
-            px[ri] = clamp(c + 409 * e);
-            px[1] = clamp(c - 100 * d - 208 * e);
-            px[bi] = clamp(c + 516 * d);
-        }
-    }
-    Ok(())
 }
 
 /// Decodes H.264 access units from the network (see the module docs for the guarantees).

@@ -454,6 +454,22 @@ impl CameraServer {
             .collect()
     }
 
+    /// The ALPNs to give the endpoint: one per codec, in the server's order of preference.
+    pub fn alpns(&self) -> Vec<Vec<u8>> {
+        self.codecs().iter().map(|c| c.alpn().to_vec()).collect()
+    }
+
+    /// Serve every codec P2P on `endpoint` (made with [`alpns`](Self::alpns)).
+    pub fn router(&self, endpoint: iroh::Endpoint) -> iroh::protocol::Router {
+        self.protocols()
+            .into_iter()
+            .fold(
+                iroh::protocol::Router::builder(endpoint),
+                |r, (alpn, proto)| r.accept(alpn, proto),
+            )
+            .spawn()
+    }
+
     async fn serve_viewer(&self, conn: Connection, codec: Codec) -> Result<(), String> {
         let (mut send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let mut msgs = FramedReader::new(recv);

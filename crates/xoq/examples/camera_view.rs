@@ -6,7 +6,6 @@
 //! cargo run --example camera_view
 //! ```
 
-use iroh::protocol::Router;
 use xoq::camera::{CameraOptions, CameraServer, RemoteCamera, read_stamp};
 use xoq::transport::p2p::EndpointBuilder;
 
@@ -17,18 +16,14 @@ async fn main() -> anyhow::Result<()> {
         .fps(30)
         .start()
         .await?;
-    let alpns = server.codecs().iter().map(|c| c.alpn().to_vec()).collect();
+    let alpns = server.alpns();
     let ep = EndpointBuilder::new()
         .offline(true)
         .alpns(alpns)
         .spawn()
         .await?;
     let address = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let mut router = Router::builder(ep);
-    for (alpn, proto) in server.protocols() {
-        router = router.accept(alpn, proto);
-    }
-    let router = router.spawn();
+    let router = server.router(ep);
 
     // 2. The viewer: 30 pictures, each checked against the stamp in its pixels.
     let mut cam = RemoteCamera::connect(&address, CameraOptions::new().offline(true)).await?;

@@ -15,7 +15,7 @@ use xoq::wire::camera::{ALPN_H264, Codec, VideoFrame};
 
 async fn serve_with(builder: CameraServerBuilder) -> (CameraServer, Router, String) {
     let server = builder.start().await.expect("camera");
-    let alpns = server.codecs().iter().map(|c| c.alpn().to_vec()).collect();
+    let alpns = server.alpns();
     let ep = EndpointBuilder::new()
         .offline(true)
         .alpns(alpns)
@@ -23,11 +23,8 @@ async fn serve_with(builder: CameraServerBuilder) -> (CameraServer, Router, Stri
         .await
         .expect("endpoint");
     let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let mut router = Router::builder(ep);
-    for (alpn, proto) in server.protocols() {
-        router = router.accept(alpn, proto);
-    }
-    (server, router.spawn(), addr)
+    let router = server.router(ep);
+    (server, router, addr)
 }
 
 async fn serve(w: u32, h: u32, codecs: &[Codec]) -> (CameraServer, Router, String) {
@@ -440,17 +437,13 @@ async fn an_unlisted_viewer_is_refused() {
         .expect("camera");
     let ep = EndpointBuilder::new()
         .offline(true)
-        .alpns(server.codecs().iter().map(|c| c.alpn().to_vec()).collect())
+        .alpns(server.alpns())
         .allowlist(Some(Allowlist::new(vec![allowed.public()])))
         .spawn()
         .await
         .expect("endpoint");
     let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let mut router = Router::builder(ep);
-    for (alpn, proto) in server.protocols() {
-        router = router.accept(alpn, proto);
-    }
-    let router = router.spawn();
+    let router = server.router(ep);
     let err = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(Some(SecretKey::generate())))
         .await
         .expect_err("an unlisted viewer must be refused");

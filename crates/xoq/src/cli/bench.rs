@@ -74,6 +74,9 @@ pub enum BenchWhat {
         /// Skip the relay rows (P2P only).
         #[arg(long)]
         no_relay: bool,
+        /// Also measure `cv2.VideoCapture` through this interpreter (xoq and OpenCV installed).
+        #[arg(long)]
+        python: Option<String>,
     },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
@@ -184,7 +187,8 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             fps,
             seconds,
             no_relay,
-        } => super::bench_camera::run(&sizes, fps, seconds, !no_relay).await,
+            python,
+        } => super::bench_camera::run(&sizes, fps, seconds, !no_relay, python.as_deref()).await,
         BenchWhat::Python {
             count,
             rounds,

@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use iroh::protocol::Router;
 use xoq_client::camera::{CameraOptions, RemoteCamera};
 use xoq_device::camera::TestPattern;
 use xoq_media::h264::{H264Config, H264Encoder};
@@ -21,6 +20,39 @@ use xoq_transport::relay::RelayConfig;
 use xoq_wire::camera::Codec;
 
 use super::bench::{cpu_seconds, peak_rss_mib};
+
+const SCRIPT: &str = include_str!("bench_camera.py");
+
+/// Run the Python client (cv2.VideoCapture through xoq) on `addr`; its printed figures.
+async fn python_client(python: &str, addr: &str, seconds: f64) -> anyhow::Result<Run> {
+    let out = tokio::process::Command::new(python)
+        .args(["-c", SCRIPT, addr, &seconds.to_string()])
+        .env("XOQ_OFFLINE", "1")
+        .output()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run {python}: {e} (pass --python with xoq installed)")
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "python client failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no {k} in the python client's output: {text}"))
+    };
+    Ok(Run {
+        p50_ms: field("p50_ms")?,
+        p95_ms: field("p95_ms")?,
+        fps: field("fps")?,
+        cores: field("cores")?,
+        server_encode_ms: 0.0,
+    })
+}
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
     let (w, h) = s
@@ -139,6 +171,7 @@ pub(super) async fn run(
     fps: u32,
     seconds: f64,
     relay_too: bool,
+    python: Option<&str>,
 ) -> anyhow::Result<()> {
     let sizes: Vec<(u32, u32)> = sizes
         .split(',')
@@ -185,11 +218,7 @@ pub(super) async fn run(
                 .spawn()
                 .await?;
             let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-            let mut router = Router::builder(ep);
-            for (alpn, proto) in server.protocols() {
-                router = router.accept(alpn, proto);
-            }
-            let router = router.spawn();
+            let router = server.router(ep);
             let mut links = vec![("P2P", addr)];
             let mut publish = None;
             if let (Some(relay), Codec::H264) = (&relay, codec) {
@@ -203,6 +232,44 @@ pub(super) async fn run(
                     "relay",
                     format!("{}/bench-cam", root.as_str().trim_end_matches('/')),
                 ));
+            }
+            if let (Some(py), Codec::H264) = (python, codec) {
+                let (cpu0, t0) = (cpu_seconds(), Instant::now());
+                let enc0 = server
+                    .stats()
+                    .encoded
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let us0 = server
+                    .stats()
+                    .encode_us
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut r = python_client(py, &links[0].1, seconds).await?;
+                // The server's share over the same period (the client's is in its figures).
+                r.cores += (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+                let enc = server
+                    .stats()
+                    .encoded
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    - enc0;
+                let us = server
+                    .stats()
+                    .encode_us
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    - us0;
+                r.server_encode_ms = us as f64 / 1e3 / enc.max(1) as f64;
+                println!(
+                    "{:<10} {:<5} {:<6} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>10.1} {:>9.1} {:>11.1}",
+                    format!("{w}x{h}"),
+                    "H264",
+                    "python",
+                    r.p50_ms,
+                    r.p95_ms,
+                    r.fps,
+                    r.cores,
+                    r.server_encode_ms,
+                    raw_enc,
+                    raw_dec
+                );
             }
             for (link, addr) in &links {
                 let r = tokio::time::timeout(

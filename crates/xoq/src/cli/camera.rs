@@ -132,11 +132,8 @@ pub(super) async fn start(a: &CameraServerCmd) -> anyhow::Result<RunningCamera> 
             .server
             .endpoint(&format!("camera-{}", device.replace('/', "-")), alpns)
             .await?;
-        let mut r = Router::builder(ep);
-        for (alpn, proto) in server.protocols() {
-            r = r.accept(alpn, proto);
-        }
-        Some(r.spawn())
+        let r = server.router(ep);
+        Some(r)
     };
     let mut moq_task = None;
     if let Some(xoq_transport::Address::Moq { relay, name }) = &moq_addr {

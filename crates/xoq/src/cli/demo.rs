@@ -52,18 +52,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         port: "sim:so101".into(),
         baud: 1_000_000,
         takeover: true,
-        server: ServerArgs {
-            p2p: P2pArgs {
-                key: Some(xoq_transport::key::default_key_path("demo-so101")),
-                bind: None,
-                offline,
-            },
-            relay: Some(relay_url.clone()),
-            moq: Some("anon/xoq-so101".into()),
-            allow: vec![],
-            allow_file: None,
-            no_p2p: false,
-        },
+        server: demo_server("demo-so101", &relay_url, Some("anon/xoq-so101"), offline),
     })
     .await?;
     let openarm = super::can::start_one(
@@ -72,30 +61,11 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
             moq_cmd: "on".into(),
             ..Default::default()
         },
-        &ServerArgs {
-            p2p: P2pArgs {
-                key: Some(xoq_transport::key::default_key_path("demo-openarm")),
-                bind: None,
-                offline,
-            },
-            relay: Some(relay_url.clone()),
-            moq: None,
-            allow: vec![],
-            allow_file: None,
-            no_p2p: false,
-        },
+        &demo_server("demo-openarm", &relay_url, None, offline),
         Some("anon/xoq-openarm".into()),
     )
     .await?;
-    let arm_p2p = openarm
-        .router
-        .as_ref()
-        .and_then(|r| {
-            xoq_transport::p2p::client_addresses(r.endpoint(), true)
-                .into_iter()
-                .next()
-        })
-        .unwrap_or_default();
+    let arm_p2p = direct_address(openarm.router.as_ref());
     let arm_moq = openarm
         .moq
         .as_ref()
@@ -112,38 +82,11 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         gop: None,
         bitrate: None,
         quality: 80,
-        server: ServerArgs {
-            p2p: P2pArgs {
-                key: Some(xoq_transport::key::default_key_path("demo-camera")),
-                bind: None,
-                offline,
-            },
-            relay: Some(relay_url.clone()),
-            moq: Some("anon/xoq-camera".into()),
-            allow: vec![],
-            allow_file: None,
-            no_p2p: false,
-        },
+        server: demo_server("demo-camera", &relay_url, Some("anon/xoq-camera"), offline),
     })
     .await?;
-    let cam_p2p = camera
-        .router
-        .as_ref()
-        .and_then(|r| {
-            xoq_transport::p2p::client_addresses(r.endpoint(), true)
-                .into_iter()
-                .next()
-        })
-        .unwrap_or_default();
-    let p2p_addr = so101
-        .router
-        .as_ref()
-        .and_then(|r| {
-            xoq_transport::p2p::client_addresses(r.endpoint(), true)
-                .into_iter()
-                .next()
-        })
-        .unwrap_or_default();
+    let cam_p2p = direct_address(camera.router.as_ref());
+    let p2p_addr = direct_address(so101.router.as_ref());
     let moq_addr = so101
         .moq
         .as_ref()
@@ -367,4 +310,31 @@ async fn check_camera(addr: &str) -> anyhow::Result<String> {
         "camera: {}x{} {codec:?} picture decoded, frame {}, {ms:.0} ms after capture",
         img.width, img.height, f.seq
     ))
+}
+
+/// Server flags of one demo device: its own key, the demo relay, loopback unless --online.
+fn demo_server(key: &str, relay_url: &str, moq: Option<&str>, offline: bool) -> ServerArgs {
+    ServerArgs {
+        p2p: P2pArgs {
+            key: Some(xoq_transport::key::default_key_path(key)),
+            bind: None,
+            offline,
+        },
+        relay: Some(relay_url.to_string()),
+        moq: moq.map(str::to_string),
+        allow: vec![],
+        allow_file: None,
+        no_p2p: false,
+    }
+}
+
+/// The direct P2P address (`<id>@127.0.0.1:<port>`) of a demo device, or "" without P2P.
+fn direct_address(router: Option<&iroh::protocol::Router>) -> String {
+    router
+        .and_then(|r| {
+            xoq_transport::p2p::client_addresses(r.endpoint(), true)
+                .into_iter()
+                .next()
+        })
+        .unwrap_or_default()
 }
