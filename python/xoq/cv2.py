@@ -89,12 +89,17 @@ class VideoCapture:
         if not self.isOpened():
             return False
         try:
-            got = self._cam.read(self._timeout)
-        except _xoq.DeviceError:
-            # A damaged frame: the stream resumes at the next keyframe; try once more.
-            got = self._cam.read(self._timeout)
+            try:
+                got = self._cam.read(self._timeout)
+            except _xoq.DeviceError:
+                # A damaged frame: the stream resumes at the next keyframe; try once more.
+                got = self._cam.read(self._timeout)
         except _xoq.ClosedError:
             self.release()
+            return False
+        except _xoq.DeviceError:
+            # The camera itself failed (the server says why in the log and the error):
+            # cv2's answer for a camera that stopped is read() -> (False, None).
             return False
         if got is None:
             return False

@@ -21,7 +21,9 @@ use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::{MoqSession, TrackReader};
 use xoq_transport::p2p;
-use xoq_wire::camera::{Codec, INITIAL_CREDIT, INITIAL_CREDIT_H264, VideoFrame, ViewerMsg};
+use xoq_wire::camera::{
+    CLOSE_CAMERA_FAILED, Codec, INITIAL_CREDIT, INITIAL_CREDIT_H264, VideoFrame, ViewerMsg,
+};
 
 use crate::ClientError;
 use crate::conn::{ConnGuard, handshake_failed};
@@ -366,11 +368,30 @@ impl RemoteCamera {
                 self.frames += 1;
                 Ok(f)
             }
-            Ok(None) => Err(ClientError::Closed(format!(
-                "{} ended the stream",
-                self.peer
-            ))),
-            Err(e) => Err(ClientError::Closed(format!("{}: {e}", self.peer))),
+            Ok(None) => Err(self.ended(format!("{} ended the stream", self.peer))),
+            Err(e) => Err(self.ended(format!("{}: {e}", self.peer))),
+        }
+    }
+
+    /// The error for a stream that ended: the server's own reason when it closed the
+    /// connection because the camera failed, else `fallback`.
+    fn ended(&self, fallback: String) -> ClientError {
+        use iroh::endpoint::ConnectionError as CE;
+        let reason = match &self.link {
+            Link::P2p { guard, .. } => guard.conn.as_ref().and_then(|c| c.close_reason()),
+            Link::Relay { .. } => None,
+        };
+        match reason {
+            Some(CE::ApplicationClosed(close))
+                if close.error_code == CLOSE_CAMERA_FAILED.into() =>
+            {
+                ClientError::Device(format!(
+                    "{}: {}",
+                    self.peer,
+                    String::from_utf8_lossy(&close.reason)
+                ))
+            }
+            _ => ClientError::Closed(fallback),
         }
     }
 

@@ -31,7 +31,7 @@ use xoq_media::h264::{H264Config, H264Encoder};
 use xoq_media::{MediaError, convert, jpeg};
 use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::MoqSession;
-use xoq_wire::camera::{Codec, MAX_CREDIT, VideoFrame, ViewerMsg};
+use xoq_wire::camera::{CLOSE_CAMERA_FAILED, Codec, MAX_CREDIT, VideoFrame, ViewerMsg};
 
 use crate::serial::ServerError;
 
@@ -124,6 +124,7 @@ impl CameraServerBuilder {
             mode: Mutex::new(mode),
             stats: CameraStats::default(),
             stop: AtomicBool::new(false),
+            failed: tokio::sync::watch::channel(None).0,
         });
         let sh = shared.clone();
         let settings = EncodeSettings {
@@ -170,6 +171,8 @@ struct Shared {
     mode: Mutex<Mode>,
     stats: CameraStats,
     stop: AtomicBool,
+    /// Set (with the reason) when the capture thread gives up: viewers are told and let go.
+    failed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -329,7 +332,9 @@ fn capture_loop(mut source: Box<dyn CameraSource>, settings: EncodeSettings, sh:
                 sh.stats.errors.fetch_add(1, Ordering::Relaxed);
                 errors += 1;
                 if errors >= MAX_CAPTURE_ERRORS {
-                    tracing::error!("camera stopped after {errors} capture errors: {e}");
+                    let why = format!("the camera stopped after {errors} capture errors: {e}");
+                    tracing::error!("{why}");
+                    sh.failed.send_replace(Some(why));
                     return;
                 }
                 tracing::warn!("capture failed: {e}");
@@ -474,6 +479,11 @@ impl CameraServer {
         let (mut send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let mut msgs = FramedReader::new(recv);
         let mut rx = self.subscribe(codec);
+        let mut failed = self.inner.shared.failed.subscribe();
+        if let Some(why) = self.failure() {
+            conn.close(CLOSE_CAMERA_FAILED.into(), why.as_bytes());
+            return Err(why);
+        }
         let stats = &self.inner.shared.stats;
         let mut buf = BytesMut::new();
         let mut credit: u64 = 0;
@@ -541,8 +551,19 @@ impl CameraServer {
                     Err(e) => return Err(format!("bad viewer message: {e}")),
                 },
                 _ = conn.closed() => return Ok(()),
+                Ok(()) = failed.changed() => {
+                    // Tell the viewer why instead of leaving it waiting for frames.
+                    let why = self.failure().unwrap_or_default();
+                    conn.close(CLOSE_CAMERA_FAILED.into(), why.as_bytes());
+                    return Err(why);
+                }
             }
         }
+    }
+
+    /// Why the capture stopped, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.failed.borrow().clone()
     }
 
     /// Publish the camera on a relay as a hang broadcast named `name`: a `catalog.json`

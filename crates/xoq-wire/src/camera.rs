@@ -28,6 +28,10 @@ pub const ALPN_H264: &[u8] = b"xoq/camera-h264/1";
 /// ALPN of the JPEG camera stream, version 1.
 pub const ALPN_JPEG: &[u8] = b"xoq/camera-jpeg/1";
 
+/// QUIC application close code a camera server sends its viewers when the capture has
+/// stopped for good (camera unplugged, driver failing); the close reason says why.
+pub const CLOSE_CAMERA_FAILED: u32 = 503;
+
 /// Largest encoded frame accepted: a 4K JPEG at high quality fits with room to spare.
 pub const MAX_FRAME: usize = 16 << 20;
 

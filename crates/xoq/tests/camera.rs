@@ -457,3 +457,56 @@ async fn an_unlisted_viewer_is_refused() {
     cam.close().await;
     let _ = router.shutdown().await;
 }
+
+/// A camera that works for a few frames, then fails every capture (unplugged).
+struct Unplugged {
+    inner: xoq::camera::PatternSource,
+    frames_left: u32,
+}
+
+impl xoq::camera::CameraSource for Unplugged {
+    fn mode(&self) -> xoq::camera::Mode {
+        self.inner.mode()
+    }
+    fn capture(&mut self) -> Result<xoq::camera::RawFrame, xoq::device::DeviceError> {
+        if self.frames_left == 0 {
+            return Err(xoq::device::DeviceError::Io {
+                operation: "capture",
+                device: "test camera".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotConnected),
+            });
+        }
+        self.frames_left -= 1;
+        self.inner.capture()
+    }
+    fn set_mode(
+        &mut self,
+        req: xoq::camera::ModeRequest,
+    ) -> Result<xoq::camera::Mode, xoq::device::DeviceError> {
+        self.inner.set_mode(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_dies_closes_its_viewers_with_the_reason() {
+    let source = Unplugged {
+        inner: xoq::camera::PatternSource::new(320, 240, 60).expect("pattern"),
+        frames_left: 20,
+    };
+    let (server, router, addr) = serve_with(CameraServer::builder(Box::new(source))).await;
+    let mut cam = RemoteCamera::connect(&addr, opts(&[Codec::Jpeg]))
+        .await
+        .expect("connect");
+    let err = loop {
+        match cam.next_frame().await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(err.to_string().contains("capture errors"), "{err}");
+    assert!(server.failure().is_some());
+    // A viewer arriving afterwards is told at once.
+    let late = RemoteCamera::connect(&addr, opts(&[Codec::Jpeg])).await;
+    assert!(late.is_err());
+    let _ = router.shutdown().await;
+}
