@@ -575,8 +575,19 @@ impl CameraServer {
         let (_bc, mut tracks) = session.publish_tracks(name, &["catalog.json", "video"])?;
         let (mut video, mut catalog) = match (tracks.pop(), tracks.pop()) {
             (Some(v), Some(c)) => (v, c),
-            _ => return Err(ServerError::Device(DeviceError::Config("tracks".into()))),
+            _ => {
+                return Err(ServerError::Device(DeviceError::Config(
+                    "the relay session did not create the camera's tracks".into(),
+                )));
+            }
         };
+        // A capture that fails for good ends the broadcast with the reason.
+        let mut failed = self.inner.shared.failed.subscribe();
+        let gone =
+            |why: Option<String>| ServerError::Device(DeviceError::Config(why.unwrap_or_default()));
+        if let Some(why) = self.failure() {
+            return Err(gone(Some(why)));
+        }
         let mut described: Option<(String, u16, u16)>;
         let mut epoch: Option<u64> = None;
         // The player reads the catalog before it subscribes to the video, so describe the
@@ -588,6 +599,7 @@ impl CameraServer {
                 let f = tokio::select! {
                     f = rx.recv() => f,
                     _ = session.closed() => return Ok(()),
+                    Ok(()) = failed.changed() => return Err(gone(self.failure())),
                 };
                 match f {
                     Ok(f) if f.keyframe => {
@@ -609,6 +621,7 @@ impl CameraServer {
             tokio::select! {
                 r = video.used() => r?,
                 _ = session.closed() => return Ok(()),
+                Ok(()) = failed.changed() => return Err(gone(self.failure())),
             }
             let mut rx = self.subscribe(Codec::H264);
             self.request_keyframe();
@@ -618,6 +631,7 @@ impl CameraServer {
                     f = rx.recv() => f,
                     _ = video.unused() => break,
                     _ = session.closed() => return Ok(()),
+                    Ok(()) = failed.changed() => return Err(gone(self.failure())),
                 };
                 let frame = match frame {
                     Ok(f) => f,
@@ -646,9 +660,6 @@ impl CameraServer {
                             described = Some(now);
                         }
                     }
-                }
-                if described.is_none() {
-                    continue;
                 }
                 let start = *epoch.get_or_insert(frame.timestamp_us);
                 let pts = frame.timestamp_us.saturating_sub(start);
