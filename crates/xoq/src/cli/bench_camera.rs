@@ -97,6 +97,35 @@ fn raw_codec(codec: Codec, w: u32, h: u32, fps: u32, frames: u64) -> anyhow::Res
     Ok((enc_ms, dec_ms))
 }
 
+/// The server's (frames encoded, µs spent encoding) so far.
+fn encode_counters(server: &CameraServer) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = server.stats();
+    (st.encoded.load(Relaxed), st.encode_us.load(Relaxed))
+}
+
+/// Mean encode time (ms) since `before` was taken.
+fn mean_encode_ms(server: &CameraServer, before: (u64, u64)) -> f64 {
+    let (n, us) = encode_counters(server);
+    (us - before.1) as f64 / 1e3 / (n - before.0).max(1) as f64
+}
+
+fn print_row(size: (u32, u32), codec: &str, link: &str, r: &Run, raw: (f64, f64)) {
+    println!(
+        "{:<10} {:<5} {:<6} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>10.1} {:>9.1} {:>11.1}",
+        format!("{}x{}", size.0, size.1),
+        codec,
+        link,
+        r.p50_ms,
+        r.p95_ms,
+        r.fps,
+        r.cores,
+        r.server_encode_ms,
+        raw.0,
+        raw.1
+    );
+}
+
 struct Run {
     p50_ms: f64,
     p95_ms: f64,
@@ -119,16 +148,7 @@ async fn watch(
     for _ in 0..10 {
         cam.next_decoded(|_, _| ()).await?;
     }
-    let (enc0, us0) = (
-        server
-            .stats()
-            .encoded
-            .load(std::sync::atomic::Ordering::Relaxed),
-        server
-            .stats()
-            .encode_us
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let before = encode_counters(server);
     let mut lat = Vec::new();
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     while t0.elapsed().as_secs_f64() < seconds {
@@ -143,16 +163,7 @@ async fn watch(
     }
     let wall = t0.elapsed().as_secs_f64();
     let cores = (cpu_seconds() - cpu0) / wall;
-    let enc = server
-        .stats()
-        .encoded
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - enc0;
-    let us = server
-        .stats()
-        .encode_us
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - us0;
+    let server_encode_ms = mean_encode_ms(server, before);
     cam.close().await;
     anyhow::ensure!(!lat.is_empty(), "no frames arrived");
     lat.sort_by(f64::total_cmp);
@@ -162,7 +173,7 @@ async fn watch(
         p95_ms: at(0.95),
         fps: lat.len() as f64 / wall,
         cores,
-        server_encode_ms: us as f64 / 1e3 / enc.max(1) as f64,
+        server_encode_ms,
     })
 }
 
@@ -235,41 +246,12 @@ pub(super) async fn run(
             }
             if let (Some(py), Codec::H264) = (python, codec) {
                 let (cpu0, t0) = (cpu_seconds(), Instant::now());
-                let enc0 = server
-                    .stats()
-                    .encoded
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let us0 = server
-                    .stats()
-                    .encode_us
-                    .load(std::sync::atomic::Ordering::Relaxed);
+                let before = encode_counters(&server);
                 let mut r = python_client(py, &links[0].1, seconds).await?;
                 // The server's share over the same period (the client's is in its figures).
                 r.cores += (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
-                let enc = server
-                    .stats()
-                    .encoded
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    - enc0;
-                let us = server
-                    .stats()
-                    .encode_us
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    - us0;
-                r.server_encode_ms = us as f64 / 1e3 / enc.max(1) as f64;
-                println!(
-                    "{:<10} {:<5} {:<6} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>10.1} {:>9.1} {:>11.1}",
-                    format!("{w}x{h}"),
-                    "H264",
-                    "python",
-                    r.p50_ms,
-                    r.p95_ms,
-                    r.fps,
-                    r.cores,
-                    r.server_encode_ms,
-                    raw_enc,
-                    raw_dec
-                );
+                r.server_encode_ms = mean_encode_ms(&server, before);
+                print_row((w, h), "H264", "python", &r, (raw_enc, raw_dec));
             }
             for (link, addr) in &links {
                 let r = tokio::time::timeout(
@@ -278,19 +260,7 @@ pub(super) async fn run(
                 )
                 .await
                 .map_err(|_| anyhow::anyhow!("{w}x{h} {codec:?} over {link}: timed out"))??;
-                println!(
-                    "{:<10} {:<5} {:<6} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>10.1} {:>9.1} {:>11.1}",
-                    format!("{w}x{h}"),
-                    format!("{codec:?}"),
-                    link,
-                    r.p50_ms,
-                    r.p95_ms,
-                    r.fps,
-                    r.cores,
-                    r.server_encode_ms,
-                    raw_enc,
-                    raw_dec
-                );
+                print_row((w, h), &format!("{codec:?}"), link, &r, (raw_enc, raw_dec));
             }
             if let Some(p) = publish {
                 p.abort();
