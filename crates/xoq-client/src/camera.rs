@@ -403,7 +403,7 @@ impl RemoteCamera {
     pub fn decode<R>(
         &mut self,
         frame: &VideoFrame,
-        f: impl FnOnce(&Picture<'_>) -> R,
+        f: impl FnOnce(Picture<'_>) -> R,
     ) -> Result<Option<R>, ClientError> {
         self.decoder.decode_with(&frame.data, f).map_err(|e| {
             self.decode_errors += 1;
@@ -419,7 +419,7 @@ impl RemoteCamera {
     /// Frames before the first keyframe give no picture and are read past.
     pub async fn next_decoded<R>(
         &mut self,
-        f: impl FnOnce(&VideoFrame, &Picture<'_>) -> R,
+        f: impl FnOnce(&VideoFrame, Picture<'_>) -> R,
     ) -> Result<(VideoFrame, R), ClientError> {
         let mut f = Some(f);
         loop {
@@ -433,7 +433,7 @@ impl RemoteCamera {
 
     /// The next frame, decoded to packed RGB.
     pub async fn next_rgb(&mut self) -> Result<(VideoFrame, RgbImage), ClientError> {
-        let (f, img) = self.next_decoded(|_, p| p.to_rgb()).await?;
+        let (f, img) = self.next_decoded(|_, p| p.into_rgb()).await?;
         Ok((f, img.map_err(|e| ClientError::Device(e.to_string()))?))
     }
 

@@ -31,9 +31,14 @@ fn dims(
     }
 }
 
-/// `out` resized to `n` bytes (contents to be overwritten). An allocation failure is an
-/// error rather than an abort.
-fn sized(out: &mut Vec<u8>, n: Option<usize>, bad: MediaError) -> Result<&mut [u8], MediaError> {
+/// `out` resized to `n` bytes (contents to be overwritten) for a `width × height` source of
+/// `len` bytes. An overflowing size or an allocation failure is an error rather than an abort.
+fn sized(
+    out: &mut Vec<u8>,
+    n: Option<usize>,
+    (len, width, height): (usize, u32, u32),
+) -> Result<&mut [u8], MediaError> {
+    let bad = MediaError::BadPicture { len, width, height };
     let n = n.ok_or_else(|| bad.clone())?;
     if n > out.len() && out.try_reserve(n - out.len()).is_err() {
         return Err(bad);
@@ -74,12 +79,7 @@ pub fn yuyv_to_rgb(
     out: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
     let (w, h) = dims(src.len(), width, height, |px| px.checked_mul(2))?;
-    let bad = MediaError::BadPicture {
-        len: src.len(),
-        width,
-        height,
-    };
-    let rgb = sized(out, (w * h).checked_mul(3), bad)?;
+    let rgb = sized(out, (w * h).checked_mul(3), (src.len(), width, height))?;
     let (pairs, _) = src.as_chunks::<4>();
     let (outs, _) = rgb.as_chunks_mut::<6>();
     for (&[y0, u, y1, v], o) in pairs.iter().zip(outs) {
@@ -100,12 +100,7 @@ pub fn nv12_to_rgb(
     out: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
     let (w, h) = dims(src.len(), width, height, |px| px.checked_add(px / 2))?;
-    let bad = MediaError::BadPicture {
-        len: src.len(),
-        width,
-        height,
-    };
-    let rgb = sized(out, (w * h).checked_mul(3), bad)?;
+    let rgb = sized(out, (w * h).checked_mul(3), (src.len(), width, height))?;
     let (luma, uv) = src.split_at(w * h);
     // Two picture rows share one chroma row (`w` bytes: w/2 U V pairs).
     for ((ys, uvrow), o) in luma
@@ -192,12 +187,7 @@ pub fn yuyv_to_i420(
     out: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
     let (w, h) = dims(src.len(), width, height, |px| px.checked_mul(2))?;
-    let bad = MediaError::BadPicture {
-        len: src.len(),
-        width,
-        height,
-    };
-    let i420 = sized(out, i420_len(w * h), bad)?;
+    let i420 = sized(out, i420_len(w * h), (src.len(), width, height))?;
     let (yp, up, vp) = planes(i420, w, h);
     let cw = w / 2;
     for (((rows, yrows), urow), vrow) in src
@@ -238,12 +228,7 @@ pub fn nv12_to_i420(
     out: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
     let (w, h) = dims(src.len(), width, height, |px| px.checked_add(px / 2))?;
-    let bad = MediaError::BadPicture {
-        len: src.len(),
-        width,
-        height,
-    };
-    let i420 = sized(out, i420_len(w * h), bad)?;
+    let i420 = sized(out, i420_len(w * h), (src.len(), width, height))?;
     let (yp, up, vp) = planes(i420, w, h);
     let (luma, uv) = src.split_at(w * h);
     yp.copy_from_slice(luma);

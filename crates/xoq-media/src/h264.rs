@@ -149,13 +149,7 @@ impl H264Encoder {
             slot => slot.insert(YUVBuffer::new(w, h)),
         };
         yuv.read_rgb8(RgbSliceU8::new(rgb, (w, h)));
-        let yuv = self.yuv.take();
-        let out = match &yuv {
-            Some(b) => self.encode_yuv(b),
-            None => Err(undecodable("no picture buffer")),
-        };
-        self.yuv = yuv;
-        out
+        encode_yuv(&mut self.inner, yuv)
     }
 
     /// Encode planar I420 (`Y`, then `U` and `V` at half resolution) of `width × height`.
@@ -176,21 +170,25 @@ impl H264Encoder {
         }
         let (y, uv) = i420.split_at(w * h);
         let (u, v) = uv.split_at(cw * ch);
-        self.encode_yuv(&YUVSlices::new((y, u, v), (w, h), (w, cw, cw)))
+        encode_yuv(
+            &mut self.inner,
+            &YUVSlices::new((y, u, v), (w, h), (w, cw, cw)),
+        )
     }
+}
 
-    fn encode_yuv(&mut self, yuv: &impl YUVSource) -> Result<EncodedUnit, MediaError> {
-        let stream = self
-            .inner
-            .encode(yuv)
-            .map_err(|e| undecodable(format!("encode: {e}")))?;
-        let keyframe = matches!(stream.frame_type(), FrameType::IDR);
-        let data = stream.to_vec();
-        if data.is_empty() {
-            return Err(undecodable("the encoder produced no data"));
-        }
-        Ok(EncodedUnit { data, keyframe })
+/// One picture through the encoder (a free function: the caller's YUV buffer may be a
+/// field of the same `H264Encoder`).
+fn encode_yuv(enc: &mut Encoder, yuv: &impl YUVSource) -> Result<EncodedUnit, MediaError> {
+    let stream = enc
+        .encode(yuv)
+        .map_err(|e| undecodable(format!("encode: {e}")))?;
+    let keyframe = matches!(stream.frame_type(), FrameType::IDR);
+    let data = stream.to_vec();
+    if data.is_empty() {
+        return Err(undecodable("the encoder produced no data"));
     }
+    Ok(EncodedUnit { data, keyframe })
 }
 
 /// A decoded H.264 picture, borrowed from the decoder until the next call.

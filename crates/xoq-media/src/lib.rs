@@ -122,10 +122,10 @@ impl Picture<'_> {
         }
     }
 
-    /// The picture as an owned packed RGB image.
-    pub fn to_rgb(&self) -> Result<RgbImage, MediaError> {
+    /// The picture as an owned packed RGB image (a JPEG picture is handed over, not copied).
+    pub fn into_rgb(self) -> Result<RgbImage, MediaError> {
         match self {
-            Picture::Rgb(i) => Ok(i.clone()),
+            Picture::Rgb(i) => Ok(i),
             Picture::H264(p) => {
                 let mut data = vec![0; p.width() as usize * p.height() as usize * 3];
                 p.write_packed(ChannelOrder::Rgb, &mut data)?;
@@ -163,18 +163,18 @@ impl VideoDecoder {
         })
     }
 
-    /// Decode one frame's bytes and hand the picture to `f` (a borrow of the decoder's own
-    /// buffers, so `f` can write it straight where it belongs). `Ok(None)`: nothing to show
-    /// (an H.264 decoder waiting for a keyframe, or parameter sets only).
+    /// Decode one frame's bytes and hand the picture to `f` (an H.264 picture borrows the
+    /// decoder's own buffers, so `f` can write it straight where it belongs). `Ok(None)`:
+    /// nothing to show (an H.264 decoder waiting for a keyframe, or parameter sets only).
     pub fn decode_with<R>(
         &mut self,
         data: &[u8],
-        f: impl FnOnce(&Picture<'_>) -> R,
+        f: impl FnOnce(Picture<'_>) -> R,
     ) -> Result<Option<R>, MediaError> {
         let pic = match &mut self.h264 {
             Some(d) => d.decode(data)?.map(Picture::H264),
             None => Some(Picture::Rgb(jpeg::decode(data, self.max_pixels)?)),
         };
-        Ok(pic.map(|p| f(&p)))
+        Ok(pic.map(f))
     }
 }

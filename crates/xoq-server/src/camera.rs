@@ -573,7 +573,7 @@ impl CameraServer {
     /// someone subscribes to the video. Returns when the session ends.
     pub async fn serve_moq(&self, session: &MoqSession, name: &str) -> Result<(), ServerError> {
         let (_bc, mut tracks) = session.publish_tracks(name, &["catalog.json", "video"])?;
-        let (mut video, mut catalog) = match (tracks.pop(), tracks.pop()) {
+        let (mut video, catalog) = match (tracks.pop(), tracks.pop()) {
             (Some(v), Some(c)) => (v, c),
             _ => {
                 return Err(ServerError::Device(DeviceError::Config(
@@ -588,8 +588,11 @@ impl CameraServer {
         if let Some(why) = self.failure() {
             return Err(gone(Some(why)));
         }
-        let mut described: Option<(String, u16, u16)>;
-        let mut epoch: Option<u64> = None;
+        let mut catalog = Catalog {
+            writer: catalog,
+            described: None,
+            epoch: None,
+        };
         // The player reads the catalog before it subscribes to the video, so describe the
         // stream up front: encode until the first keyframe gives the codec string.
         {
@@ -603,12 +606,7 @@ impl CameraServer {
                 };
                 match f {
                     Ok(f) if f.keyframe => {
-                        if let Some(codec) = xoq_media::h264::codec_string(&f.data) {
-                            let fps = self.mode().map_or(30, |m| m.fps);
-                            let start = *epoch.get_or_insert(f.timestamp_us);
-                            let json = catalog_json(&codec, f.width, f.height, fps, start);
-                            catalog.write_grouped(Bytes::from(json), true)?;
-                            described = Some((codec, f.width, f.height));
+                        if catalog.describe(&f, self.mode())? {
                             break;
                         }
                     }
@@ -648,27 +646,49 @@ impl CameraServer {
                 }
                 need_key = false;
                 if frame.keyframe {
-                    // (Re)describe the rendition when it changes: the first keyframe, and
-                    // after a mode change.
-                    if let Some(codec) = xoq_media::h264::codec_string(&frame.data) {
-                        let now = (codec, frame.width, frame.height);
-                        if described.as_ref() != Some(&now) {
-                            let fps = self.mode().map_or(30, |m| m.fps);
-                            let start = *epoch.get_or_insert(frame.timestamp_us);
-                            let json = catalog_json(&now.0, now.1, now.2, fps, start);
-                            catalog.write_grouped(Bytes::from(json), true)?;
-                            described = Some(now);
-                        }
-                    }
+                    // A mode change shows as a keyframe of another size: describe it.
+                    catalog.describe(&frame, self.mode())?;
                 }
-                let start = *epoch.get_or_insert(frame.timestamp_us);
-                let pts = frame.timestamp_us.saturating_sub(start);
+                let pts = catalog.pts(frame.timestamp_us);
                 let mut payload = BytesMut::with_capacity(frame.data.len() + 8);
                 xoq_wire::coding::put_varint(&mut payload, pts);
                 payload.extend_from_slice(&frame.data);
                 video.write_grouped(payload.freeze(), frame.keyframe)?;
             }
         }
+    }
+}
+
+/// The `catalog.json` track of a relay broadcast and what it last said.
+struct Catalog {
+    writer: xoq_transport::moq::TrackWriter,
+    /// (codec string, width, height) of the rendition described.
+    described: Option<(String, u16, u16)>,
+    /// Capture time of presentation time 0: the first keyframe described.
+    epoch: Option<u64>,
+}
+
+impl Catalog {
+    /// Describe the rendition `keyframe` belongs to, if it differs from the one described.
+    /// Returns whether the stream is described (false: no SPS in this unit).
+    fn describe(&mut self, keyframe: &VideoFrame, mode: Option<Mode>) -> Result<bool, ServerError> {
+        let Some(codec) = xoq_media::h264::codec_string(&keyframe.data) else {
+            return Ok(self.described.is_some());
+        };
+        let now = (codec, keyframe.width, keyframe.height);
+        if self.described.as_ref() != Some(&now) {
+            let start = *self.epoch.get_or_insert(keyframe.timestamp_us);
+            let fps = mode.map_or(30, |m| m.fps);
+            let json = catalog_json(&now.0, now.1, now.2, fps, start);
+            self.writer.write_grouped(Bytes::from(json), true)?;
+            self.described = Some(now);
+        }
+        Ok(true)
+    }
+
+    /// A capture time as the broadcast's presentation time (µs since the epoch).
+    fn pts(&self, timestamp_us: u64) -> u64 {
+        timestamp_us.saturating_sub(self.epoch.unwrap_or(timestamp_us))
     }
 }
 

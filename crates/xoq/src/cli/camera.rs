@@ -239,7 +239,7 @@ enum Sink {
 }
 
 pub(super) async fn client(a: CameraClientCmd) -> anyhow::Result<()> {
-    let codecs: &[Codec] = match a.codec.as_deref() {
+    let mut codecs: &[Codec] = match a.codec.as_deref() {
         Some("h264") => &[Codec::H264],
         Some("jpeg") => &[Codec::Jpeg],
         _ => &[Codec::H264, Codec::Jpeg],
@@ -257,6 +257,12 @@ pub(super) async fn client(a: CameraClientCmd) -> anyhow::Result<()> {
                 if !codecs.contains(&want) {
                     anyhow::bail!("--save {} needs the {want:?} codec", p.display());
                 }
+                // A stream file holds one codec: ask for that one only.
+                codecs = if want == Codec::Jpeg {
+                    &[Codec::Jpeg]
+                } else {
+                    &[Codec::H264]
+                };
                 Sink::Stream(std::io::BufWriter::new(
                     std::fs::File::create(p)
                         .with_context(|| format!("creating {}", p.display()))?,
@@ -273,21 +279,6 @@ pub(super) async fn client(a: CameraClientCmd) -> anyhow::Result<()> {
             _ => anyhow::bail!("--save: give a directory, a .h264 or a .mjpeg file"),
         };
     }
-    let codecs: &[Codec] = match (&sink, a.codec.is_none()) {
-        (Sink::Stream(_), true) => {
-            let is_jpeg = a
-                .save
-                .as_ref()
-                .and_then(|p| p.extension())
-                .is_some_and(|e| e.to_string_lossy().starts_with('m'));
-            if is_jpeg {
-                &[Codec::Jpeg]
-            } else {
-                &[Codec::H264]
-            }
-        }
-        _ => codecs,
-    };
     let opts = CameraOptions::new()
         .key(Some(common::client_key(a.key.as_ref())?))
         .offline(a.offline || xoq_transport::offline_from_env())
@@ -336,7 +327,7 @@ pub(super) async fn client(a: CameraClientCmd) -> anyhow::Result<()> {
                             None => dir_decoder
                                 .insert(xoq_media::VideoDecoder::h264(xoq_media::MAX_PIXELS)?),
                         };
-                        match dec.decode_with(&next.data, |p| p.to_rgb()) {
+                        match dec.decode_with(&next.data, |p| p.into_rgb()) {
                             Ok(Some(Ok(img))) => {
                                 xoq_media::jpeg::encode(&img.data, img.width, img.height, 90)?
                             }
