@@ -24,8 +24,12 @@
 //! The client opens one bidirectional stream and sends [`ClientMsg::Hello`]; the server
 //! answers [`ServerMsg::Welcome`] or [`ServerMsg::Refused`]. Then the client sends
 //! [`ClientMsg::Send`] and [`ClientMsg::SetFilters`] at will, and the server sends
-//! [`ServerMsg::Frames`], [`ServerMsg::State`] and [`ServerMsg::Dropped`]. Messages use the
-//! envelope of [`crate::frame`].
+//! [`ServerMsg::Frames`], [`ServerMsg::State`] and [`ServerMsg::Dropped`]; frames the server
+//! refused to transmit are reported by [`ServerMsg::Error`], and [`ClientMsg::Ping`] /
+//! [`ServerMsg::Pong`] measure the clock offset to the server. Messages use the envelope of
+//! [`crate::frame`].
+//!
+//! Over a relay, batches travel in the relay session protocol ([`crate::relay`]).
 
 use std::fmt::Write as _;
 
@@ -40,7 +44,7 @@ use crate::frame::{Frame, MAX_PAYLOAD};
 /// ALPN of the CAN protocol; the trailing number is the major version.
 pub const ALPN: &[u8] = b"xoq/can/1";
 /// Protocol version carried in the handshake (minor revisions within [`ALPN`]).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest standard (11-bit) identifier.
 pub const SFF_MAX: u32 = 0x7FF;
 /// Largest extended (29-bit) identifier.
@@ -658,6 +662,9 @@ pub enum BusState {
     ErrorPassive,
     /// Too many transmit errors: the controller is off the bus (code 3).
     BusOff,
+    /// The interface itself is unavailable (read error, link down); the server reopens it
+    /// and reports [`BusState::ErrorActive`] when it is back (code 4).
+    Down,
     /// A code this version does not know, kept as is. `Unknown(0..=3)` encodes as the named
     /// state with that code.
     Unknown(u8),
@@ -671,6 +678,7 @@ impl BusState {
             BusState::ErrorWarning => 1,
             BusState::ErrorPassive => 2,
             BusState::BusOff => 3,
+            BusState::Down => 4,
             BusState::Unknown(c) => c,
         }
     }
@@ -682,6 +690,7 @@ impl BusState {
             1 => BusState::ErrorWarning,
             2 => BusState::ErrorPassive,
             3 => BusState::BusOff,
+            4 => BusState::Down,
             c => BusState::Unknown(c),
         }
     }
@@ -697,6 +706,8 @@ pub mod refuse_code {
     pub const INTERFACE_UNAVAILABLE: u16 = 4;
     /// The request cannot be served (e.g. CAN FD on a classic interface, unknown interface).
     pub const UNSUPPORTED: u16 = 5;
+    /// The server does not accept writes through this path (relay writes off).
+    pub const WRITES_OFF: u16 = 6;
 }
 
 /// Messages from client to server.
@@ -721,6 +732,13 @@ pub enum ClientMsg {
     Send(Vec<TimedFrame>),
     /// Replace the receive filters (at most [`MAX_FILTERS`]; none means everything).
     SetFilters(Vec<Filter>),
+    /// Clock probe, answered by [`ServerMsg::Pong`].
+    Ping {
+        /// Echoed.
+        id: u32,
+        /// The client's clock when sent (µs since the Unix epoch).
+        client_us: u64,
+    },
 }
 
 /// Messages from server to client.
@@ -734,6 +752,9 @@ pub enum ServerMsg {
         interface: String,
         /// CAN FD is enabled for this session (the client asked and the interface can).
         fd: bool,
+        /// The server's clock (µs since the Unix epoch) when it sent the welcome: a first
+        /// clock offset estimate before any ping.
+        server_us: u64,
     },
     /// Handshake refused; the server closes the stream after this.
     Refused {
@@ -749,6 +770,25 @@ pub enum ServerMsg {
     /// This many frames for this client were dropped (since the previous notice) because its
     /// bounded queue on the server was full.
     Dropped(u64),
+    /// Answer to [`ClientMsg::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u32,
+        /// The ping's client time, echoed.
+        client_us: u64,
+        /// The server's clock when it answered.
+        server_us: u64,
+    },
+    /// Frames this client sent were not transmitted (the session goes on): `count` frames
+    /// since the previous notice, for the reason `code` (see [`refuse_code`]) and `message`.
+    Error {
+        /// Stable reason code.
+        code: u16,
+        /// Frames concerned.
+        count: u32,
+        /// What happened and what to do.
+        message: String,
+    },
 }
 
 mod kind {
@@ -759,6 +799,9 @@ mod kind {
     pub(super) const SET_FILTERS: u8 = 0x20;
     pub(super) const STATE: u8 = 0x30;
     pub(super) const DROPPED: u8 = 0x31;
+    pub(super) const ERROR: u8 = 0x32;
+    pub(super) const PING: u8 = 0x40;
+    pub(super) const PONG: u8 = 0x41;
 }
 
 impl ClientMsg {
@@ -774,6 +817,7 @@ impl ClientMsg {
             } => 2 + string_len(interface) + 2 + filters_len(filters),
             ClientMsg::Send(frames) => batch_len(frames),
             ClientMsg::SetFilters(filters) => filters_len(filters),
+            ClientMsg::Ping { .. } => 12,
         }
     }
 
@@ -804,6 +848,11 @@ impl ClientMsg {
                 Frame::put_header(buf, kind::SET_FILTERS, len);
                 put_filters(buf, filters);
             }
+            ClientMsg::Ping { id, client_us } => {
+                Frame::put_header(buf, kind::PING, len);
+                buf.put_u32(*id);
+                buf.put_u64(*client_us);
+            }
         }
     }
 
@@ -823,6 +872,12 @@ impl ClientMsg {
             })(),
             kind::FRAMES => get_batch(p).map(ClientMsg::Send),
             kind::SET_FILTERS => get_filters(p).map(ClientMsg::SetFilters),
+            kind::PING => (|| {
+                Ok(ClientMsg::Ping {
+                    id: get_u32(p)?,
+                    client_us: get_u64(p)?,
+                })
+            })(),
             k => return Err(DecodeError::UnknownKind(k)),
         };
         finish_exact(p.remaining(), v)
@@ -837,11 +892,13 @@ impl ServerMsg {
 
     fn payload_len(&self) -> usize {
         match self {
-            ServerMsg::Welcome { interface, .. } => 2 + string_len(interface) + 1,
+            ServerMsg::Welcome { interface, .. } => 2 + string_len(interface) + 1 + 8,
             ServerMsg::Refused { message, .. } => 2 + string_len(message),
             ServerMsg::Frames(frames) => batch_len(frames),
             ServerMsg::State(_) => 1,
             ServerMsg::Dropped(_) => 8,
+            ServerMsg::Pong { .. } => 20,
+            ServerMsg::Error { message, .. } => 2 + 4 + string_len(message),
         }
     }
 
@@ -853,11 +910,13 @@ impl ServerMsg {
                 version,
                 interface,
                 fd,
+                server_us,
             } => {
                 Frame::put_header(buf, kind::WELCOME, len);
                 buf.put_u16(*version);
                 put_string(buf, interface);
                 buf.put_u8(u8::from(*fd));
+                buf.put_u64(*server_us);
             }
             ServerMsg::Refused { code, message } => {
                 Frame::put_header(buf, kind::REFUSED, len);
@@ -876,6 +935,26 @@ impl ServerMsg {
                 Frame::put_header(buf, kind::DROPPED, len);
                 buf.put_u64(*n);
             }
+            ServerMsg::Pong {
+                id,
+                client_us,
+                server_us,
+            } => {
+                Frame::put_header(buf, kind::PONG, len);
+                buf.put_u32(*id);
+                buf.put_u64(*client_us);
+                buf.put_u64(*server_us);
+            }
+            ServerMsg::Error {
+                code,
+                count,
+                message,
+            } => {
+                Frame::put_header(buf, kind::ERROR, len);
+                buf.put_u16(*code);
+                buf.put_u32(*count);
+                put_string(buf, message);
+            }
         }
     }
 
@@ -885,10 +964,36 @@ impl ServerMsg {
         let p = &mut payload;
         let v = match kind {
             kind::WELCOME => (|| {
+                let version = get_u16(p)?;
+                if version != VERSION {
+                    // Another version's layout: the client reports the version mismatch.
+                    p.advance(p.remaining());
+                    return Ok(ServerMsg::Welcome {
+                        version,
+                        interface: String::new(),
+                        fd: false,
+                        server_us: 0,
+                    });
+                }
                 Ok(ServerMsg::Welcome {
-                    version: get_u16(p)?,
+                    version,
                     interface: get_string(p, "interface")?,
                     fd: get_bool(p, "fd")?,
+                    server_us: get_u64(p)?,
+                })
+            })(),
+            kind::PONG => (|| {
+                Ok(ServerMsg::Pong {
+                    id: get_u32(p)?,
+                    client_us: get_u64(p)?,
+                    server_us: get_u64(p)?,
+                })
+            })(),
+            kind::ERROR => (|| {
+                Ok(ServerMsg::Error {
+                    code: get_u16(p)?,
+                    count: get_u32(p)?,
+                    message: get_string(p, "message")?,
                 })
             })(),
             kind::REFUSED => (|| {
@@ -1193,7 +1298,7 @@ mod tests {
     #[test]
     fn snapshot_hello() {
         let m = ClientMsg::Hello {
-            version: 1,
+            version: 2,
             interface: "can0".into(),
             receive_own: true,
             fd: false,
@@ -1208,7 +1313,7 @@ mod tests {
         assert_eq!(b.len(), m.encoded_len());
         assert_eq!(
             hex(&b),
-            "01 13 0001 0463616e30 01 00 01 00000123 000007ff 00".replace(' ', "")
+            "01 13 0002 0463616e30 01 00 01 00000123 000007ff 00".replace(' ', "")
         );
     }
 
@@ -1625,16 +1730,33 @@ mod tests {
                 }),
             batch().prop_map(ClientMsg::Send),
             filters().prop_map(ClientMsg::SetFilters),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(id, client_us)| ClientMsg::Ping { id, client_us }),
         ]
     }
 
     fn server_msg() -> impl Strategy<Value = ServerMsg> {
         prop_oneof![
-            (any::<u16>(), ".{0,40}", any::<bool>()).prop_map(|(version, interface, fd)| {
+            (".{0,40}", any::<bool>(), any::<u64>()).prop_map(|(interface, fd, server_us)| {
                 ServerMsg::Welcome {
-                    version,
+                    version: VERSION,
                     interface,
                     fd,
+                    server_us,
+                }
+            }),
+            (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(id, client_us, server_us)| {
+                ServerMsg::Pong {
+                    id,
+                    client_us,
+                    server_us,
+                }
+            }),
+            (any::<u16>(), any::<u32>(), ".{0,80}").prop_map(|(code, count, message)| {
+                ServerMsg::Error {
+                    code,
+                    count,
+                    message,
                 }
             }),
             (any::<u16>(), ".{0,80}")

@@ -13,6 +13,7 @@ pub mod can;
 pub mod coding;
 pub mod feetech;
 pub mod frame;
+pub mod relay;
 pub mod serial;
 
 pub use coding::DecodeError;

@@ -2,13 +2,20 @@
 //!
 //! The client opens the stream and sends [`ClientMsg::Hello`]; the server answers
 //! [`ServerMsg::Welcome`] (the client now controls the port) or [`ServerMsg::Refused`].
-//! Afterwards both sides send [`ClientMsg::Data`]/[`ServerMsg::Data`] freely. Control
-//! operations travel on the same stream as data, so a baud change is applied exactly between
-//! the bytes written before and after it, as on a local port. Each [`Request`] gets one
-//! [`ServerMsg::Reply`] with the same id.
+//! Afterwards both sides send [`ClientMsg::Data`]/[`ServerMsg::Data`] freely.
 //!
-//! Over MoQ the serial bridge carries raw bytes only (tracks `{path}/c2s` and `{path}/s2c`);
-//! this module is the P2P protocol.
+//! Flow control is explicit so that control operations never wait behind data: the client
+//! keeps at most [`Welcome::window`] bytes of data that the device has not accepted yet in
+//! flight, and the server reports what the device accepted with [`ServerMsg::Ack`]. The
+//! server can therefore always read the stream to its end (its queue for this session holds
+//! a whole window), so a [`Request`] is seen at once even when the device stopped taking
+//! bytes (XOFF, CTS low). Each [`Request`] gets one [`ServerMsg::Reply`] with the same id.
+//!
+//! Clocks: [`ClientMsg::Ping`] / [`ServerMsg::Pong`] let the client estimate its offset to the
+//! server's clock.
+//!
+//! Over a relay the serial bridge carries bytes in the relay session protocol
+//! ([`crate::relay`]); this module is the P2P protocol.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -20,8 +27,9 @@ use crate::frame::{Frame, MAX_PAYLOAD};
 
 /// ALPN of the serial protocol; the trailing number is the major version.
 pub const ALPN: &[u8] = b"xoq/serial/1";
-/// Protocol version carried in the handshake (minor revisions within [`ALPN`]).
-pub const VERSION: u16 = 1;
+/// Protocol version carried in the handshake (minor revisions within [`ALPN`]). Version 2
+/// added the handle, the write window with acks, and clock pings.
+pub const VERSION: u16 = 2;
 /// Largest data chunk a sender puts in one message.
 pub const MAX_DATA_CHUNK: usize = 64 * 1024;
 
@@ -177,6 +185,11 @@ pub struct Hello {
     pub settings: Option<LineSettings>,
     /// Free-form client description for the server's logs ("pyserial", "serial-pty", ...).
     pub client: String,
+    /// Identifies one open handle across its reconnections (random, chosen by the client).
+    /// The same endpoint id with the same handle is a reconnection and silently replaces the
+    /// stale session; the same endpoint id with another handle is a new open of the port,
+    /// which replaces the old handle (as a second `open()` of a local port does).
+    pub handle: u64,
 }
 
 /// Server's acceptance: the client now controls the port.
@@ -188,6 +201,12 @@ pub struct Welcome {
     pub settings: LineSettings,
     /// Name of the served port (device path or `sim:...`).
     pub port: String,
+    /// Bytes of data the client may have in flight that the device has not accepted yet
+    /// (see [`ServerMsg::Ack`]).
+    pub window: u32,
+    /// The server's clock (µs since the Unix epoch) when it sent the welcome: a first clock
+    /// offset estimate before any ping.
+    pub server_us: u64,
 }
 
 /// Why a server refused a session. The numeric value is the stable wire code.
@@ -291,7 +310,8 @@ pub enum Event {
     DeviceRestored,
     /// This many bytes from the device were dropped because the client read too slowly.
     Dropped(u64),
-    /// Another client took the port over (server runs with `--takeover`); the stream ends.
+    /// Another client took the port over (server runs with `--takeover`), or this client's
+    /// identity opened it again from another handle; the stream ends.
     TakenOver(String),
 }
 
@@ -304,6 +324,13 @@ pub enum ClientMsg {
     Data(Bytes),
     /// Control operation.
     Request(Request),
+    /// Clock probe, answered by [`ServerMsg::Pong`].
+    Ping {
+        /// Echoed.
+        id: u32,
+        /// The client's clock when sent (µs since the Unix epoch).
+        client_us: u64,
+    },
 }
 
 /// Messages from server to client.
@@ -324,6 +351,18 @@ pub enum ServerMsg {
     Reply(Reply),
     /// Notice.
     Event(Event),
+    /// Total bytes of this session's data the device has accepted (or a clear discarded):
+    /// the client may send up to `acked + window`.
+    Ack(u64),
+    /// Answer to [`ClientMsg::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u32,
+        /// The ping's client time, echoed.
+        client_us: u64,
+        /// The server's clock when it answered.
+        server_us: u64,
+    },
 }
 
 mod kind {
@@ -331,9 +370,12 @@ mod kind {
     pub(super) const WELCOME: u8 = 0x02;
     pub(super) const REFUSED: u8 = 0x03;
     pub(super) const DATA: u8 = 0x10;
+    pub(super) const ACK: u8 = 0x11;
     pub(super) const REQUEST: u8 = 0x20;
     pub(super) const REPLY: u8 = 0x21;
     pub(super) const EVENT: u8 = 0x30;
+    pub(super) const PING: u8 = 0x40;
+    pub(super) const PONG: u8 = 0x41;
 }
 
 impl ClientMsg {
@@ -345,10 +387,14 @@ impl ClientMsg {
     fn payload_len(&self) -> usize {
         match self {
             ClientMsg::Hello(h) => {
-                2 + 1 + h.settings.map_or(0, |_| LineSettings::ENCODED_LEN) + string_len(&h.client)
+                2 + 1
+                    + h.settings.map_or(0, |_| LineSettings::ENCODED_LEN)
+                    + string_len(&h.client)
+                    + 8
             }
             ClientMsg::Data(d) => d.len(),
             ClientMsg::Request(r) => 4 + command_len(&r.command),
+            ClientMsg::Ping { .. } => 12,
         }
     }
 
@@ -367,6 +413,7 @@ impl ClientMsg {
                     None => buf.put_u8(0),
                 }
                 put_string(buf, &h.client);
+                buf.put_u64(h.handle);
             }
             ClientMsg::Data(d) => {
                 Frame::put_header(buf, kind::DATA, d.len());
@@ -376,6 +423,11 @@ impl ClientMsg {
                 Frame::put_header(buf, kind::REQUEST, self.payload_len());
                 buf.put_u32(r.id);
                 encode_command(&r.command, buf);
+            }
+            ClientMsg::Ping { id, client_us } => {
+                Frame::put_header(buf, kind::PING, self.payload_len());
+                buf.put_u32(*id);
+                buf.put_u64(*client_us);
             }
         }
     }
@@ -391,19 +443,40 @@ impl ClientMsg {
         let p = &mut payload;
         match kind {
             kind::HELLO => {
+                let version = finish_exact(0, get_u16(p))?;
+                if version != VERSION {
+                    // Another version's layout: report the version only, so the server can
+                    // refuse with a clear message instead of a parse error.
+                    return Ok(ClientMsg::Hello(Hello {
+                        version,
+                        settings: None,
+                        client: String::new(),
+                        handle: 0,
+                    }));
+                }
                 let v = (|| {
-                    let version = get_u16(p)?;
                     let settings = if get_bool(p, "has_settings")? {
                         Some(LineSettings::decode(p)?)
                     } else {
                         None
                     };
                     let client = get_string(p, "client")?;
+                    let handle = get_u64(p)?;
                     Ok(ClientMsg::Hello(Hello {
                         version,
                         settings,
                         client,
+                        handle,
                     }))
+                })();
+                finish_exact(p.len(), v)
+            }
+            kind::PING => {
+                let v = (|| {
+                    Ok(ClientMsg::Ping {
+                        id: get_u32(p)?,
+                        client_us: get_u64(p)?,
+                    })
                 })();
                 finish_exact(p.len(), v)
             }
@@ -496,7 +569,7 @@ impl ServerMsg {
 
     fn payload_len(&self) -> usize {
         match self {
-            ServerMsg::Welcome(w) => 2 + LineSettings::ENCODED_LEN + string_len(&w.port),
+            ServerMsg::Welcome(w) => 2 + LineSettings::ENCODED_LEN + string_len(&w.port) + 4 + 8,
             ServerMsg::Refused { message, .. } => 2 + string_len(message),
             ServerMsg::Data(d) => d.len(),
             ServerMsg::Reply(r) => 4 + 1 + r.error.as_deref().map_or(0, string_len),
@@ -507,6 +580,8 @@ impl ServerMsg {
                     Event::Dropped(_) => 8,
                 }
             }
+            ServerMsg::Ack(_) => 8,
+            ServerMsg::Pong { .. } => 20,
         }
     }
 
@@ -520,6 +595,8 @@ impl ServerMsg {
                 buf.put_u16(w.version);
                 w.settings.encode(buf);
                 put_string(buf, &w.port);
+                buf.put_u32(w.window);
+                buf.put_u64(w.server_us);
             }
             ServerMsg::Refused { code, message } => {
                 Frame::put_header(buf, kind::REFUSED, len);
@@ -559,6 +636,20 @@ impl ServerMsg {
                     }
                 }
             }
+            ServerMsg::Ack(n) => {
+                Frame::put_header(buf, kind::ACK, len);
+                buf.put_u64(*n);
+            }
+            ServerMsg::Pong {
+                id,
+                client_us,
+                server_us,
+            } => {
+                Frame::put_header(buf, kind::PONG, len);
+                buf.put_u32(*id);
+                buf.put_u64(*client_us);
+                buf.put_u64(*server_us);
+            }
         }
     }
 
@@ -574,11 +665,33 @@ impl ServerMsg {
         let v = match kind {
             kind::DATA => return Ok(ServerMsg::Data(payload)),
             kind::WELCOME => (|| {
+                let version = get_u16(p)?;
+                if version != VERSION {
+                    // Another version's layout: the client reports the version mismatch.
+                    p.advance(p.len());
+                    return Ok(ServerMsg::Welcome(Welcome {
+                        version,
+                        settings: LineSettings::new(115_200),
+                        port: String::new(),
+                        window: 0,
+                        server_us: 0,
+                    }));
+                }
                 Ok(ServerMsg::Welcome(Welcome {
-                    version: get_u16(p)?,
+                    version,
                     settings: LineSettings::decode(p)?,
                     port: get_string(p, "port")?,
+                    window: get_u32(p)?,
+                    server_us: get_u64(p)?,
                 }))
+            })(),
+            kind::ACK => get_u64(p).map(ServerMsg::Ack),
+            kind::PONG => (|| {
+                Ok(ServerMsg::Pong {
+                    id: get_u32(p)?,
+                    client_us: get_u64(p)?,
+                    server_us: get_u64(p)?,
+                })
             })(),
             kind::REFUSED => (|| {
                 Ok(ServerMsg::Refused {
@@ -632,14 +745,23 @@ mod tests {
     #[test]
     fn hello_snapshot() {
         let m = ClientMsg::Hello(Hello {
-            version: 1,
+            version: 2,
             settings: Some(LineSettings::new(1_000_000)),
             client: "py".into(),
+            handle: 0x0102,
         });
         assert_eq!(
             hex(&enc_c(&m)),
-            "010e000101000f4240080001000270 79".replace(' ', "")
+            "0116000201000f4240080001000270790000000000000102"
         );
+        // A version-1 hello decodes to its version only, so the server can say "upgrade".
+        let mut v1 =
+            BytesMut::from(&b"\x01\x0e\x00\x01\x01\x00\x0f\x42\x40\x08\x00\x01\x00\x02py"[..]);
+        assert!(matches!(
+            ClientMsg::decode(&mut v1),
+            Ok(ClientMsg::Hello(Hello { version: 1, .. }))
+        ));
+        assert!(v1.is_empty());
     }
 
     #[test]
@@ -726,13 +848,16 @@ mod tests {
 
     fn client_msg() -> impl Strategy<Value = ClientMsg> {
         prop_oneof![
-            (any::<u16>(), proptest::option::of(settings()), ".{0,40}").prop_map(
-                |(version, settings, client)| ClientMsg::Hello(Hello {
-                    version,
+            (proptest::option::of(settings()), ".{0,40}", any::<u64>()).prop_map(
+                |(settings, client, handle)| ClientMsg::Hello(Hello {
+                    version: VERSION,
                     settings,
-                    client
+                    client,
+                    handle,
                 })
             ),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(id, client_us)| ClientMsg::Ping { id, client_us }),
             proptest::collection::vec(any::<u8>(), 0..3000)
                 .prop_map(|v| ClientMsg::Data(Bytes::from(v))),
             (any::<u32>(), command())
@@ -742,12 +867,24 @@ mod tests {
 
     fn server_msg() -> impl Strategy<Value = ServerMsg> {
         prop_oneof![
-            (any::<u16>(), settings(), ".{0,40}").prop_map(|(version, settings, port)| {
-                ServerMsg::Welcome(Welcome {
-                    version,
-                    settings,
-                    port,
-                })
+            (settings(), ".{0,40}", any::<u32>(), any::<u64>()).prop_map(
+                |(settings, port, window, server_us)| {
+                    ServerMsg::Welcome(Welcome {
+                        version: VERSION,
+                        settings,
+                        port,
+                        window,
+                        server_us,
+                    })
+                }
+            ),
+            any::<u64>().prop_map(ServerMsg::Ack),
+            (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(id, client_us, server_us)| {
+                ServerMsg::Pong {
+                    id,
+                    client_us,
+                    server_us,
+                }
             }),
             (1u16..10, ".{0,80}").prop_map(|(c, message)| ServerMsg::Refused {
                 code: RefuseCode::from_code(c),
@@ -797,7 +934,7 @@ mod tests {
 
         /// Valid framing with random payloads exercises the field decoders, not only the envelope.
         #[test]
-        fn payload_decoders_total(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(0x10), Just(0x20), Just(0x21), Just(0x30), any::<u8>()],
+        fn payload_decoders_total(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(0x10), Just(0x11), Just(0x20), Just(0x21), Just(0x30), Just(0x40), Just(0x41), any::<u8>()],
                                   payload in proptest::collection::vec(any::<u8>(), 0..64)) {
             let f = Frame { kind, payload: Bytes::from(payload) };
             let mut b = BytesMut::new();
