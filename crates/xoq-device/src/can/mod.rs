@@ -36,6 +36,15 @@ pub enum BusEvent {
     Frame(TimedFrame),
     /// The controller changed state (error-passive, bus-off, ...).
     State(BusState),
+    /// The interface stopped working (unplugged, `ip link set down`, a bus-off that needs a
+    /// restart, a read error), with the reason for logs and clients. Until [`BusEvent::Up`]
+    /// nothing is received and [`CanTx::send`] fails at once with [`DeviceError::Down`]; the
+    /// backend keeps reopening the interface with back-off meanwhile. Only SocketCAN emits it.
+    Down(String),
+    /// The interface works again after [`BusEvent::Down`], on a fresh socket, and `send`
+    /// transmits again. The controller is presumed error-active (later changes arrive as
+    /// [`BusEvent::State`]); frames sent while it was down were lost, none are replayed.
+    Up,
 }
 
 /// A boxed future, so the transmit trait stays object-safe.
@@ -43,7 +52,22 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Transmit side of an open bus.
 pub trait CanTx: Send {
-    /// Transmit one frame; waits while the controller's queue is full.
+    /// Transmit one frame.
+    ///
+    /// The contract motor safety relies on:
+    /// - `Ok(())`: the frame was handed to the controller.
+    /// - It never spins and never waits indefinitely. When the controller cannot take the
+    ///   frame (SocketCAN: `ENOBUFS` because no node acknowledges, or a full socket buffer) it
+    ///   waits one back-off step and returns [`DeviceError::Busy`] with the frame **not** sent.
+    ///   The caller then decides what goes next — re-check the frame's age, put safety frames
+    ///   first — and calls `send` again. Back-off steps grow (SocketCAN: 1 ms doubling to
+    ///   64 ms, back to 1 ms after a success), so a plain retry loop paces itself.
+    /// - [`DeviceError::Down`]: the interface is down (see [`BusEvent::Down`]); returned at
+    ///   once, frame not sent, until the backend emits [`BusEvent::Up`].
+    /// - Other errors concern this frame only (e.g. [`DeviceError::Unsupported`] for an FD
+    ///   frame on a classic bus); the next `send` may succeed.
+    /// - Cancel-safe: a future dropped before completing has sent nothing, so a caller may
+    ///   abandon a send to put safety frames first.
     fn send<'a>(&'a mut self, frame: &'a CanFrame) -> BoxFuture<'a, Result<(), DeviceError>>;
 }
 

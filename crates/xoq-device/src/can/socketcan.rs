@@ -2,20 +2,39 @@
 //!
 //! The kernel frame layouts (`struct can_frame`, 16 bytes; `struct canfd_frame`, 72 bytes)
 //! are converted by the pure functions [`to_kernel`] and [`from_kernel`], unit-tested
-//! everywhere; the socket itself needs a CAN interface (real hardware or the `vcan` module).
-//! Receive timestamps come from the kernel (`SIOCGSTAMP`) when it has one.
+//! everywhere. Receive timestamps come from the kernel (`SIOCGSTAMP`) when it has one.
+//!
+//! Failure handling, the part motors depend on:
+//! - `ENOBUFS` (nobody acknowledges: motors unpowered, bus unterminated) and a socket buffer
+//!   that stays full make `send` wait one back-off step and return [`DeviceError::Busy`],
+//!   so the caller re-checks what to send next; it never spins.
+//! - A failed read (interface down, bus-off restart, adapter unplugged) emits
+//!   [`BusEvent::Down`], closes the socket, reopens it with back-off (100 ms doubling to 2 s)
+//!   and emits [`BusEvent::Up`]; the transmitter follows onto the new socket and fails fast
+//!   with [`DeviceError::Down`] in between. The receive task ends when its receiver is dropped.
+//!
+//! Sockets come from a [`CanSocketOpener`], so the real read/write code is tested without a
+//! CAN interface: [`fake::FakeKernel`] hands out one end of an `AF_UNIX`/`SOCK_SEQPACKET`
+//! pair (datagrams like CAN_RAW) and a [`FaultPlan`] injects syscall errors. Tests that need
+//! a kernel CAN interface are `#[ignore = "needs vcan"]`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use xoq_wire::can::{BusState, CanFrame, TimedFrame};
 
 use super::{BoxFuture, BusEvent, CanBackend, CanTx, OpenCan, RX_CAPACITY, now_us};
 use crate::DeviceError;
+
+pub mod fake;
+#[cfg(test)]
+mod fault_tests;
 
 const CAN_EFF_FLAG: u32 = 0x8000_0000;
 const CAN_RTR_FLAG: u32 = 0x4000_0000;
@@ -155,12 +174,171 @@ pub fn state_of_error_frame(f: &CanFrame) -> Option<BusState> {
     None
 }
 
+/// First transmit back-off step after `ENOBUFS`.
+const BACKOFF_MIN: Duration = Duration::from_millis(1);
+/// Largest transmit back-off step.
+const BACKOFF_MAX: Duration = Duration::from_millis(64);
+/// Longest a send waits for room in the socket buffer before returning `Busy`.
+const WRITABLE_WAIT: Duration = BACKOFF_MAX;
+/// First wait before reopening an interface that went down.
+const REOPEN_MIN: Duration = Duration::from_millis(100);
+/// Largest wait between reopen attempts.
+const REOPEN_MAX: Duration = Duration::from_secs(2);
+
+/// Opens the socket of a SocketCAN interface. A seam, so tests (here and above the device
+/// layer) can stand in for the kernel without a CAN interface; see [`fake::FakeKernel`].
+pub trait CanSocketOpener: Send + Sync + 'static {
+    /// A socket for `iface` that reads and writes whole kernel frames as datagrams (16-byte
+    /// `struct can_frame`, 72-byte `struct canfd_frame` if `fd_frames`). The backend makes it
+    /// non-blocking. Called once by `open` and again for every reopen after a failure.
+    fn open(&self, iface: &str, fd_frames: bool) -> io::Result<OwnedFd>;
+}
+
+/// The real opener: a CAN_RAW socket bound to the interface, receiving error frames.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelSocketOpener;
+
+impl CanSocketOpener for KernelSocketOpener {
+    fn open(&self, iface: &str, fd_frames: bool) -> io::Result<OwnedFd> {
+        open_socket(iface, fd_frames)
+    }
+}
+
+/// One kind of syscall that a [`FaultPlan`] can fail.
+#[derive(Debug, Default)]
+struct Fault {
+    remaining: AtomicU32,
+    errno: AtomicI32,
+    attempts: AtomicU64,
+}
+
+impl Fault {
+    fn set(&self, n: u32, errno: i32) {
+        self.errno.store(errno, Ordering::SeqCst);
+        self.remaining.store(n, Ordering::SeqCst);
+    }
+
+    /// Count an attempt; the injected error if one is pending.
+    fn check(&self) -> io::Result<()> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        match self
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Err(io::Error::from_raw_os_error(
+                self.errno.load(Ordering::SeqCst),
+            )),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Errors to inject into a [`SocketCanBackend`]'s syscalls, and counts of those syscalls, so
+/// tests reproduce `ENOBUFS`, a lost interface and failing reopens without a CAN interface
+/// and can tell waiting from spinning. Consulted before every read, write and open.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    writes: Fault,
+    reads: Fault,
+    opens: Fault,
+}
+
+impl FaultPlan {
+    /// An empty plan, shared between the test and the backend.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// The next `n` writes fail with `errno` (e.g. `libc::ENOBUFS`) without reaching the
+    /// socket; `n = 0` cancels what is left.
+    pub fn fail_writes(&self, n: u32, errno: i32) {
+        self.writes.set(n, errno);
+    }
+
+    /// The next `n` reads fail with `errno` (e.g. `libc::ENETDOWN`). A read happens only
+    /// when a datagram is pending, so deliver one to trigger it.
+    pub fn fail_reads(&self, n: u32, errno: i32) {
+        self.reads.set(n, errno);
+    }
+
+    /// The next `n` opens (the first `open` or a reopen) fail with `errno` before reaching
+    /// the opener; `n = 0` cancels what is left.
+    pub fn fail_opens(&self, n: u32, errno: i32) {
+        self.opens.set(n, errno);
+    }
+
+    /// Write attempts so far, injected failures included.
+    pub fn write_attempts(&self) -> u64 {
+        self.writes.attempts.load(Ordering::SeqCst)
+    }
+
+    /// Read attempts so far, injected failures included.
+    pub fn read_attempts(&self) -> u64 {
+        self.reads.attempts.load(Ordering::SeqCst)
+    }
+
+    /// Open attempts so far, injected failures included.
+    pub fn open_attempts(&self) -> u64 {
+        self.opens.attempts.load(Ordering::SeqCst)
+    }
+}
+
+/// Counters of a [`SocketCanBackend`], shared by everything it opens: how often the bus
+/// pushed back or went away, for logs, stats and tests.
+#[derive(Debug, Default)]
+pub struct SocketCanStats {
+    busy: AtomicU64,
+    downs: AtomicU64,
+    reopens: AtomicU64,
+    failed_reopens: AtomicU64,
+    rx_dropped: AtomicU64,
+}
+
+impl SocketCanStats {
+    /// `Busy` errors returned by `send`, each after one back-off step.
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Times the interface went down.
+    pub fn downs(&self) -> u64 {
+        self.downs.load(Ordering::Relaxed)
+    }
+
+    /// Successful reopens after going down.
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Relaxed)
+    }
+
+    /// Reopen attempts that failed (each followed by a longer wait).
+    pub fn failed_reopens(&self) -> u64 {
+        self.failed_reopens.load(Ordering::Relaxed)
+    }
+
+    /// Received frames dropped because the receive channel was full.
+    pub fn rx_dropped(&self) -> u64 {
+        self.rx_dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// A SocketCAN interface.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SocketCanBackend {
     iface: String,
     label: String,
     fd: bool,
+    opener: Arc<dyn CanSocketOpener>,
+    faults: Option<Arc<FaultPlan>>,
+    stats: Arc<SocketCanStats>,
+}
+
+impl std::fmt::Debug for SocketCanBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketCanBackend")
+            .field("label", &self.label)
+            .field("faults", &self.faults.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SocketCanBackend {
@@ -174,7 +352,27 @@ impl SocketCanBackend {
                 iface.to_string()
             },
             fd,
+            opener: Arc::new(KernelSocketOpener),
+            faults: None,
+            stats: Arc::default(),
         }
+    }
+
+    /// Open sockets through `opener` instead of the kernel (tests: [`fake::FakeKernel`]).
+    pub fn with_opener(mut self, opener: Arc<dyn CanSocketOpener>) -> Self {
+        self.opener = opener;
+        self
+    }
+
+    /// Inject the faults of `plan` and count syscalls in it (tests only).
+    pub fn with_faults(mut self, plan: Arc<FaultPlan>) -> Self {
+        self.faults = Some(plan);
+        self
+    }
+
+    /// The counters of this interface.
+    pub fn stats(&self) -> Arc<SocketCanStats> {
+        self.stats.clone()
     }
 }
 
@@ -199,6 +397,15 @@ fn open_socket(iface: &str, fd_frames: bool) -> io::Result<OwnedFd> {
             return Err(io::Error::last_os_error());
         }
         let sock = OwnedFd::from_raw_fd(s);
+        if interface_is_down(s, &name) {
+            // Binding would succeed and the first read fail: report it where it is clear.
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkDown,
+                format!(
+                    "{iface} is down (ip link set {iface} up type can bitrate 1000000, or your bitrate)"
+                ),
+            ));
+        }
         if fd_frames {
             let on: libc::c_int = 1;
             if libc::setsockopt(
@@ -232,6 +439,25 @@ fn open_socket(iface: &str, fd_frames: bool) -> io::Result<OwnedFd> {
     }
 }
 
+/// Whether the interface exists and is administratively down (`SIOCGIFFLAGS`); `false`
+/// when that cannot be told.
+fn interface_is_down(sock: i32, name: &std::ffi::CStr) -> bool {
+    // SAFETY: an all-zero ifreq is valid; the name (at most IFNAMSIZ - 1 bytes, NUL kept)
+    // is copied in, and SIOCGIFFLAGS writes only `ifru_flags`.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        let bytes = name.to_bytes();
+        if bytes.len() >= req.ifr_name.len() {
+            return false;
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0
+            && (req.ifr_ifru.ifru_flags as libc::c_int) & libc::IFF_UP == 0
+    }
+}
+
 fn kernel_timestamp_us(fd: i32) -> Option<u64> {
     let mut tv = libc::timeval {
         tv_sec: 0,
@@ -242,82 +468,259 @@ fn kernel_timestamp_us(fd: i32) -> Option<u64> {
     (r == 0).then(|| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64)
 }
 
+/// Errors after which a socket is of no further use: the interface went away or down.
+fn is_down_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENETDOWN
+                | libc::ENODEV
+                | libc::ENXIO
+                | libc::EPIPE
+                | libc::ECONNRESET
+                | libc::ENOTCONN
+                | libc::EBADF
+        )
+    )
+}
+
+type Sock = Arc<AsyncFd<OwnedFd>>;
+
+/// The socket reader and transmitter share: replaced by the reader on reopen.
+#[derive(Clone)]
+enum Link {
+    Up(Sock),
+    Down(String),
+}
+
+/// Open through the opener (after the fault plan) and register with the reactor.
+fn open_link(
+    opener: &dyn CanSocketOpener,
+    faults: Option<&FaultPlan>,
+    iface: &str,
+    fd_frames: bool,
+) -> io::Result<Sock> {
+    if let Some(f) = faults {
+        f.opens.check()?;
+    }
+    let sock = opener.open(iface, fd_frames)?;
+    // A blocking socket would stall a runtime thread: make sure, whoever opened it.
+    let raw = sock.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: the OwnedFd owns the socket, which stays open for the AsyncFd's lifetime.
+    let afd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
+    Ok(Arc::new(afd))
+}
+
 impl CanBackend for SocketCanBackend {
     fn name(&self) -> &str {
         &self.label
     }
 
     fn open(&self) -> Result<OpenCan, DeviceError> {
-        let sock = open_socket(&self.iface, self.fd).map_err(|source| DeviceError::Open {
+        // The first open fails fast (a mistyped or unconfigured interface is the user's to
+        // fix); only an interface that worked is reopened in the background.
+        let sock = open_link(
+            self.opener.as_ref(),
+            self.faults.as_deref(),
+            &self.iface,
+            self.fd,
+        )
+        .map_err(|source| DeviceError::Open {
             device: self.label.clone(),
             source,
         })?;
-        // SAFETY: the OwnedFd owns the socket, which stays open for the AsyncFd's lifetime.
-        let afd = Arc::new(
-            unsafe { AsyncFd::register(sock) }.map_err(|e| DeviceError::Open {
-                device: self.label.clone(),
-                source: e.into_parts().1,
-            })?,
-        );
-        let (tx, rx) = mpsc::channel(RX_CAPACITY);
-        let reader = afd.clone();
-        let label = self.label.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; CANFD_MTU];
-            loop {
-                let Ok(mut guard) = reader.readable().await else {
-                    return;
-                };
-                let fd = reader.get_ref().as_raw_fd();
-                // SAFETY: reading into a stack buffer of CANFD_MTU bytes from our socket.
-                let n = match guard.try_io(|_| {
-                    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-                    if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(r as usize)
-                    }
-                }) {
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) => {
-                        tracing::warn!(iface = %label, "CAN read failed: {e}");
-                        return;
-                    }
-                    Err(_) => continue,
-                };
-                let ts = kernel_timestamp_us(fd).unwrap_or_else(now_us);
-                match from_kernel(&buf[..n]) {
-                    Ok(frame) => {
-                        if let Some(state) = state_of_error_frame(&frame) {
-                            let _ = tx.try_send(BusEvent::State(state));
-                        }
-                        // A full channel means the server is not keeping up: drop (the
-                        // server's queues count what they drop).
-                        let _ = tx.try_send(BusEvent::Frame(TimedFrame {
-                            frame,
-                            timestamp_us: ts,
-                        }));
-                    }
-                    Err(e) => tracing::debug!(iface = %label, "ignored kernel frame: {e}"),
-                }
-            }
-        });
+        let (events, rx) = mpsc::channel(RX_CAPACITY);
+        let (link_tx, link_rx) = watch::channel(Link::Up(sock.clone()));
+        let reader = Reader {
+            backend: self.clone(),
+            events,
+            link: link_tx,
+        };
+        tokio::spawn(reader.run(sock));
         Ok(OpenCan {
             rx,
             tx: Box::new(SocketTx {
-                sock: afd,
+                link: link_rx,
                 label: self.label.clone(),
                 fd: self.fd,
+                faults: self.faults.clone(),
+                stats: self.stats.clone(),
+                backoff: BACKOFF_MIN,
             }),
             fd: self.fd,
         })
     }
 }
 
+/// The receive task: reads frames, and when the socket fails, reports `Down`, reopens with
+/// back-off, hands the new socket to the transmitter and reports `Up`.
+struct Reader {
+    backend: SocketCanBackend,
+    events: mpsc::Sender<BusEvent>,
+    link: watch::Sender<Link>,
+}
+
+impl Reader {
+    /// Runs until the event receiver is dropped.
+    async fn run(self, mut sock: Sock) {
+        let label = self.backend.label.clone();
+        loop {
+            let reason = tokio::select! {
+                r = self.read_until_error(&sock) => match r {
+                    Some(reason) => reason,
+                    None => return,
+                },
+                () = self.events.closed() => return,
+            };
+            // Transmitter first, so a send after the event already fails fast.
+            self.link.send_replace(Link::Down(reason.clone()));
+            drop(sock);
+            self.backend.stats.downs.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(iface = %label, "CAN interface down: {reason}; reopening");
+            // Down/Up are never dropped: they wait for room (the consumer drains steadily).
+            if self.events.send(BusEvent::Down(reason)).await.is_err() {
+                return;
+            }
+            let Some(s) = self.reopen().await else {
+                return;
+            };
+            sock = s;
+            self.link.send_replace(Link::Up(sock.clone()));
+            self.backend.stats.reopens.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(iface = %label, "CAN interface back up");
+            if self.events.send(BusEvent::Up).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Read and forward until the socket fails (returns why) or the receiver is gone (None).
+    async fn read_until_error(&self, sock: &AsyncFd<OwnedFd>) -> Option<String> {
+        let label = &self.backend.label;
+        let faults = self.backend.faults.as_deref();
+        let mut buf = [0u8; CANFD_MTU];
+        loop {
+            let mut guard = match sock.readable().await {
+                Ok(g) => g,
+                Err(e) => return Some(format!("waiting to read: {e}")),
+            };
+            let fd = sock.get_ref().as_raw_fd();
+            let n = match guard.try_io(|_| {
+                if let Some(f) = faults {
+                    f.reads.check()?;
+                }
+                // SAFETY: reading into a stack buffer of CANFD_MTU bytes from our socket.
+                let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r as usize)
+                }
+            }) {
+                // CAN_RAW never reads 0 bytes; a closed stand-in socket does.
+                Ok(Ok(0)) => return Some("the socket was closed".to_string()),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Some(format!("read failed: {e}")),
+                Err(_would_block) => continue,
+            };
+            let ts = kernel_timestamp_us(fd).unwrap_or_else(now_us);
+            let frame = match from_kernel(&buf[..n]) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(iface = %label, "ignored kernel frame: {e}");
+                    continue;
+                }
+            };
+            if let Some(state) = state_of_error_frame(&frame) {
+                // Rare and important: wait for room rather than lose it.
+                if self.events.send(BusEvent::State(state)).await.is_err() {
+                    return None;
+                }
+            }
+            let ev = BusEvent::Frame(TimedFrame {
+                frame,
+                timestamp_us: ts,
+            });
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                // The consumer is not keeping up and a bus cannot be paused: drop, counted.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.backend
+                        .stats
+                        .rx_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return None,
+            }
+        }
+    }
+
+    /// Reopen with back-off until it works (Some) or the receiver is gone (None).
+    async fn reopen(&self) -> Option<Sock> {
+        let b = &self.backend;
+        let mut wait = REOPEN_MIN;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.events.closed() => return None,
+            }
+            match open_link(b.opener.as_ref(), b.faults.as_deref(), &b.iface, b.fd) {
+                Ok(sock) => return Some(sock),
+                Err(e) => {
+                    let n = b.stats.failed_reopens.fetch_add(1, Ordering::Relaxed);
+                    if n == 0 || wait < REOPEN_MAX {
+                        tracing::warn!(iface = %b.label, "cannot reopen yet: {e}; retrying in {:?}", (wait * 2).min(REOPEN_MAX));
+                    } else {
+                        tracing::debug!(iface = %b.label, "cannot reopen yet: {e}");
+                    }
+                    wait = (wait * 2).min(REOPEN_MAX);
+                }
+            }
+        }
+    }
+}
+
 struct SocketTx {
-    sock: Arc<AsyncFd<OwnedFd>>,
+    link: watch::Receiver<Link>,
     label: String,
     fd: bool,
+    faults: Option<Arc<FaultPlan>>,
+    stats: Arc<SocketCanStats>,
+    /// The next `ENOBUFS` back-off step.
+    backoff: Duration,
+}
+
+/// Resolves when the reader replaces the socket; never if the reader has ended (the
+/// transmitter then keeps the last socket).
+async fn link_changed(link: &mut watch::Receiver<Link>) {
+    if link.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl SocketTx {
+    fn busy(&self, waited: Duration) -> DeviceError {
+        self.stats.busy.fetch_add(1, Ordering::Relaxed);
+        DeviceError::Busy {
+            device: self.label.clone(),
+            waited,
+        }
+    }
+
+    fn down(&self, reason: String) -> DeviceError {
+        DeviceError::Down {
+            device: self.label.clone(),
+            reason,
+        }
+    }
 }
 
 impl CanTx for SocketTx {
@@ -331,31 +734,65 @@ impl CanTx for SocketTx {
                 });
             }
             let (buf, len) = to_kernel(frame);
+            let link = self.link.borrow_and_update().clone();
+            let sock = match link {
+                Link::Up(s) => s,
+                Link::Down(reason) => return Err(self.down(reason)),
+            };
+            let started = tokio::time::Instant::now();
             loop {
-                let mut guard = self
-                    .sock
-                    .writable()
-                    .await
-                    .map_err(|source| DeviceError::Io {
-                        operation: "CAN send",
-                        device: self.label.clone(),
-                        source,
-                    })?;
-                let fd = self.sock.get_ref().as_raw_fd();
-                // SAFETY: writing `len` bytes of a valid buffer to our socket.
-                match guard.try_io(|_| {
-                    let r = unsafe { libc::write(fd, buf.as_ptr().cast(), len) };
+                let ready = tokio::select! {
+                    r = tokio::time::timeout_at(started + WRITABLE_WAIT, sock.writable()) => r,
+                    () = link_changed(&mut self.link) => {
+                        return Err(self.down("the interface went down while this frame waited".into()));
+                    }
+                };
+                let Ok(ready) = ready else {
+                    // No room for a whole step: the bus is not draining.
+                    return Err(self.busy(WRITABLE_WAIT));
+                };
+                let mut guard = ready.map_err(|source| DeviceError::Io {
+                    operation: "CAN send",
+                    device: self.label.clone(),
+                    source,
+                })?;
+                let fd = sock.get_ref().as_raw_fd();
+                let faults = self.faults.as_deref();
+                let written = guard.try_io(|_| {
+                    if let Some(f) = faults {
+                        f.writes.check()?;
+                    }
+                    // SAFETY: sending `len` bytes of a valid buffer on our socket; no SIGPIPE
+                    // if a stand-in socket's peer is gone.
+                    let r = unsafe { libc::send(fd, buf.as_ptr().cast(), len, libc::MSG_NOSIGNAL) };
                     if r < 0 {
                         Err(io::Error::last_os_error())
                     } else {
                         Ok(())
                     }
-                }) {
-                    Ok(Ok(())) => return Ok(()),
-                    // ENOBUFS: the interface queue is full; wait and retry like EAGAIN.
-                    Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        tokio::task::yield_now().await;
+                });
+                drop(guard);
+                match written {
+                    Ok(Ok(())) => {
+                        self.backoff = BACKOFF_MIN;
+                        return Ok(());
                     }
+                    // ENOBUFS: the controller's queue is full, typically because no node
+                    // acknowledges. Wait one step, then let the caller choose what goes next.
+                    Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        let wait = self.backoff;
+                        self.backoff = (wait * 2).min(BACKOFF_MAX);
+                        tracing::debug!(iface = %self.label, ?wait, "CAN transmit queue full");
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = link_changed(&mut self.link) => {
+                                return Err(self.down("the interface went down while this frame waited".into()));
+                            }
+                        }
+                        return Err(self.busy(wait));
+                    }
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(Err(e)) if is_down_error(&e) => return Err(self.down(e.to_string())),
                     Ok(Err(source)) => {
                         return Err(DeviceError::Io {
                             operation: "CAN send",
@@ -363,7 +800,7 @@ impl CanTx for SocketTx {
                             source,
                         });
                     }
-                    Err(_) => continue,
+                    Err(_would_block) => continue,
                 }
             }
         })
