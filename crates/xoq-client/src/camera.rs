@@ -34,7 +34,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct CameraOptions {
-    key: Option<SecretKey>,
+    identity: crate::link::Identity,
     offline: bool,
     max_pixels: usize,
     codecs: Vec<Codec>,
@@ -47,11 +47,11 @@ impl Default for CameraOptions {
 }
 
 impl CameraOptions {
-    /// Defaults: a fresh identity, offline from `XOQ_OFFLINE`, pictures up to 8K, H.264
+    /// Defaults: the user's identity, offline from `XOQ_OFFLINE`, pictures up to 8K, H.264
     /// preferred over JPEG.
     pub fn new() -> Self {
         Self {
-            key: None,
+            identity: crate::link::Identity::User,
             offline: xoq_transport::offline_from_env(),
             max_pixels: xoq_media::MAX_PIXELS,
             codecs: vec![Codec::H264, Codec::Jpeg],
@@ -67,8 +67,14 @@ impl CameraOptions {
     }
 
     /// Client identity (for servers with an allowlist).
-    pub fn key(mut self, key: Option<SecretKey>) -> Self {
-        self.key = key;
+    pub fn key(mut self, key: SecretKey) -> Self {
+        self.identity = crate::link::Identity::Key(key);
+        self
+    }
+
+    /// Choose the identity (default: the user's, as `xoq id` prints it).
+    pub fn identity(mut self, identity: crate::link::Identity) -> Self {
+        self.identity = identity;
         self
     }
 
@@ -188,7 +194,7 @@ impl RemoteCamera {
         if alpns.is_empty() {
             return Err(ClientError::Unsupported("no codec to ask for".into()));
         }
-        let endpoint = p2p::client_endpoint(opts.key.clone(), addr, opts.offline).await?;
+        let endpoint = p2p::client_endpoint(opts.identity.secret()?, addr, opts.offline).await?;
         let conn = p2p::connect_any(&endpoint, addr, &alpns, opts.offline).await?;
         let peer = addr.to_string();
         let Some(codec) = Codec::from_alpn(conn.alpn()) else {
@@ -209,14 +215,22 @@ impl RemoteCamera {
         };
         let (control, recv) = match opened.await {
             Ok(s) => s,
-            Err(_) => return Err(handshake_failed(&conn, endpoint, &peer).await),
+            Err(_) => {
+                let e = handshake_failed(&conn, &peer).await;
+                endpoint.close().await;
+                return Err(e);
+            }
         };
         // Wait for the first frame: a server that refuses this client (allowlist) closes the
         // connection right after the handshake, and that must surface here, not later.
         let mut reader = FramedReader::new(recv);
         let first = match reader.next(VideoFrame::decode_from).await {
             Ok(Some(f)) => f,
-            _ => return Err(handshake_failed(&conn, endpoint, &peer).await),
+            _ => {
+                let e = handshake_failed(&conn, &peer).await;
+                endpoint.close().await;
+                return Err(e);
+            }
         };
         let decoder = match codec {
             Codec::H264 => VideoDecoder::h264(opts.max_pixels)
@@ -243,7 +257,7 @@ impl RemoteCamera {
     }
 
     async fn connect_relay(
-        relay: &url::Url,
+        relay: &xoq_transport::RelayUrl,
         name: &str,
         opts: &CameraOptions,
     ) -> Result<Self, ClientError> {
@@ -253,7 +267,7 @@ impl RemoteCamera {
             ));
         }
         let peer = format!("{relay}{name}");
-        let session = MoqSession::connect(relay, false).await?;
+        let session = MoqSession::connect(relay, xoq_transport::moq::Redial::Never).await?;
         let mut catalog_reader = session.read_track(name, "catalog.json").until_gone();
         let first = catalog_reader.next().await.map_err(|e| {
             ClientError::Connect(format!("{peer}: no camera broadcast there ({e})"))

@@ -9,31 +9,48 @@
 //! let reply = bus.recv().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A bus survives link blips: the client reconnects in the background (same identity,
+//! filters re-applied) and receiving resumes. While the link is down, [`RemoteCanBus::send`]
+//! fails at once with [`ClientError::LinkDown`]: commands are never queued for later (a late
+//! motor command is worse than none). Timestamps are on the robot's clock; the client's
+//! estimate of it ([`RemoteCanBus::clock`]) converts them, and stamps outgoing commands so
+//! the server judges their age on its own clock.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use iroh::SecretKey;
+use iroh::{Endpoint, SecretKey};
 use tokio::sync::watch;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{MoqSession, TrackWriter};
+use xoq_transport::moq::{MoqSession, Redial};
 use xoq_transport::p2p;
 use xoq_wire::can::{
     ALPN, BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, ServerMsg, TimedFrame, VERSION,
     decode_track_frame, encode_track_frame, filters_accept,
 };
+use xoq_wire::relay::Ctl;
 use xoq_wire::serial::RefuseCode;
 
 use crate::ClientError;
-use crate::conn::{ConnGuard, handshake_failed};
+use crate::clock::{Clock, local_now_us};
+use crate::conn::handshake_failed;
+use crate::link::{Identity, Link, LinkState, Reconnect, backoff};
+use crate::relay::{Handlers, RelayPeer};
 use crate::rx::Inbox;
 
 /// Frames buffered on the client before the oldest are dropped.
 pub const INBOX_FRAMES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `close()` waits for the frames it sent to reach the bus.
+const CLOSE_DRAIN: Duration = Duration::from_millis(1500);
+/// Clock probes on a live session.
+const PING_EVERY: Duration = Duration::from_secs(1);
 /// Own frames remembered for echo suppression over a relay (drop-oldest beyond this).
 const OWN_ECHO_MAX: usize = 1024;
 /// An own frame not seen back within this time was lost (e.g. writes refused): forget it.
@@ -87,8 +104,9 @@ pub struct CanOptions {
     interface: String,
     receive_own: bool,
     filters: Vec<Filter>,
-    key: Option<SecretKey>,
+    identity: Identity,
     offline: bool,
+    reconnect: Reconnect,
 }
 
 impl Default for CanOptions {
@@ -98,14 +116,16 @@ impl Default for CanOptions {
 }
 
 impl CanOptions {
-    /// Defaults: whatever interface the endpoint serves, no own frames, no filters.
+    /// Defaults: whatever interface the endpoint serves, no own frames, no filters, the
+    /// user's identity, reconnecting for up to 60 s after a drop.
     pub fn new() -> Self {
         Self {
             interface: String::new(),
             receive_own: false,
             filters: Vec::new(),
-            key: None,
+            identity: Identity::User,
             offline: xoq_transport::offline_from_env(),
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -127,10 +147,21 @@ impl CanOptions {
         self
     }
 
-    /// Client identity (for servers with an allowlist).
-    pub fn key(mut self, key: Option<SecretKey>) -> Self {
-        self.key = key;
+    /// Use this key as the client identity (for servers with an allowlist).
+    pub fn key(mut self, key: SecretKey) -> Self {
+        self.identity = Identity::Key(key);
         self
+    }
+
+    /// Choose the identity (default: the user's, as `xoq id` prints it).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// A throw-away identity for this bus only.
+    pub fn ephemeral(self) -> Self {
+        self.identity(Identity::Ephemeral)
     }
 
     /// Offline mode (no discovery).
@@ -138,204 +169,193 @@ impl CanOptions {
         self.offline = offline;
         self
     }
+
+    /// How the bus comes back after the link drops (default: for up to 60 s).
+    pub fn reconnect(mut self, r: Reconnect) -> Self {
+        self.reconnect = r;
+        self
+    }
+}
+
+/// Counters of a bus client.
+#[derive(Debug, Default)]
+pub struct CanClientStats {
+    /// Frames handed to the link.
+    pub sent: AtomicU64,
+    /// Frames not sent because the link was down (the call failed).
+    pub not_sent: AtomicU64,
+    /// Frames the server reported it did not transmit (e.g. FD on a classic bus).
+    pub refused_by_server: AtomicU64,
 }
 
 // One per open bus and never moved on the data path.
 #[allow(clippy::large_enum_variant)]
-enum Link {
+enum Live {
     P2p {
         send: tokio::sync::Mutex<iroh::endpoint::SendStream>,
-        guard: ConnGuard,
+        conn: iroh::endpoint::Connection,
     },
-    Moq {
-        cmd: tokio::sync::Mutex<TrackWriter>,
+    Relay {
+        peer: RelayPeer,
         /// `None` when the client asked to receive its own frames.
         own: Option<Arc<OwnEcho>>,
-        /// Applied by this client: a relay cannot filter per subscriber.
-        filters: Arc<Mutex<Vec<Filter>>>,
-        broadcast: xoq_transport::moq::broadcast::Producer,
-        session: MoqSession,
     },
+}
+
+struct Inner {
+    addr: Address,
+    peer: String,
+    opts: CanOptions,
+    inbox: Arc<Inbox<TimedFrame>>,
+    state: watch::Sender<BusState>,
+    interface: Mutex<String>,
+    fd: AtomicBool,
+    /// The filters in force (re-applied on reconnect; applied here over a relay).
+    filters: Arc<Mutex<Vec<Filter>>>,
+    link: Link,
+    clock: Clock,
+    live: Mutex<Option<Arc<Live>>>,
+    endpoint: Mutex<Option<Endpoint>>,
+    closing: AtomicBool,
+    /// A refusal the server reported, handed to the next `send`.
+    refusal: Mutex<Option<String>>,
+    stats: CanClientStats,
+}
+
+impl Inner {
+    fn live(&self) -> Option<Arc<Live>> {
+        self.live.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn set_live(&self, l: Option<Arc<Live>>) {
+        if let Ok(mut cur) = self.live.lock() {
+            *cur = l;
+        }
+    }
+
+    fn filters(&self) -> Vec<Filter> {
+        self.filters.lock().map(|f| f.clone()).unwrap_or_default()
+    }
 }
 
 /// An open remote CAN bus (async).
 pub struct RemoteCanBus {
-    link: Link,
-    inbox: Arc<Inbox<TimedFrame>>,
-    state: watch::Receiver<BusState>,
-    interface: String,
-    fd: bool,
-    reader: tokio::task::JoinHandle<()>,
+    inner: Arc<Inner>,
+    supervisor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RemoteCanBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteCanBus")
-            .field("interface", &self.interface)
+            .field("peer", &self.inner.peer)
             .finish()
     }
 }
+
+impl Drop for RemoteCanBus {
+    fn drop(&mut self) {
+        if let Some(s) = self.supervisor.take() {
+            s.abort();
+        }
+        if let Some(live) = self.inner.live()
+            && let Live::P2p { conn, .. } = &*live
+        {
+            // Dropped without close(): the server frees the session (and runs its safety
+            // actions) at once instead of after the idle timeout.
+            conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
+        }
+        self.inner.set_live(None);
+        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take())
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            h.spawn(async move { ep.close().await });
+        }
+    }
+}
+
+enum End {
+    Lost(String),
+    Final(String),
+}
+
+type Run = tokio::task::JoinHandle<End>;
 
 impl RemoteCanBus {
     /// Connect to a remote bus by address (`<id>@ip:port`, `<id>`, or `<relay-url>/<path>`).
     pub async fn connect(address: &str, opts: CanOptions) -> Result<Self, ClientError> {
         let addr: Address = address.parse().map_err(ClientError::from)?;
-        let fut = async {
-            match &addr {
-                Address::P2p { .. } => Self::connect_p2p(&addr, opts).await,
-                Address::Moq { relay, name } => Self::connect_moq(relay, name, opts).await,
-            }
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, fut)
-            .await
-            .map_err(|_| {
-                ClientError::Connect(format!(
-                    "no answer from {addr} within {}s: is the server running and the address right?",
-                    CONNECT_TIMEOUT.as_secs()
-                ))
-            })?
-    }
-
-    async fn connect_p2p(addr: &Address, opts: CanOptions) -> Result<Self, ClientError> {
-        let endpoint = p2p::client_endpoint(opts.key.clone(), addr, opts.offline).await?;
-        let conn = p2p::connect(&endpoint, addr, ALPN, opts.offline).await?;
         let peer = addr.to_string();
-        let handshake = async {
-            let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            let mut out = BytesMut::new();
-            ClientMsg::Hello {
-                version: VERSION,
-                interface: opts.interface.clone(),
-                receive_own: opts.receive_own,
-                fd: true,
-                filters: opts.filters.clone(),
-            }
-            .encode(&mut out);
-            send.write_all(&out).await.map_err(|e| e.to_string())?;
-            let mut reader = FramedReader::new(recv);
-            let first = reader
-                .next(ServerMsg::decode)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, reader, first))
-        };
-        let (send, reader, interface, fd) = match handshake.await {
-            Ok((send, reader, Some(ServerMsg::Welcome { interface, fd, .. }))) => {
-                (send, reader, interface, fd)
-            }
-            Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
-                conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
-                endpoint.close().await;
-                return Err(ClientError::Refused {
-                    code: RefuseCode::from_code(code),
-                    message,
-                });
-            }
-            Ok((_, _, other)) => {
+        let inner = Arc::new(Inner {
+            peer: peer.clone(),
+            inbox: Arc::new(Inbox::new(INBOX_FRAMES)),
+            state: watch::channel(BusState::ErrorActive).0,
+            interface: Mutex::new(String::new()),
+            fd: AtomicBool::new(true),
+            filters: Arc::new(Mutex::new(opts.filters.clone())),
+            link: Link::connecting(),
+            clock: Clock::new(),
+            live: Mutex::new(None),
+            endpoint: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            refusal: Mutex::new(None),
+            stats: CanClientStats::default(),
+            opts,
+            addr,
+        });
+        let run = match tokio::time::timeout(CONNECT_TIMEOUT, open_session(&inner, true)).await {
+            Ok(r) => r?,
+            Err(_) => {
                 return Err(ClientError::Connect(format!(
-                    "{peer}: unexpected first message {other:?}"
+                    "no answer from {peer} within {}s: is the server running and the address right?",
+                    CONNECT_TIMEOUT.as_secs()
                 )));
             }
-            Err(_) => return Err(handshake_failed(&conn, endpoint, &peer).await),
         };
-        let inbox = Arc::new(Inbox::new(INBOX_FRAMES));
-        let (state_tx, state) = watch::channel(BusState::ErrorActive);
-        let reader = tokio::spawn(p2p_reader(
-            reader,
-            inbox.clone(),
-            state_tx,
-            conn.clone(),
-            peer,
-        ));
+        inner.link.up();
+        let supervisor = tokio::spawn(supervise(inner.clone(), run));
         Ok(Self {
-            link: Link::P2p {
-                send: tokio::sync::Mutex::new(send),
-                guard: ConnGuard {
-                    conn: Some(conn),
-                    endpoint: Some(endpoint),
-                },
-            },
-            inbox,
-            state,
-            interface,
-            fd,
-            reader,
-        })
-    }
-
-    async fn connect_moq(
-        relay: &url::Url,
-        name: &str,
-        opts: CanOptions,
-    ) -> Result<Self, ClientError> {
-        let session = MoqSession::connect(relay, false).await?;
-        let pair = crate::relay::open_pair(&session, name, "cmd", "state", || {
-            format!(
-                "no CAN server publishes {name} on {relay}: start one with `xoq can-server ... --relay {relay}`"
-            )
-        })
-        .await?;
-        let (broadcast, cmd, mut state_track) = (pair.broadcast, pair.writer, pair.reader);
-        let inbox = Arc::new(Inbox::new(INBOX_FRAMES));
-        let (_state_tx, state) = watch::channel(BusState::ErrorActive);
-        let own = (!opts.receive_own).then(|| Arc::new(OwnEcho::default()));
-        let filters = Arc::new(Mutex::new(opts.filters));
-        let ib = inbox.clone();
-        let (own_rx, filters_rx) = (own.clone(), filters.clone());
-        let reader = tokio::spawn(async move {
-            loop {
-                match state_track.next().await {
-                    Ok(payload) => match decode_track_frame(&payload) {
-                        Ok(frames) => {
-                            let active = filters_rx.lock().map(|f| f.clone()).unwrap_or_default();
-                            ib.extend(frames.into_iter().filter(|t| {
-                                !own_rx.as_ref().is_some_and(|o| o.is_echo(&t.frame))
-                                    && filters_accept(&active, &t.frame)
-                            }))
-                        }
-                        Err(e) => tracing::warn!("undecodable state batch: {e}"),
-                    },
-                    Err(e) => {
-                        ib.close(e.to_string());
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            link: Link::Moq {
-                cmd: tokio::sync::Mutex::new(cmd),
-                own,
-                filters,
-                broadcast,
-                session,
-            },
-            inbox,
-            state,
-            interface: name.to_string(),
-            fd: true,
-            reader,
+            inner,
+            supervisor: Some(supervisor),
         })
     }
 
     /// The served interface's name.
-    pub fn interface(&self) -> &str {
-        &self.interface
+    pub fn interface(&self) -> String {
+        self.inner
+            .interface
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the bus carries CAN FD frames.
     pub fn is_fd(&self) -> bool {
-        self.fd
+        self.inner.fd.load(Ordering::Relaxed)
     }
 
     /// The controller state last reported by the server.
     pub fn state(&self) -> BusState {
-        *self.state.borrow()
+        *self.inner.state.borrow()
     }
 
     /// The receive inbox (for blocking readers).
     pub fn inbox(&self) -> &Arc<Inbox<TimedFrame>> {
-        &self.inbox
+        &self.inner.inbox
+    }
+
+    /// The link's state and counters.
+    pub fn link(&self) -> &Link {
+        &self.inner.link
+    }
+
+    /// The estimate of the server's (robot's) clock: frame timestamps are on it.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CanClientStats {
+        &self.inner.stats
     }
 
     /// Send one frame.
@@ -343,17 +363,48 @@ impl RemoteCanBus {
         self.send_batch(std::slice::from_ref(frame)).await
     }
 
-    /// Send frames in one message (they reach the bus in order).
+    /// Send frames in one message (they reach the bus in order). Fails at once while the
+    /// link is down: nothing is queued for later.
     pub async fn send_batch(&self, frames: &[CanFrame]) -> Result<(), ClientError> {
-        if let Some(r) = self.inbox.closed() {
-            return Err(ClientError::Closed(r));
+        if let Some(r) = self.inner.refusal.lock().ok().and_then(|mut r| r.take()) {
+            return Err(ClientError::Device(r));
         }
+        let fd_bus = self.is_fd();
+        let mut checked = Vec::with_capacity(frames.len());
         for f in frames {
             f.validate()
                 .map_err(|e| ClientError::Device(format!("invalid frame: {e}")))?;
+            let mut f = f.clone();
+            if f.fd && !fd_bus {
+                // A classic bus: a small FD frame goes as classic, a real one cannot go.
+                if f.data.len() <= 8 && !f.brs {
+                    f.fd = false;
+                    f.esi = false;
+                } else {
+                    return Err(ClientError::Unsupported(format!(
+                        "CAN FD frame ({} bytes{}) on {}, a classic CAN interface: only FD frames of at most 8 bytes without bit-rate switch can be sent there (as classic frames); serve the interface with :fd on an FD-capable controller",
+                        f.data.len(),
+                        if f.brs { ", bit-rate switch" } else { "" },
+                        self.interface()
+                    )));
+                }
+            }
+            checked.push(f);
         }
-        let ts = xoq_device_free_now_us();
-        let timed: Vec<TimedFrame> = frames
+        let live = match (self.inner.link.unavailable(), self.inner.live()) {
+            (None, Some(l)) => l,
+            (Some(e), _) => {
+                self.inner
+                    .stats
+                    .not_sent
+                    .fetch_add(checked.len() as u64, Ordering::Relaxed);
+                return Err(e);
+            }
+            (None, None) => return Err(ClientError::LinkDown("reconnecting".into())),
+        };
+        // Stamped on the robot's clock: the server judges the age on its own clock.
+        let ts = self.inner.clock.robot_now_us();
+        let timed: Vec<TimedFrame> = checked
             .iter()
             .map(|f| TimedFrame {
                 frame: f.clone(),
@@ -361,36 +412,36 @@ impl RemoteCanBus {
             })
             .collect();
         let mut out = BytesMut::new();
-        match &self.link {
-            Link::P2p { send, .. } => {
+        match &*live {
+            Live::P2p { send, .. } => {
                 for chunk in timed.chunks(MAX_BATCH) {
                     ClientMsg::Send(chunk.to_vec()).encode(&mut out);
                 }
-                send.lock()
-                    .await
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| ClientError::Closed(e.to_string()))
+                send.lock().await.write_all(&out).await.map_err(|e| {
+                    ClientError::LinkDown(format!("the link dropped while sending: {e}"))
+                })?;
             }
-            Link::Moq { cmd, own, .. } => {
-                let mut w = cmd.lock().await;
+            Live::Relay { peer, own } => {
                 if let Some(own) = own {
-                    own.sent(frames);
+                    own.sent(&checked);
                 }
                 for chunk in timed.chunks(MAX_BATCH) {
                     out.clear();
                     encode_track_frame(chunk, &mut out);
-                    w.write(out.split().freeze())
-                        .map_err(|e| ClientError::Closed(e.to_string()))?;
+                    peer.write_data(&out)?;
                 }
-                Ok(())
             }
         }
+        self.inner
+            .stats
+            .sent
+            .fetch_add(checked.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Next frame (waits).
+    /// Next frame (waits, also across a reconnect).
     pub async fn recv(&self) -> Result<TimedFrame, ClientError> {
-        self.inbox.pop().await.map_err(ClientError::Closed)
+        self.inner.inbox.pop().await.map_err(ClientError::Closed)
     }
 
     /// Next frame within `timeout`, `Ok(None)` if none came.
@@ -402,88 +453,323 @@ impl RemoteCanBus {
     }
 
     /// Replace the filters: applied by a P2P server (filtered frames never cross the
-    /// network), or by this client over a relay (which broadcasts everything).
+    /// network), or by this client over a relay (which broadcasts everything). Kept across
+    /// reconnects.
     pub async fn set_filters(&self, filters: Vec<Filter>) -> Result<(), ClientError> {
-        match &self.link {
-            Link::P2p { send, .. } => {
-                let mut out = BytesMut::new();
-                ClientMsg::SetFilters(filters).encode(&mut out);
-                send.lock()
-                    .await
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| ClientError::Closed(e.to_string()))
-            }
-            Link::Moq { filters: f, .. } => {
-                if let Ok(mut f) = f.lock() {
-                    *f = filters;
-                }
-                Ok(())
-            }
+        if let Ok(mut f) = self.inner.filters.lock() {
+            *f = filters.clone();
         }
+        if let Some(live) = self.inner.live()
+            && let Live::P2p { send, .. } = &*live
+        {
+            let mut out = BytesMut::new();
+            ClientMsg::SetFilters(filters).encode(&mut out);
+            // A dead link re-applies them on reconnect.
+            let _ = send.lock().await.write_all(&out).await;
+        }
+        Ok(())
     }
 
-    /// Close gracefully.
-    pub async fn close(self) {
-        self.reader.abort();
-        match self.link {
-            Link::P2p { send, mut guard } => {
-                let _ = send.lock().await.finish();
-                if let Some(conn) = guard.conn.take() {
-                    conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
+    /// Close gracefully: the frames sent so far reach the bus first (bounded wait).
+    pub async fn close(mut self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
+        let live = self.inner.live();
+        if let Some(Live::P2p { send, conn }) = live.as_deref() {
+            let _ = send.lock().await.finish();
+            // The server ends its side once our frames went to the bus.
+            let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+                if let Some(s) = self.supervisor.as_mut() {
+                    let _ = s.await;
                 }
-                if let Some(ep) = guard.endpoint.take() {
-                    ep.close().await;
-                }
-            }
-            Link::Moq {
-                cmd,
-                broadcast,
+            })
+            .await;
+            conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
+        }
+        if let Some(s) = self.supervisor.take() {
+            s.abort();
+        }
+        self.inner.set_live(None);
+        if let Some(Ok(Live::Relay { peer, .. })) = live.map(Arc::try_unwrap) {
+            peer.close().await;
+        }
+        self.inner.link.close("the bus was closed");
+        self.inner.inbox.close("the bus was closed".into());
+        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take()) {
+            ep.close().await;
+        }
+    }
+}
+
+async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
+    match &inner.addr {
+        Address::P2p { .. } => open_p2p(inner, first).await,
+        Address::Moq { relay, name } => {
+            let session = MoqSession::connect(
+                relay,
+                if inner.opts.reconnect.enabled {
+                    Redial::Until(inner.opts.reconnect.deadline)
+                } else {
+                    Redial::Never
+                },
+            )
+            .await?;
+            let own = (!inner.opts.receive_own).then(|| Arc::new(OwnEcho::default()));
+            let (ib, own_rx, filters) = (inner.inbox.clone(), own.clone(), inner.filters.clone());
+            let state = inner.state.clone();
+            let handlers = Handlers {
+                data: Box::new(move |payload| match decode_track_frame(&payload) {
+                    Ok(frames) => {
+                        let active = filters.lock().map(|f| f.clone()).unwrap_or_default();
+                        ib.extend(frames.into_iter().filter(|t| {
+                            !own_rx.as_ref().is_some_and(|o| o.is_echo(&t.frame))
+                                && filters_accept(&active, &t.frame)
+                        }));
+                    }
+                    Err(e) => tracing::warn!("undecodable state batch: {e}"),
+                }),
+                notice: Box::new(move |m| {
+                    if let Ctl::BusState(c) = m {
+                        let _ = state.send(BusState::from_code(c));
+                    }
+                }),
+            };
+            let peer = RelayPeer::open(
                 session,
-                ..
-            } => {
-                cmd.into_inner().finish();
-                broadcast.close();
-                session.close().await;
+                name,
+                ("cmd", "state"),
+                handlers,
+                inner.link.clone(),
+                inner.clock.clone(),
+                || format!(
+                    "no CAN server publishes {name} on {relay}: start one with `xoq can-server ... --relay {relay}`"
+                ),
+            )
+            .await?;
+            if let Ok(mut i) = inner.interface.lock() {
+                *i = name.clone();
             }
+            inner.set_live(Some(Arc::new(Live::Relay { peer, own })));
+            let link = inner.link.clone();
+            Ok(tokio::spawn(async move {
+                let mut w = link.watch();
+                loop {
+                    if let LinkState::Closed(r) = &*w.borrow_and_update() {
+                        return End::Final(r.clone());
+                    }
+                    if w.changed().await.is_err() {
+                        return End::Final("the client was dropped".into());
+                    }
+                }
+            }))
         }
     }
 }
 
-fn xoq_device_free_now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+async fn open_p2p(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
+    let addr = &inner.addr;
+    let endpoint = {
+        let existing = inner.endpoint.lock().ok().and_then(|e| e.clone());
+        match existing {
+            Some(ep) => ep,
+            None => {
+                let secret = inner.opts.identity.secret()?;
+                let ep = p2p::client_endpoint(secret, addr, inner.opts.offline).await?;
+                if let Ok(mut e) = inner.endpoint.lock() {
+                    *e = Some(ep.clone());
+                }
+                ep
+            }
+        }
+    };
+    let conn = p2p::connect(&endpoint, addr, ALPN, inner.opts.offline).await?;
+    let peer = inner.peer.clone();
+    let t0 = local_now_us();
+    let handshake = async {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut out = BytesMut::new();
+        ClientMsg::Hello {
+            version: VERSION,
+            interface: inner.opts.interface.clone(),
+            receive_own: inner.opts.receive_own,
+            fd: true,
+            filters: inner.filters(),
+        }
+        .encode(&mut out);
+        send.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut reader = FramedReader::new(recv);
+        let first = reader
+            .next(ServerMsg::decode)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((send, reader, first))
+    };
+    let (send, reader) = match handshake.await {
+        Ok((
+            send,
+            reader,
+            Some(ServerMsg::Welcome {
+                version,
+                interface,
+                fd,
+                server_us,
+            }),
+        )) => {
+            if version != VERSION {
+                conn.close(p2p::CLOSE_NORMAL.into(), b"version");
+                return Err(ClientError::Connect(format!(
+                    "{peer} speaks CAN protocol version {version} and this client {VERSION}: upgrade the older side"
+                )));
+            }
+            inner.clock.hint(t0, server_us, local_now_us());
+            if let Ok(mut i) = inner.interface.lock() {
+                *i = interface;
+            }
+            inner.fd.store(fd, Ordering::Relaxed);
+            (send, reader)
+        }
+        Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
+            conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
+            return Err(ClientError::Refused {
+                code: RefuseCode::from_code(code),
+                message,
+            });
+        }
+        Ok((_, _, other)) => {
+            return Err(ClientError::Connect(format!(
+                "{peer}: unexpected first message {other:?}"
+            )));
+        }
+        Err(_) => {
+            let e = handshake_failed(&conn, &peer).await;
+            if first {
+                endpoint.close().await;
+                if let Ok(mut ep) = inner.endpoint.lock() {
+                    *ep = None;
+                }
+            }
+            return Err(e);
+        }
+    };
+    let live = Arc::new(Live::P2p {
+        send: tokio::sync::Mutex::new(send),
+        conn: conn.clone(),
+    });
+    inner.set_live(Some(live.clone()));
+    Ok(tokio::spawn(p2p_session(reader, live, inner.clone())))
 }
 
-async fn p2p_reader(
+async fn p2p_session(
     mut reader: FramedReader<iroh::endpoint::RecvStream>,
-    inbox: Arc<Inbox<TimedFrame>>,
-    state: watch::Sender<BusState>,
-    conn: iroh::endpoint::Connection,
-    peer: String,
-) {
-    let reason = loop {
-        match reader.next(ServerMsg::decode).await {
-            Ok(Some(ServerMsg::Frames(f))) => inbox.extend(f),
+    live: Arc<Live>,
+    inner: Arc<Inner>,
+) -> End {
+    let Live::P2p { send, conn } = &*live else {
+        return End::Final("not a P2P session".into());
+    };
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let peer = inner.peer.clone();
+    loop {
+        let msg = tokio::select! {
+            m = reader.next(ServerMsg::decode) => m,
+            _ = ping.tick() => {
+                let mut out = BytesMut::new();
+                ClientMsg::Ping { id: 0, client_us: local_now_us() }.encode(&mut out);
+                if let Ok(mut s) = send.try_lock() {
+                    let _ = s.write_all(&out).await;
+                }
+                continue;
+            }
+        };
+        match msg {
+            Ok(Some(ServerMsg::Frames(f))) => inner.inbox.extend(f),
             Ok(Some(ServerMsg::State(s))) => {
-                let _ = state.send(s);
+                let _ = inner.state.send(s);
             }
             Ok(Some(ServerMsg::Dropped(n))) => {
                 tracing::warn!("server dropped {n} frames: this client reads too slowly")
             }
+            Ok(Some(ServerMsg::Pong {
+                client_us,
+                server_us,
+                ..
+            })) => inner.clock.add(client_us, server_us, local_now_us()),
+            Ok(Some(ServerMsg::Error { count, message, .. })) => {
+                inner
+                    .stats
+                    .refused_by_server
+                    .fetch_add(u64::from(count), Ordering::Relaxed);
+                tracing::warn!("{peer}: {message}");
+                if let Ok(mut r) = inner.refusal.lock() {
+                    *r = Some(message);
+                }
+            }
             Ok(Some(other)) => tracing::debug!("unexpected message {other:?}"),
-            Ok(None) => break format!("{peer} ended the session"),
+            Ok(None) => return End::Lost(format!("{peer} ended the session")),
             Err(_) => {
                 let e = tokio::time::timeout(Duration::from_millis(200), conn.closed()).await;
-                break match e {
+                return End::Lost(match e {
                     Ok(e) => p2p::closed_error(&peer, &e).to_string(),
                     Err(_) => format!("{peer}: stream failed"),
-                };
+                });
             }
         }
-    };
-    inbox.close(reason);
+    }
+}
+
+async fn supervise(inner: Arc<Inner>, mut run: Run) {
+    loop {
+        let end = match (&mut run).await {
+            Ok(e) => e,
+            Err(_) => return,
+        };
+        if inner.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        inner.set_live(None);
+        let reason = match end {
+            End::Final(r) => {
+                inner.link.close(r.clone());
+                inner.inbox.close(r);
+                return;
+            }
+            End::Lost(r) => r,
+        };
+        if !inner.opts.reconnect.enabled || matches!(inner.addr, Address::Moq { .. }) {
+            inner.link.close(reason.clone());
+            inner.inbox.close(reason);
+            return;
+        }
+        inner.link.down(reason.clone());
+        let mut attempt = 0u32;
+        run = loop {
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            let down = inner.link.down_for().unwrap_or_default();
+            if down >= inner.opts.reconnect.deadline {
+                let r = format!(
+                    "{} unreachable for {:.0} s (last error: {reason}); reopen the bus once it is back",
+                    inner.peer,
+                    down.as_secs_f64()
+                );
+                inner.link.close(r.clone());
+                inner.inbox.close(r);
+                return;
+            }
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, open_session(&inner, false)).await {
+                Ok(Ok(r)) => break r,
+                Ok(Err(e @ ClientError::Refused { .. })) => {
+                    let r = e.to_string();
+                    inner.link.close(r.clone());
+                    inner.inbox.close(r);
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!("reconnect attempt {attempt} failed: {e}"),
+                Err(_) => tracing::debug!("reconnect attempt {attempt} timed out"),
+            }
+        };
+        inner.link.up();
+    }
 }
 
 #[cfg(test)]

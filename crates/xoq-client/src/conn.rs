@@ -9,13 +9,8 @@ use crate::ClientError;
 
 /// The handshake stream died: the connection's close reason says why (an allowlist refusal
 /// closes the connection right after the TLS handshake, before any stream is served).
-pub(crate) async fn handshake_failed(
-    conn: &iroh::endpoint::Connection,
-    endpoint: Endpoint,
-    peer: &str,
-) -> ClientError {
+pub(crate) async fn handshake_failed(conn: &iroh::endpoint::Connection, peer: &str) -> ClientError {
     let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    endpoint.close().await;
     match reason {
         Ok(e) => ClientError::from(p2p::closed_error(peer, &e)),
         Err(_) => ClientError::Connect(format!("{peer}: handshake failed")),

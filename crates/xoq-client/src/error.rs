@@ -17,9 +17,13 @@ pub enum ClientError {
         /// Server's explanation.
         message: String,
     },
-    /// The link or the session ended.
+    /// The link or the session ended for good.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The link is down and the client is reconnecting: the operation was not carried out
+    /// (a CAN command is never queued for later: a late motor command is worse than none).
+    #[error("{0}")]
+    LinkDown(String),
     /// The operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),

@@ -9,50 +9,67 @@
 //! let n = port.read(&mut buf).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A port survives link blips: when the connection drops the client reconnects in the
+//! background (same identity and handle, line settings re-applied), reads wait as their
+//! timeout says, writes wait for the link (bounded by their timeout), and only after the
+//! reconnect deadline does every call fail. [`RemoteSerial::link`] tells the state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh::SecretKey;
-use tokio::sync::oneshot;
+use iroh::{Endpoint, SecretKey};
+use tokio::sync::{oneshot, watch};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{MoqSession, TrackWriter};
+use xoq_transport::moq::{MoqSession, Redial};
 use xoq_transport::p2p;
 use xoq_wire::serial::{
     ALPN, ClearBuffer, ClientMsg, Command, Event, Hello, LineSettings, Request, ServerMsg, VERSION,
 };
 
 use crate::ClientError;
-use crate::conn::{ConnGuard, handshake_failed};
+use crate::clock::{Clock, local_now_us};
+use crate::conn::handshake_failed;
+use crate::link::{Identity, Link, LinkState, Reconnect, backoff};
+use crate::relay::{Handlers, RelayPeer};
 use crate::rx::RxBuffer;
 
 /// How long a control request may take before the client gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting (dial + handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one reconnect attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `close()` waits for what was written to reach the device.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+/// Clock probes on a live session.
+const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// Options for opening a remote port.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SerialOptions {
     settings: Option<LineSettings>,
-    key: Option<SecretKey>,
+    identity: Identity,
     offline: bool,
     client_name: String,
+    reconnect: Reconnect,
 }
 
 impl SerialOptions {
-    /// Open at `baud_rate`, 8N1.
+    /// Open at `baud_rate`, 8N1, as the user's identity ([`Identity::User`]), reconnecting
+    /// for up to 60 s after a drop.
     pub fn new(baud_rate: u32) -> Self {
         Self {
             settings: Some(LineSettings::new(baud_rate)),
-            key: None,
+            identity: Identity::User,
             offline: xoq_transport::offline_from_env(),
             client_name: "rust".into(),
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -70,10 +87,21 @@ impl SerialOptions {
         self
     }
 
-    /// Client identity (servers with `--allow` check it). Default: a fresh random identity.
-    pub fn key(mut self, key: Option<SecretKey>) -> Self {
-        self.key = key;
+    /// Use this key as the client identity (servers with `--allow` check it).
+    pub fn key(mut self, key: SecretKey) -> Self {
+        self.identity = Identity::Key(key);
         self
+    }
+
+    /// Choose the identity (default: the user's, as `xoq id` prints it).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// A throw-away identity for this port only.
+    pub fn ephemeral(self) -> Self {
+        self.identity(Identity::Ephemeral)
     }
 
     /// Offline mode (no discovery); defaults to `XOQ_OFFLINE`.
@@ -87,272 +115,402 @@ impl SerialOptions {
         self.client_name = name.to_string();
         self
     }
+
+    /// How the port comes back after the link drops (default: for up to 60 s).
+    pub fn reconnect(mut self, r: Reconnect) -> Self {
+        self.reconnect = r;
+        self
+    }
 }
 
-// One per open port, created once and never moved on the data path: size does not matter.
+/// A live P2P session.
+struct P2pLive {
+    send: tokio::sync::Mutex<iroh::endpoint::SendStream>,
+    pending: Mutex<HashMap<u32, oneshot::Sender<Option<String>>>>,
+    next_id: AtomicU32,
+    /// Bytes the server lets us have in flight past its last ack.
+    window: u64,
+    /// Data bytes sent on this session (updated under the `send` lock).
+    written: AtomicU64,
+    /// Data bytes the device accepted (the server's acks).
+    acked: watch::Receiver<u64>,
+    conn: iroh::endpoint::Connection,
+}
+
+impl P2pLive {
+    fn credit(&self) -> u64 {
+        (*self.acked.borrow() + self.window).saturating_sub(self.written.load(Ordering::Relaxed))
+    }
+}
+
+// One per open port and never moved on a hot path.
 #[allow(clippy::large_enum_variant)]
-enum Link {
-    P2p {
-        send: tokio::sync::Mutex<iroh::endpoint::SendStream>,
-        pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Option<String>>>>>,
-        next_id: AtomicU32,
-        guard: ConnGuard,
-    },
-    Moq {
-        c2s: tokio::sync::Mutex<TrackWriter>,
-        /// Dropping the broadcast unpublishes it, so the link owns it.
-        broadcast: xoq_transport::moq::broadcast::Producer,
-        session: MoqSession,
-    },
+enum Live {
+    P2p(P2pLive),
+    Relay(RelayPeer),
+}
+
+struct Inner {
+    addr: Address,
+    peer: String,
+    opts: SerialOptions,
+    /// Identifies this handle across its reconnections.
+    handle: u64,
+    rx: Arc<RxBuffer>,
+    /// The settings the user wants (re-applied on every reconnect).
+    settings: Mutex<Option<LineSettings>>,
+    port: Mutex<String>,
+    link: Link,
+    clock: Clock,
+    live: Mutex<Option<Arc<Live>>>,
+    /// The endpoint P2P sessions are dialled from (kept across reconnects).
+    endpoint: Mutex<Option<Endpoint>>,
+    /// `close()` was called: a session end is not a drop.
+    closing: AtomicBool,
+}
+
+impl Inner {
+    fn live(&self) -> Option<Arc<Live>> {
+        self.live.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn set_live(&self, l: Option<Arc<Live>>) {
+        if let Ok(mut cur) = self.live.lock() {
+            *cur = l;
+        }
+    }
+
+    fn settings(&self) -> Option<LineSettings> {
+        self.settings.lock().ok().and_then(|s| *s)
+    }
 }
 
 /// An open remote serial port (async). Cloning is not needed: share it with `Arc`.
 pub struct RemoteSerial {
-    link: Link,
-    rx: Arc<RxBuffer>,
-    settings: Mutex<Option<LineSettings>>,
-    port: String,
-    reader: tokio::task::JoinHandle<()>,
+    inner: Arc<Inner>,
+    supervisor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RemoteSerial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteSerial")
-            .field("port", &self.port)
+            .field("peer", &self.inner.peer)
             .finish()
     }
+}
+
+impl Drop for RemoteSerial {
+    fn drop(&mut self) {
+        if let Some(s) = self.supervisor.take() {
+            s.abort();
+        }
+        // Dropped without close(): end the session now so the server frees the port at once
+        // (a garbage-collected Python handle releases its port).
+        if let Some(live) = self.inner.live()
+            && let Live::P2p(p) = &*live
+        {
+            p.conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
+        }
+        self.inner.set_live(None);
+        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take())
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            h.spawn(async move { ep.close().await });
+        }
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// The link dropped or the server went away: reconnect.
+    Lost(String),
+    /// For good (taken over, reopened elsewhere): tell the user.
+    Final(String),
 }
 
 impl RemoteSerial {
     /// Connect to a remote port by address (`<id>@ip:port`, `<id>`, or `<relay-url>/<path>`).
     pub async fn connect(address: &str, opts: SerialOptions) -> Result<Self, ClientError> {
         let addr: Address = address.parse().map_err(ClientError::from)?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_addr(&addr, opts)).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Connect(format!(
-                "no answer from {addr} within {}s: is the server running and the address right?",
-                CONNECT_TIMEOUT.as_secs()
-            ))),
-        }
-    }
-
-    async fn connect_addr(addr: &Address, opts: SerialOptions) -> Result<Self, ClientError> {
-        match addr {
-            Address::P2p { .. } => Self::connect_p2p(addr, opts).await,
-            // Line settings, identity and client name are P2P handshake fields: a relay carries
-            // data only.
-            Address::Moq { relay, name } => Self::connect_moq(relay, name).await,
-        }
-    }
-
-    async fn connect_p2p(addr: &Address, opts: SerialOptions) -> Result<Self, ClientError> {
-        let endpoint = p2p::client_endpoint(opts.key.clone(), addr, opts.offline).await?;
-        let conn = p2p::connect(&endpoint, addr, ALPN, opts.offline).await?;
         let peer = addr.to_string();
-        let handshake = async {
-            let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            let mut out = BytesMut::new();
-            ClientMsg::Hello(Hello {
-                version: VERSION,
-                settings: opts.settings,
-                client: opts.client_name.clone(),
-            })
-            .encode(&mut out);
-            send.write_all(&out).await.map_err(|e| e.to_string())?;
-            let mut reader = FramedReader::new(recv);
-            let first = reader
-                .next(ServerMsg::decode)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, reader, first))
-        };
-        let (send, reader, welcome) = match handshake.await {
-            Ok((send, reader, Some(ServerMsg::Welcome(w)))) => (send, reader, w),
-            Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
-                conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
-                endpoint.close().await;
-                return Err(ClientError::Refused { code, message });
-            }
-            Ok((_, _, Some(other))) => {
+        let inner = Arc::new(Inner {
+            peer: peer.clone(),
+            handle: rand::random(),
+            rx: Arc::new(RxBuffer::default()),
+            settings: Mutex::new(opts.settings),
+            port: Mutex::new(String::new()),
+            link: Link::connecting(),
+            clock: Clock::new(),
+            live: Mutex::new(None),
+            endpoint: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            opts,
+            addr,
+        });
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, open_session(&inner, true)).await;
+        let run = match first {
+            Ok(Ok(run)) => run,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
                 return Err(ClientError::Connect(format!(
-                    "{peer}: unexpected first message {other:?}"
+                    "no answer from {peer} within {}s: is the server running and the address right?",
+                    CONNECT_TIMEOUT.as_secs()
                 )));
             }
-            Ok((_, _, None)) | Err(_) => {
-                return Err(handshake_failed(&conn, endpoint, &peer).await);
-            }
         };
-        let rx = Arc::new(RxBuffer::default());
-        let pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Option<String>>>>> = Arc::default();
-        let reader_task = tokio::spawn(p2p_reader(
-            reader,
-            rx.clone(),
-            pending.clone(),
-            conn.clone(),
-            peer.clone(),
-        ));
+        inner.link.up();
+        let supervisor = tokio::spawn(supervise(inner.clone(), run));
         Ok(Self {
-            link: Link::P2p {
-                send: tokio::sync::Mutex::new(send),
-                pending,
-                next_id: AtomicU32::new(1),
-                guard: ConnGuard {
-                    conn: Some(conn),
-                    endpoint: Some(endpoint),
-                },
-            },
-            rx,
-            settings: Mutex::new(Some(welcome.settings)),
-            port: welcome.port,
-            reader: reader_task,
-        })
-    }
-
-    async fn connect_moq(relay: &url::Url, name: &str) -> Result<Self, ClientError> {
-        let session = MoqSession::connect(relay, false).await?;
-        let pair = crate::relay::open_pair(&session, name, "c2s", "s2c", || {
-            format!(
-                "no serial server publishes {name} on {relay}: start one with `xoq serial-server ... --relay {relay} --moq <path>`"
-            )
-        })
-        .await?;
-        if pair.skipped > 0 {
-            tracing::debug!(
-                "discarded {} bytes sent before this client connected",
-                pair.skipped
-            );
-        }
-        let (broadcast, c2s, mut s2c) = (pair.broadcast, pair.writer, pair.reader);
-        let rx = Arc::new(RxBuffer::default());
-        let rx2 = rx.clone();
-        let reader = tokio::spawn(async move {
-            loop {
-                match s2c.next().await {
-                    Ok(b) => rx2.push(&b),
-                    Err(e) => {
-                        rx2.close(e.to_string());
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            link: Link::Moq {
-                c2s: tokio::sync::Mutex::new(c2s),
-                broadcast,
-                session,
-            },
-            rx,
-            settings: Mutex::new(None),
-            port: name.to_string(),
-            reader,
+            inner,
+            supervisor: Some(supervisor),
         })
     }
 
     /// Name of the remote port (device path or `sim:...`).
-    pub fn port_name(&self) -> &str {
-        &self.port
+    pub fn port_name(&self) -> String {
+        self.inner
+            .port
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Current line settings, as confirmed by the server (`None` over a relay).
     pub fn settings(&self) -> Option<LineSettings> {
-        self.settings.lock().ok().and_then(|s| *s)
+        if self.via_relay() {
+            return None;
+        }
+        self.inner.settings()
+    }
+
+    /// Whether the port is reached through a relay (data only).
+    pub fn via_relay(&self) -> bool {
+        matches!(self.inner.addr, Address::Moq { .. })
     }
 
     /// The receive buffer (for blocking readers and `in_waiting`).
     pub fn rx(&self) -> &Arc<RxBuffer> {
-        &self.rx
+        &self.inner.rx
     }
 
-    /// Write all of `data` to the remote port.
+    /// The link's state and counters (reconnects, time spent down).
+    pub fn link(&self) -> &Link {
+        &self.inner.link
+    }
+
+    /// The estimate of the server's (robot's) clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Write all of `data` to the remote port. Waits while the device does not accept more
+    /// (flow control) and while the link is down (until the reconnect deadline).
     pub async fn write(&self, data: &[u8]) -> Result<(), ClientError> {
-        if let Some(r) = self.rx.closed() {
-            return Err(ClientError::Closed(r));
+        self.write_with(data, None, false).await.map(|_| ())
+    }
+
+    /// Write with pyserial's `write_timeout` semantics: `None` waits as long as it takes;
+    /// `Some(t)` fails with [`ClientError::Timeout`] unless the device accepted every byte
+    /// within `t` (a local `write()` returns once the driver has them); `Some(ZERO)` sends
+    /// what can go at once and returns how many bytes that was.
+    pub async fn write_timeout(
+        &self,
+        data: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<usize, ClientError> {
+        match timeout {
+            Some(t) if t.is_zero() => self.write_with(data, Some(t), false).await,
+            Some(t) => self.write_with(data, Some(t), true).await,
+            None => self.write_with(data, None, false).await,
         }
-        match &self.link {
-            Link::P2p { send, .. } => {
-                let mut out = BytesMut::with_capacity(data.len() + 8);
-                for m in ClientMsg::data_chunks(Bytes::copy_from_slice(data)) {
-                    m.encode(&mut out);
+    }
+
+    async fn write_with(
+        &self,
+        data: &[u8],
+        timeout: Option<Duration>,
+        until_accepted: bool,
+    ) -> Result<usize, ClientError> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let nonblocking = timeout.is_some_and(|t| t.is_zero());
+        let mut done = 0usize;
+        let mut sent_end: Option<(Arc<Live>, u64)> = None;
+        while done < data.len() {
+            let live = self.wait_live(deadline, nonblocking).await?;
+            let Some(live) = live else { return Ok(done) };
+            match &*live {
+                Live::P2p(p) => {
+                    let credit = p.credit();
+                    if credit == 0 {
+                        if nonblocking {
+                            return Ok(done);
+                        }
+                        let mut acked = p.acked.clone();
+                        let wait = acked.changed();
+                        let ended = match deadline {
+                            Some(d) => match tokio::time::timeout_at(d, wait).await {
+                                Ok(r) => r.is_err(),
+                                Err(_) => {
+                                    return Err(ClientError::Timeout(timeout.unwrap_or_default()));
+                                }
+                            },
+                            None => wait.await.is_err(),
+                        };
+                        if ended {
+                            // The session ended; the next round waits for the new one.
+                            tokio::task::yield_now().await;
+                        }
+                        continue;
+                    }
+                    let n = (credit as usize).min(data.len() - done);
+                    let mut out = BytesMut::with_capacity(n + 16);
+                    for m in ClientMsg::data_chunks(Bytes::copy_from_slice(&data[done..done + n])) {
+                        m.encode(&mut out);
+                    }
+                    let mut send = p.send.lock().await;
+                    if send.write_all(&out).await.is_err() {
+                        // The supervisor notices the end; bytes sent on a dead session are lost
+                        // like bytes on a line that glitched.
+                        drop(send);
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    let end = p.written.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                    drop(send);
+                    done += n;
+                    sent_end = Some((live.clone(), end));
                 }
-                send.lock()
-                    .await
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| ClientError::Closed(e.to_string()))
-            }
-            Link::Moq { c2s, .. } => {
-                let mut w = c2s.lock().await;
-                for chunk in data.chunks(xoq_wire::serial::MAX_DATA_CHUNK) {
-                    w.write(Bytes::copy_from_slice(chunk))
-                        .map_err(|e| ClientError::Closed(e.to_string()))?;
+                Live::Relay(r) => {
+                    for chunk in data[done..].chunks(xoq_wire::serial::MAX_DATA_CHUNK) {
+                        r.write_data(chunk)?;
+                    }
+                    done = data.len();
                 }
-                Ok(())
             }
+        }
+        if until_accepted
+            && let Some((live, end)) = sent_end
+            && let Live::P2p(p) = &*live
+        {
+            let mut acked = p.acked.clone();
+            let wait = acked.wait_for(|v| *v >= end);
+            match deadline {
+                Some(d) => match tokio::time::timeout_at(d, wait).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Err(self.closed_or_down()),
+                    Err(_) => return Err(ClientError::Timeout(timeout.unwrap_or_default())),
+                },
+                None => {
+                    wait.await.map_err(|_| self.closed_or_down())?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn closed_or_down(&self) -> ClientError {
+        self.inner
+            .link
+            .unavailable()
+            .unwrap_or_else(|| ClientError::Closed("the session ended".into()))
+    }
+
+    /// The live session, waiting for the link until `deadline` (`None` when non-blocking and
+    /// the link is down).
+    async fn wait_live(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        nonblocking: bool,
+    ) -> Result<Option<Arc<Live>>, ClientError> {
+        loop {
+            if let LinkState::Closed(r) = self.inner.link.state() {
+                return Err(ClientError::Closed(r));
+            }
+            if self.inner.link.is_up()
+                && let Some(l) = self.inner.live()
+            {
+                return Ok(Some(l));
+            }
+            if nonblocking {
+                return Ok(None);
+            }
+            let limit = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            self.inner.link.wait_up(limit).await?;
+            // Up, but the session may still be being installed: look again.
+            tokio::task::yield_now().await;
         }
     }
 
     /// Read at least one byte (waits), at most `buf.len()`.
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, ClientError> {
-        self.rx.read(buf).await.map_err(ClientError::Closed)
+        self.inner.rx.read(buf).await.map_err(ClientError::Closed)
     }
 
     /// Bytes ready to read without waiting.
     pub fn available(&self) -> usize {
-        self.rx.available()
+        self.inner.rx.available()
     }
 
     async fn request(&self, command: Command) -> Result<(), ClientError> {
-        let Link::P2p {
-            send,
-            pending,
-            next_id,
-            ..
-        } = &self.link
-        else {
+        if self.via_relay() {
             return Err(ClientError::Unsupported(format!(
-                "{command:?} is not available through a MoQ relay (the relay carries data only); connect P2P to change line settings or modem lines"
+                "{command:?} is not available through a relay (the relay carries data only); connect P2P to change line settings or modem lines"
             )));
+        }
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let Some(live) = self.wait_live(Some(deadline), false).await? else {
+            return Err(ClientError::Timeout(REQUEST_TIMEOUT));
         };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let Live::P2p(p) = &*live else {
+            return Err(ClientError::Unsupported("not a P2P session".into()));
+        };
+        let id = p.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = pending.lock() {
-            p.insert(id, tx);
+        if let Ok(mut m) = p.pending.lock() {
+            m.insert(id, tx);
         }
         let mut out = BytesMut::new();
         ClientMsg::Request(Request { id, command }).encode(&mut out);
-        send.lock()
-            .await
-            .write_all(&out)
-            .await
-            .map_err(|e| ClientError::Closed(e.to_string()))?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        let sent = p.send.lock().await.write_all(&out).await;
+        if sent.is_err() {
+            return Err(self.closed_or_down());
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(None)) => Ok(()),
             Ok(Ok(Some(e))) => Err(ClientError::Device(e)),
-            Ok(Err(_)) => Err(ClientError::Closed(
-                self.rx.closed().unwrap_or_else(|| "session ended".into()),
-            )),
+            Ok(Err(_)) => Err(self.closed_or_down()),
             Err(_) => {
-                if let Ok(mut p) = pending.lock() {
-                    p.remove(&id);
+                if let Ok(mut m) = p.pending.lock() {
+                    m.remove(&id);
                 }
                 Err(ClientError::Timeout(REQUEST_TIMEOUT))
             }
         }
     }
 
-    /// Change line settings on the real port (baud rate, framing, flow control).
+    /// Change line settings on the real port (baud rate, framing, flow control). They are
+    /// also re-applied after every reconnect.
     pub async fn set_settings(&self, s: LineSettings) -> Result<(), ClientError> {
-        self.request(Command::SetSettings(s)).await?;
-        if let Ok(mut cur) = self.settings.lock() {
+        let previous = self.inner.settings();
+        if let Ok(mut cur) = self.inner.settings.lock() {
             *cur = Some(s);
         }
-        Ok(())
+        match self.request(Command::SetSettings(s)).await {
+            Ok(()) => Ok(()),
+            // The link dropped on the way: the reconnect applies them.
+            Err(ClientError::LinkDown(_)) => Ok(()),
+            Err(e) => {
+                if let Ok(mut cur) = self.inner.settings.lock() {
+                    *cur = previous;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Change only the baud rate.
     pub async fn set_baud_rate(&self, baud: u32) -> Result<(), ClientError> {
-        let mut s = self.settings().unwrap_or(LineSettings::new(baud));
+        let mut s = self.inner.settings().unwrap_or(LineSettings::new(baud));
         s.baud_rate = baud;
         self.set_settings(s).await
     }
@@ -373,103 +531,352 @@ impl RemoteSerial {
             .await
     }
 
-    /// Discard buffered bytes locally and on the server/device.
+    /// Discard buffered bytes locally and on the server/device. Never waits behind data the
+    /// device does not accept.
     pub async fn clear(&self, which: ClearBuffer) -> Result<(), ClientError> {
         let input = matches!(which, ClearBuffer::Input | ClearBuffer::All);
         if input {
-            self.rx.clear();
+            self.inner.rx.clear();
         }
-        match &self.link {
-            Link::P2p { .. } => {
-                self.request(Command::Clear(which)).await?;
-                // The reply travels on the same ordered stream as the data: whatever arrived
-                // before it was read from the device before the clear, so it goes too.
-                if input {
-                    self.rx.clear();
-                }
-                Ok(())
-            }
+        if self.via_relay() {
             // Over a relay only the local buffer exists.
-            Link::Moq { .. } => Ok(()),
+            return Ok(());
         }
+        self.request(Command::Clear(which)).await?;
+        // The reply travels on the same ordered stream as the data: whatever arrived before
+        // it was read from the device before the clear, so it goes too.
+        if input {
+            self.inner.rx.clear();
+        }
+        Ok(())
     }
 
     /// Wait until everything written so far has been transmitted by the remote device.
     pub async fn drain(&self) -> Result<(), ClientError> {
-        match &self.link {
-            Link::P2p { .. } => self.request(Command::Drain).await,
-            Link::Moq { .. } => Ok(()),
+        if self.via_relay() {
+            return Ok(());
         }
+        self.request(Command::Drain).await
     }
 
-    /// Close the session gracefully.
-    pub async fn close(self) {
-        self.reader.abort();
-        match self.link {
-            Link::P2p {
-                send, mut guard, ..
-            } => {
-                let _ = send.lock().await.finish();
-                if let Some(conn) = guard.conn.take() {
-                    conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
-                }
-                if let Some(ep) = guard.endpoint.take() {
-                    ep.close().await;
-                }
+    /// Close the session gracefully: what was written reaches the device first (at most 1 s).
+    pub async fn close(mut self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
+        let live = self.inner.live();
+        match live.as_deref() {
+            Some(Live::P2p(p)) => {
+                let _ = p.send.lock().await.finish();
+                // The server finishes its side once the device took what we sent.
+                let _ = tokio::time::timeout(CLOSE_DRAIN + Duration::from_millis(500), async {
+                    if let Some(s) = self.supervisor.as_mut() {
+                        let _ = s.await;
+                    }
+                })
+                .await;
+                p.conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
             }
-            Link::Moq {
-                c2s,
-                broadcast,
-                session,
-            } => {
-                c2s.into_inner().finish();
-                broadcast.close();
-                session.close().await;
-            }
+            Some(Live::Relay(_)) | None => {}
+        }
+        if let Some(s) = self.supervisor.take() {
+            s.abort();
+        }
+        self.inner.set_live(None);
+        if let Some(Ok(Live::Relay(r))) = live.map(Arc::try_unwrap) {
+            r.close().await;
+        }
+        self.inner.link.close("the port was closed");
+        self.inner.rx.close("the port was closed".into());
+        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take()) {
+            ep.close().await;
         }
     }
 }
 
-async fn p2p_reader(
+/// A session being served: resolves when it ends.
+type Run = tokio::task::JoinHandle<End>;
+
+/// Open one session (P2P dial + handshake, or the relay peer) and start serving it.
+async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
+    match &inner.addr {
+        Address::P2p { .. } => open_p2p(inner, first).await,
+        Address::Moq { relay, name } => {
+            // The relay session redials by itself; this runs once per client.
+            let session = MoqSession::connect(
+                relay,
+                if inner.opts.reconnect.enabled {
+                    Redial::Until(inner.opts.reconnect.deadline)
+                } else {
+                    Redial::Never
+                },
+            )
+            .await?;
+            let rx = inner.rx.clone();
+            let handlers = Handlers {
+                data: Box::new(move |b| rx.push(&b)),
+                notice: Box::new(|m| tracing::info!("remote port: {m:?}")),
+            };
+            let peer = RelayPeer::open(
+                session,
+                name,
+                ("c2s", "s2c"),
+                handlers,
+                inner.link.clone(),
+                inner.clock.clone(),
+                || format!(
+                    "no serial server publishes {name} on {relay}: start one with `xoq serial-server ... --relay {relay} --moq <path>`"
+                ),
+            )
+            .await?;
+            if let Ok(mut p) = inner.port.lock() {
+                *p = name.clone();
+            }
+            inner.set_live(Some(Arc::new(Live::Relay(peer))));
+            // The relay peer keeps itself in sync; the run ends when its link closes.
+            let link = inner.link.clone();
+            Ok(tokio::spawn(async move {
+                let mut w = link.watch();
+                loop {
+                    if let LinkState::Closed(r) = &*w.borrow_and_update() {
+                        return End::Final(r.clone());
+                    }
+                    if w.changed().await.is_err() {
+                        return End::Final("the client was dropped".into());
+                    }
+                }
+            }))
+        }
+    }
+}
+
+async fn open_p2p(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
+    let addr = &inner.addr;
+    let endpoint = {
+        let existing = inner.endpoint.lock().ok().and_then(|e| e.clone());
+        match existing {
+            Some(ep) => ep,
+            None => {
+                let secret = inner.opts.identity.secret()?;
+                let ep = p2p::client_endpoint(secret, addr, inner.opts.offline).await?;
+                if let Ok(mut e) = inner.endpoint.lock() {
+                    *e = Some(ep.clone());
+                }
+                ep
+            }
+        }
+    };
+    let conn = p2p::connect(&endpoint, addr, ALPN, inner.opts.offline).await?;
+    let peer = inner.peer.clone();
+    let t0 = local_now_us();
+    let handshake = async {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut out = BytesMut::new();
+        ClientMsg::Hello(Hello {
+            version: VERSION,
+            settings: inner.settings(),
+            client: inner.opts.client_name.clone(),
+            handle: inner.handle,
+        })
+        .encode(&mut out);
+        send.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut reader = FramedReader::new(recv);
+        let first = reader
+            .next(ServerMsg::decode)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((send, reader, first))
+    };
+    let (send, reader, welcome) = match handshake.await {
+        Ok((send, reader, Some(ServerMsg::Welcome(w)))) => (send, reader, w),
+        Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
+            conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
+            return Err(ClientError::Refused { code, message });
+        }
+        Ok((_, _, Some(other))) => {
+            return Err(ClientError::Connect(format!(
+                "{peer}: unexpected first message {other:?}"
+            )));
+        }
+        Ok((_, _, None)) | Err(_) => {
+            let e = handshake_failed(&conn, &peer).await;
+            if first {
+                endpoint.close().await;
+                if let Ok(mut ep) = inner.endpoint.lock() {
+                    *ep = None;
+                }
+            }
+            return Err(e);
+        }
+    };
+    if welcome.version != VERSION {
+        conn.close(p2p::CLOSE_NORMAL.into(), b"version");
+        return Err(ClientError::Connect(format!(
+            "{peer} speaks serial protocol version {} and this client {VERSION}: upgrade the older side",
+            welcome.version
+        )));
+    }
+    inner.clock.hint(t0, welcome.server_us, local_now_us());
+    if let Ok(mut p) = inner.port.lock() {
+        *p = welcome.port.clone();
+    }
+    if let Ok(mut s) = inner.settings.lock() {
+        *s = Some(welcome.settings);
+    }
+    let (acked_tx, acked) = watch::channel(0u64);
+    let live = Arc::new(Live::P2p(P2pLive {
+        send: tokio::sync::Mutex::new(send),
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU32::new(1),
+        window: u64::from(welcome.window.max(1)),
+        written: AtomicU64::new(0),
+        acked,
+        conn: conn.clone(),
+    }));
+    inner.set_live(Some(live.clone()));
+    Ok(tokio::spawn(p2p_session(
+        reader,
+        live,
+        acked_tx,
+        inner.clone(),
+    )))
+}
+
+async fn p2p_session(
     mut reader: FramedReader<iroh::endpoint::RecvStream>,
-    rx: Arc<RxBuffer>,
-    pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Option<String>>>>>,
-    conn: iroh::endpoint::Connection,
-    peer: String,
-) {
-    let reason = loop {
-        match reader.next(ServerMsg::decode).await {
-            Ok(Some(ServerMsg::Data(d))) => rx.push(&d),
+    live: Arc<Live>,
+    acked: watch::Sender<u64>,
+    inner: Arc<Inner>,
+) -> End {
+    let Live::P2p(p) = &*live else {
+        return End::Final("not a P2P session".into());
+    };
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let peer = inner.peer.clone();
+    let end = loop {
+        let msg = tokio::select! {
+            m = reader.next(ServerMsg::decode) => m,
+            _ = ping.tick() => {
+                let mut out = BytesMut::new();
+                ClientMsg::Ping { id: 0, client_us: local_now_us() }.encode(&mut out);
+                // Never wait on a stalled stream for a probe.
+                if let Ok(mut s) = p.send.try_lock() {
+                    let _ = s.write_all(&out).await;
+                }
+                continue;
+            }
+        };
+        match msg {
+            Ok(Some(ServerMsg::Data(d))) => inner.rx.push(&d),
+            Ok(Some(ServerMsg::Ack(n))) => {
+                acked.send_if_modified(|v| {
+                    let grew = n > *v;
+                    *v = (*v).max(n);
+                    grew
+                });
+            }
             Ok(Some(ServerMsg::Reply(r))) => {
-                let tx = pending.lock().ok().and_then(|mut p| p.remove(&r.id));
+                let tx = p.pending.lock().ok().and_then(|mut m| m.remove(&r.id));
                 if let Some(tx) = tx {
                     let _ = tx.send(r.error);
                 }
             }
+            Ok(Some(ServerMsg::Pong {
+                client_us,
+                server_us,
+                ..
+            })) => inner.clock.add(client_us, server_us, local_now_us()),
             Ok(Some(ServerMsg::Event(e))) => match e {
                 Event::Dropped(n) => {
                     tracing::warn!("server dropped {n} bytes: the client reads too slowly")
                 }
                 Event::DeviceLost(r) => tracing::warn!("remote device lost: {r}"),
                 Event::DeviceRestored => tracing::info!("remote device is back"),
-                Event::TakenOver(by) => break format!("{by}; this session ended"),
+                Event::TakenOver(by) => break End::Final(format!("{by}; this session ended")),
                 other => tracing::debug!("event {other:?}"),
             },
             Ok(Some(other)) => tracing::debug!("unexpected message {other:?}"),
-            Ok(None) => break format!("{peer} ended the session"),
+            Ok(None) => break End::Lost(format!("{peer} ended the session")),
             Err(_) => {
-                let e = tokio::time::timeout(Duration::from_millis(200), conn.closed()).await;
-                break match e {
+                let e = tokio::time::timeout(Duration::from_millis(200), p.conn.closed()).await;
+                break End::Lost(match e {
                     Ok(e) => p2p::closed_error(&peer, &e).to_string(),
                     Err(_) => format!("{peer}: stream failed"),
-                };
+                });
             }
         }
     };
-    rx.close(reason);
-    if let Ok(mut p) = pending.lock() {
-        p.clear();
+    if let Ok(mut m) = p.pending.lock() {
+        m.clear();
     }
+    end
+}
+
+/// Keep the port connected: when a session ends, reconnect with back-off until the
+/// deadline, then close the port for good.
+async fn supervise(inner: Arc<Inner>, mut run: Run) {
+    loop {
+        let end = match (&mut run).await {
+            Ok(e) => e,
+            Err(_) => return,
+        };
+        if inner.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let reason = match end {
+            End::Final(r) => {
+                inner.set_live(None);
+                inner.link.close(r.clone());
+                inner.rx.close(r);
+                return;
+            }
+            End::Lost(r) => r,
+        };
+        inner.set_live(None);
+        if !inner.opts.reconnect.enabled || matches!(inner.addr, Address::Moq { .. }) {
+            inner.link.close(reason.clone());
+            inner.rx.close(reason);
+            return;
+        }
+        inner.link.down(reason.clone());
+        let mut attempt = 0u32;
+        run = loop {
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            let down = inner.link.down_for().unwrap_or_default();
+            if down >= inner.opts.reconnect.deadline {
+                let r = format!(
+                    "{} unreachable for {:.0} s (last error: {reason}); reopen the port once it is back",
+                    inner.peer,
+                    down.as_secs_f64()
+                );
+                inner.link.close(r.clone());
+                inner.rx.close(r);
+                return;
+            }
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, open_session(&inner, false)).await {
+                Ok(Ok(r)) => break r,
+                Ok(Err(e @ ClientError::Refused { .. })) if !is_busy(&e) => {
+                    let r = e.to_string();
+                    inner.link.close(r.clone());
+                    inner.rx.close(r);
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!("reconnect attempt {attempt} failed: {e}"),
+                Err(_) => tracing::debug!("reconnect attempt {attempt} timed out"),
+            }
+        };
+        inner.link.up();
+    }
+}
+
+fn is_busy(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Refused {
+            code: xoq_wire::serial::RefuseCode::Busy,
+            ..
+        }
+    )
 }
 
 /// A remote port for synchronous code: `std::io::Read`/`Write` with pyserial-style timeouts.
@@ -529,7 +936,7 @@ impl BlockingSerial {
         timeout: Option<Duration>,
     ) -> Result<usize, ClientError> {
         self.port()?
-            .rx
+            .rx()
             .read_blocking(buf, timeout)
             .map_err(ClientError::Closed)
     }
@@ -559,7 +966,7 @@ impl Drop for BlockingSerial {
 fn io_err(e: ClientError) -> std::io::Error {
     let kind = match e {
         ClientError::Timeout(_) => std::io::ErrorKind::TimedOut,
-        ClientError::Closed(_) => std::io::ErrorKind::BrokenPipe,
+        ClientError::Closed(_) | ClientError::LinkDown(_) => std::io::ErrorKind::BrokenPipe,
         ClientError::Unsupported(_) => std::io::ErrorKind::Unsupported,
         _ => std::io::ErrorKind::Other,
     };

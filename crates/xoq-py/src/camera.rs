@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use xoq::camera::{CameraOptions, ChannelOrder, Codec, RemoteCamera, VideoFrame};
 use xoq::client::ClientError;
 
-use crate::{SIGNAL_SLICE, client_key, duration, runtime, to_py};
+use crate::{SIGNAL_SLICE, duration, identity, runtime, to_py};
 
 /// A decoded frame: `(bgr, width, height, seq, timestamp_us, keyframe)`.
 type Decoded = (Py<PyByteArray>, u32, u32, u64, u64, bool);
@@ -129,13 +129,14 @@ impl Camera {
 impl Camera {
     /// Connect to `address`. `codec` is `"h264"`, `"jpeg"` or `None` (H.264, else JPEG).
     #[new]
-    #[pyo3(signature = (address, codec=None, offline=None, key=None))]
+    #[pyo3(signature = (address, codec=None, offline=None, key=None, ephemeral=false))]
     fn new(
         py: Python<'_>,
         address: &str,
         codec: Option<&str>,
         offline: Option<bool>,
         key: Option<PathBuf>,
+        ephemeral: bool,
     ) -> PyResult<Self> {
         let codecs: &[Codec] = match codec {
             None => &[Codec::H264, Codec::Jpeg],
@@ -150,7 +151,7 @@ impl Camera {
         let opts = CameraOptions::new()
             .codecs(codecs)
             .offline(crate::offline(offline))
-            .key(client_key(key)?);
+            .identity(identity(key, ephemeral)?);
         let rt = runtime()?;
         let cam = py
             .detach(|| rt.block_on(RemoteCamera::connect(address, opts)))

@@ -10,7 +10,7 @@ use pyo3::types::PyBytes;
 use xoq::can::{CanFrame, CanOptions, Filter, RemoteCanBus};
 use xoq::client::ClientError;
 
-use crate::{SIGNAL_SLICE, client_key, close_slot, duration, is_open, runtime, to_py};
+use crate::{SIGNAL_SLICE, close_slot, duration, identity, is_open, runtime, to_py};
 
 /// Frame flags as one small int, so a frame crosses into Python as a flat tuple.
 pub(crate) mod flag {
@@ -28,8 +28,9 @@ pub(crate) mod flag {
     pub(crate) const ESI: u8 = 32;
 }
 
-/// A received frame: `(arbitration_id, flags, data, dlc, timestamp_seconds)`.
-type PyFrame<'py> = (u32, u8, Bound<'py, PyBytes>, u8, f64);
+/// A received frame: `(arbitration_id, flags, data, dlc, timestamp_seconds, robot_seconds)`:
+/// the receive time in this process's clock (what python-can expects), and on the robot's.
+type PyFrame<'py> = (u32, u8, Bound<'py, PyBytes>, u8, f64, f64);
 
 /// A connected remote CAN bus. Methods may be called from several Python threads.
 #[pyclass(frozen, module = "xoq._xoq")]
@@ -59,7 +60,8 @@ impl CanBus {
     /// Connect to `address`. `filters` is a list of `(id, mask, extended_only)` (see
     /// `set_filters`); `interface` checks that the endpoint serves that interface.
     #[new]
-    #[pyo3(signature = (address, receive_own=false, filters=None, interface=None, offline=None, key=None))]
+    #[pyo3(signature = (address, receive_own=false, filters=None, interface=None, offline=None, key=None, ephemeral=false, reconnect=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         address: &str,
@@ -68,11 +70,14 @@ impl CanBus {
         interface: Option<String>,
         offline: Option<bool>,
         key: Option<PathBuf>,
+        ephemeral: bool,
+        reconnect: Option<f64>,
     ) -> PyResult<Self> {
         let mut opts = CanOptions::new()
             .receive_own(receive_own)
             .offline(crate::offline(offline))
-            .key(client_key(key)?);
+            .identity(identity(key, ephemeral)?)
+            .reconnect(crate::reconnect(reconnect)?);
         let relay = address.contains("://");
         if let Some(f) = filters {
             opts = opts.filters(self::filters(f));
@@ -158,11 +163,13 @@ impl CanBus {
                     | (u8::from(f.brs) * flag::BRS)
                     | (u8::from(f.esi) * flag::ESI);
                 let dlc = if f.rtr { f.rtr_len } else { f.data.len() as u8 };
+                let local = bus.clock().to_local_us(t.timestamp_us);
                 return Ok(Some((
                     f.id,
                     flags,
                     PyBytes::new(py, &f.data),
                     dlc,
+                    local as f64 / 1e6,
                     t.timestamp_us as f64 / 1e6,
                 )));
             }
@@ -213,6 +220,44 @@ impl CanBus {
     #[getter]
     fn via_relay(&self) -> bool {
         self.relay
+    }
+
+    /// `(state, reason, drops, reconnects, down_seconds)` of the link (state:
+    /// `"connected"`, `"reconnecting"` or `"closed"`).
+    #[getter]
+    fn link(&self) -> PyResult<(String, String, u64, u64, f64)> {
+        Ok(crate::link_info(self.bus()?.link()))
+    }
+
+    /// Wait until the link state changes (or `timeout` seconds); returns the new state.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_link_change(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<String> {
+        let bus = self.bus()?;
+        crate::wait_link_change(py, bus.link(), timeout)
+    }
+
+    /// `(offset_us, rtt_us)` of the estimate of the server's clock (server minus local), or
+    /// `None` before the first probe.
+    #[getter]
+    fn clock(&self) -> PyResult<Option<(i64, u64)>> {
+        Ok(self
+            .bus()?
+            .clock()
+            .estimate()
+            .map(|e| (e.offset_us, e.rtt_us)))
+    }
+
+    /// `(sent, not_sent_link_down, refused_by_server)` frame counts.
+    #[getter]
+    fn counters(&self) -> PyResult<(u64, u64, u64)> {
+        use std::sync::atomic::Ordering;
+        let b = self.bus()?;
+        let s = b.stats();
+        Ok((
+            s.sent.load(Ordering::Relaxed),
+            s.not_sent.load(Ordering::Relaxed),
+            s.refused_by_server.load(Ordering::Relaxed),
+        ))
     }
 
     /// Close the session (idempotent).

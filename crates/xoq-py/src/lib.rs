@@ -49,6 +49,12 @@ create_exception!(
 );
 create_exception!(
     _xoq,
+    LinkDownError,
+    XoqError,
+    "The link is down and the client is reconnecting; the operation was not carried out."
+);
+create_exception!(
+    _xoq,
     XoqTimeoutError,
     XoqError,
     "The operation did not finish in time."
@@ -73,6 +79,7 @@ fn to_py(e: ClientError) -> PyErr {
         ClientError::Connect(_) => ConnectError::new_err(msg),
         ClientError::Refused { .. } => RefusedError::new_err(msg),
         ClientError::Closed(_) => ClosedError::new_err(msg),
+        ClientError::LinkDown(_) => LinkDownError::new_err(msg),
         ClientError::Timeout(_) => XoqTimeoutError::new_err(msg),
         ClientError::Device(_) => DeviceError::new_err(msg),
         ClientError::Unsupported(_) => UnsupportedError::new_err(msg),
@@ -151,13 +158,80 @@ fn offline(flag: Option<bool>) -> bool {
     flag.unwrap_or_else(xoq::transport::offline_from_env)
 }
 
-/// The client identity: the key file if given (created 0600 when missing), else a fresh one.
-fn client_key(path: Option<PathBuf>) -> PyResult<Option<iroh::SecretKey>> {
-    path.map(|p| {
-        xoq::transport::key::load_or_create(&p)
-            .map_err(|e| ConnectError::new_err(format!("key {}: {e}", p.display())))
-    })
-    .transpose()
+/// The client identity: `key=` (a file, created 0600 when missing), else a throw-away one
+/// when asked (`ephemeral=True`), else the user's: `XOQ_KEY`, else `$XOQ_HOME/client.key`,
+/// the id `xoq id` prints. So code that cannot pass `key=` (LeRobot) still has the id a
+/// server's `--allow` names, and a program reopening a port is recognised as itself.
+fn identity(key: Option<PathBuf>, ephemeral: bool) -> PyResult<xoq::client::Identity> {
+    use xoq::client::Identity;
+    match (key, ephemeral) {
+        (Some(_), true) => Err(pyo3::exceptions::PyValueError::new_err(
+            "give key= or ephemeral=True, not both",
+        )),
+        (Some(p), false) => Ok(Identity::File(p)),
+        (None, true) => Ok(Identity::Ephemeral),
+        (None, false) => Ok(Identity::User),
+    }
+}
+
+/// The reconnect policy from Python's `reconnect=` (seconds to keep trying; 0 = never).
+fn reconnect(seconds: Option<f64>) -> PyResult<xoq::client::Reconnect> {
+    match seconds {
+        None => Ok(xoq::client::Reconnect::default()),
+        Some(0.0) => Ok(xoq::client::Reconnect {
+            enabled: false,
+            ..Default::default()
+        }),
+        Some(s) => Ok(xoq::client::Reconnect {
+            deadline: duration(Some(s))?.unwrap_or(Duration::from_secs(3600 * 24 * 365)),
+            enabled: true,
+        }),
+    }
+}
+
+/// The link's state as Python sees it: `(state, reason, drops, reconnects, down_seconds)`,
+/// state being `"connected"`, `"reconnecting"` or `"closed"`.
+fn link_info(link: &xoq::client::link::Link) -> (String, String, u64, u64, f64) {
+    use std::sync::atomic::Ordering;
+    use xoq::client::LinkState;
+    let (state, reason) = match link.state() {
+        LinkState::Connected => ("connected", String::new()),
+        LinkState::Reconnecting { reason, .. } => ("reconnecting", reason),
+        LinkState::Closed(r) => ("closed", r),
+    };
+    let c = link.counters();
+    (
+        state.to_string(),
+        reason,
+        c.drops.load(Ordering::Relaxed),
+        c.reconnects.load(Ordering::Relaxed),
+        c.down_us.load(Ordering::Relaxed) as f64 / 1e6,
+    )
+}
+
+/// Wait (GIL released, Ctrl-C honoured) until the link's state changes or `timeout` passes;
+/// returns the state then.
+fn wait_link_change(
+    py: Python<'_>,
+    link: &xoq::client::link::Link,
+    timeout: Option<f64>,
+) -> PyResult<String> {
+    let rt = runtime()?;
+    let deadline = duration(timeout)?.map(|t| Instant::now() + t);
+    let mut rx = link.watch();
+    rx.borrow_and_update();
+    loop {
+        let slice = deadline.map_or(SIGNAL_SLICE, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(SIGNAL_SLICE)
+        });
+        let changed =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(slice, rx.changed()).await }));
+        if changed.is_ok() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(link_info(link).0);
+        }
+        py.check_signals()?;
+    }
 }
 
 /// Whether `address` is something xoq can dial: `<id>`, `<id>@ip:port` or a relay URL.
@@ -167,9 +241,13 @@ fn is_address(address: &str) -> bool {
     address.parse::<xoq::transport::Address>().is_ok()
 }
 
-/// The endpoint id stored in a key file (created 0600 when missing), as `xoq id` prints it.
+/// The endpoint id stored in a key file (created 0600 when missing), as `xoq id` prints it;
+/// without a file, this user's client id (`XOQ_KEY`, else `$XOQ_HOME/client.key`), the one
+/// every port and bus opened without `key=` uses.
 #[pyfunction]
-fn endpoint_id(key: PathBuf) -> PyResult<String> {
+#[pyo3(signature = (key=None))]
+fn endpoint_id(key: Option<PathBuf>) -> PyResult<String> {
+    let key = key.unwrap_or_else(xoq::client::link::Identity::user_key_path);
     let k = xoq::transport::key::load_or_create(&key)
         .map_err(|e| XoqError::new_err(format!("key {}: {e}", key.display())))?;
     Ok(k.public().to_string())
@@ -194,6 +272,7 @@ fn _xoq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConnectError", py.get_type::<ConnectError>())?;
     m.add("RefusedError", py.get_type::<RefusedError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add("LinkDownError", py.get_type::<LinkDownError>())?;
     m.add("XoqTimeoutError", py.get_type::<XoqTimeoutError>())?;
     m.add("DeviceError", py.get_type::<DeviceError>())?;
     m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;

@@ -13,7 +13,7 @@ use xoq::serial::{
     ClearBuffer, DataBits, FlowControl, LineSettings, Parity, RemoteSerial, SerialOptions, StopBits,
 };
 
-use crate::{SIGNAL_SLICE, client_key, close_slot, duration, is_open, runtime, to_py};
+use crate::{SIGNAL_SLICE, close_slot, duration, identity, is_open, runtime, to_py};
 
 /// Most bytes one `read` call copies out per wait (the result grows past it as needed).
 const READ_CHUNK: usize = 64 * 1024;
@@ -110,7 +110,7 @@ impl SerialPort {
     /// Connect to `address` (`<id>`, `<id>@ip:port` or `<relay-url>/<path>`) and apply the
     /// settings. `baudrate=None` keeps the port's current settings.
     #[new]
-    #[pyo3(signature = (address, baudrate=None, bytesize=8, parity="N", stopbits=1.0, xonxoff=false, rtscts=false, offline=None, key=None))]
+    #[pyo3(signature = (address, baudrate=None, bytesize=8, parity="N", stopbits=1.0, xonxoff=false, rtscts=false, offline=None, key=None, ephemeral=false, reconnect=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -123,6 +123,8 @@ impl SerialPort {
         rtscts: bool,
         offline: Option<bool>,
         key: Option<PathBuf>,
+        ephemeral: bool,
+        reconnect: Option<f64>,
     ) -> PyResult<Self> {
         let mut opts = match baudrate {
             Some(b) => SerialOptions::new(b)
@@ -131,7 +133,8 @@ impl SerialPort {
         };
         opts = opts
             .offline(crate::offline(offline))
-            .key(client_key(key)?)
+            .identity(identity(key, ephemeral)?)
+            .reconnect(crate::reconnect(reconnect)?)
             .client_name("python");
         let relay = address.contains("://");
         let rt = runtime()?;
@@ -208,20 +211,49 @@ impl SerialPort {
         Ok(PyBytes::new(py, &out))
     }
 
-    /// Write all of `data`; `timeout` (seconds) bounds the wait for network flow control.
+    /// Write `data` with pyserial's `write_timeout` rules: `None` waits as long as the device
+    /// (or a reconnect) takes; a number of seconds raises a timeout unless the device accepted
+    /// every byte in time; `0` sends what can go at once. Returns the bytes written.
     #[pyo3(signature = (data, timeout=None))]
     fn write(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<usize> {
         let limit = duration(timeout)?;
-        let len = data.len();
-        self.run(py, move |p| async move {
-            match limit {
-                None => p.write(data).await,
-                Some(t) => tokio::time::timeout(t, p.write(data))
-                    .await
-                    .map_err(|_| ClientError::Timeout(t))?,
+        let port = self.port()?;
+        let rt = runtime()?;
+        // Waits in slices so Ctrl-C (and a concurrent close) get through.
+        let deadline = limit.map(|t| Instant::now() + t);
+        let mut done = 0usize;
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = match left {
+                Some(l) if l.is_zero() && limit != Some(Duration::ZERO) => {
+                    return Err(to_py(ClientError::Timeout(limit.unwrap_or_default())));
+                }
+                Some(l) => l.min(SIGNAL_SLICE.max(l)),
+                None => Duration::from_secs(3600),
+            };
+            let rest = &data[done..];
+            let r = py.detach(|| {
+                rt.block_on(async {
+                    match limit {
+                        Some(t) if t.is_zero() => {
+                            port.write_timeout(rest, Some(Duration::ZERO)).await
+                        }
+                        Some(_) => port.write_timeout(rest, Some(slice)).await,
+                        None => port.write_timeout(rest, None).await,
+                    }
+                })
+            });
+            match r {
+                Ok(n) => {
+                    done += n;
+                    return Ok(done);
+                }
+                Err(ClientError::Timeout(_)) if deadline.is_some_and(|d| Instant::now() < d) => {
+                    py.check_signals()?;
+                }
+                Err(e) => return Err(to_py(e)),
             }
-        })?;
-        Ok(len)
+        }
     }
 
     /// Bytes received and not read yet.
@@ -240,6 +272,31 @@ impl SerialPort {
     #[getter]
     fn via_relay(&self) -> bool {
         self.relay
+    }
+
+    /// `(state, reason, drops, reconnects, down_seconds)` of the link (state:
+    /// `"connected"`, `"reconnecting"` or `"closed"`).
+    #[getter]
+    fn link(&self) -> PyResult<(String, String, u64, u64, f64)> {
+        Ok(crate::link_info(self.port()?.link()))
+    }
+
+    /// Wait until the link state changes (or `timeout` seconds); returns the new state.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_link_change(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<String> {
+        let port = self.port()?;
+        crate::wait_link_change(py, port.link(), timeout)
+    }
+
+    /// `(offset_us, rtt_us)` of the estimate of the server's clock (server minus local), or
+    /// `None` before the first probe.
+    #[getter]
+    fn clock(&self) -> PyResult<Option<(i64, u64)>> {
+        Ok(self
+            .port()?
+            .clock()
+            .estimate()
+            .map(|e| (e.offset_us, e.rtt_us)))
     }
 
     /// Discard received bytes, here and on the server and device.

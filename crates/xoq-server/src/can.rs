@@ -1,52 +1,64 @@
 //! The CAN bridge server: one per interface.
 //!
-//! - Every client (P2P or the MoQ state track) receives every frame from the bus and every
+//! - Every client (P2P or the relay's state track) receives every frame from the bus and every
 //!   frame sent by *other* clients, with the original receive timestamp; its own frames only
 //!   if it asked (`receive_own`). Per-client filters are applied here, before the network.
 //! - Frames from clients go through one bounded send queue per interface (**drop-oldest**,
 //!   counted): when the bus cannot keep up, the stalest commands are the ones to lose.
-//! - Motor safety: with `max_cmd_age`, a command older than that when it reaches the bus is
-//!   dropped and counted, never sent late. With `on_disconnect` frames, they are sent when the
-//!   last controlling client goes away, or, with `deadman`, when no controlling client has
-//!   sent anything for that long (the link stalled).
+//! - Motor safety ([`crate::safety`]): every P2P session and every relay writer is a
+//!   controller; the on-disconnect frames go out when the last one leaves, when all are
+//!   silent for the deadman window, and when the server stops. Commands are judged on the
+//!   robot's clock (clients stamp them with their estimate of it): too old or dated in the
+//!   future is dropped with `max_cmd_age`, and after a trip nothing sent before the link
+//!   recovered reaches the bus. Safety frames jump the queue, also while the bus is busy.
+//! - Relay writes are off unless the server is told otherwise: the relay side is read-only.
 //! - The bus is silent unless something happens: no keep-alives are ever put on the bus.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use xoq_device::DeviceError;
 use xoq_device::can::{BusEvent, CanBackend, CanTx, now_us};
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{DATA_TRACK, MoqSession};
+use xoq_transport::moq::MoqSession;
 use xoq_wire::can::{
     BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, ServerMsg, TimedFrame, VERSION,
     decode_track_frame, encode_track_frame, filters_accept, refuse_code,
 };
+use xoq_wire::relay::Ctl;
 
 use crate::queue::ItemQueue;
+use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
+use crate::safety::{Action, ControllerId, Drop as Dropped, Safety};
 
 /// Frames buffered per client before the oldest are dropped.
 pub const CLIENT_QUEUE_FRAMES: usize = 16 * 1024;
 /// Frames buffered for the bus before the oldest are dropped.
 pub const SEND_QUEUE_FRAMES: usize = 4096;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client that closes cleanly waits for its queued frames to reach the bus.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+/// How long a stopping server waits for its safety frames to reach the bus.
+pub const STOP_DRAIN: Duration = Duration::from_millis(500);
+/// Origin of frames the server sends itself (safety frames).
+const SERVER: ControllerId = 0;
 
-/// Who may write through MoQ's `{path}/cmd` track.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum MoqWrites {
-    /// Anyone who can publish on the relay path.
-    #[default]
-    Open,
-    /// Nobody: the MoQ side is read-only.
-    Off,
-    /// Only batches prefixed with this token (see docs/protocol.md). The relay operator can
-    /// read it: it keeps strangers on a shared relay out, it is not end-to-end security.
-    Token(String),
+/// Errors starting a CAN server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CanServerError {
+    /// The interface could not be opened.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Counters, for logs, tests and benchmarks.
@@ -58,13 +70,26 @@ pub struct CanStats {
     pub tx_frames: AtomicU64,
     /// Commands dropped because they were older than `max_cmd_age`.
     pub stale_dropped: AtomicU64,
+    /// Commands dropped because they were dated further in the future than `max_cmd_age`.
+    pub future_dropped: AtomicU64,
+    /// Commands dropped after a safety trip (sent before the link recovered).
+    pub after_trip_dropped: AtomicU64,
     /// Commands dropped because the send queue was full.
     pub queue_dropped: AtomicU64,
     /// Times the on-disconnect frames were sent.
     pub safety_trips: AtomicU64,
-    /// MoQ command batches refused (writes off, bad token, undecodable).
+    /// Safety frames transmitted.
+    pub safety_sent: AtomicU64,
+    /// Relay command batches refused (relay writes off, undecodable).
     pub moq_refused: AtomicU64,
-    /// Transmit errors from the device.
+    /// CAN FD frames refused on a classic interface.
+    pub fd_refused: AtomicU64,
+    /// Small FD frames (≤ 8 bytes, no BRS) sent as classic frames on a classic interface.
+    pub fd_as_classic: AtomicU64,
+    /// Times the controller could not take a frame (no ACK on the bus) and the send was
+    /// retried after a back-off.
+    pub tx_busy: AtomicU64,
+    /// Transmit errors from the device (the frame was lost).
     pub tx_errors: AtomicU64,
 }
 
@@ -75,37 +100,45 @@ pub struct CanServerBuilder {
     on_disconnect: Vec<CanFrame>,
     deadman: Option<Duration>,
     max_cmd_age: Option<Duration>,
-    moq_writes: MoqWrites,
+    relay_writes: bool,
 }
 
 impl CanServerBuilder {
-    /// Frames to send when the last controlling client leaves or the deadman trips (e.g.
-    /// Damiao "disable" for every motor).
+    /// Frames to send when the last controlling client leaves, when the deadman trips and
+    /// when the server stops (e.g. Damiao "disable" for every motor).
     pub fn on_disconnect(mut self, frames: Vec<CanFrame>) -> Self {
         self.on_disconnect = frames;
         self
     }
 
-    /// Send the on-disconnect frames when no controlling client has sent a frame for this long.
+    /// Send the on-disconnect frames when no controlling client has sent a command for this
+    /// long. Needs [`on_disconnect`](Self::on_disconnect) frames ([`start`](Self::start)
+    /// refuses a deadman with nothing to send).
     pub fn deadman(mut self, d: Option<Duration>) -> Self {
         self.deadman = d;
         self
     }
 
-    /// Drop commands older than this when they reach the bus.
+    /// Drop commands older than this when they reach the bus, and commands dated more than
+    /// this in the future.
     pub fn max_cmd_age(mut self, d: Option<Duration>) -> Self {
         self.max_cmd_age = d;
         self
     }
 
-    /// Policy for MoQ writes.
-    pub fn moq_writes(mut self, w: MoqWrites) -> Self {
-        self.moq_writes = w;
+    /// Accept commands from relay writers (default: no, the relay side is read-only).
+    pub fn relay_writes(mut self, on: bool) -> Self {
+        self.relay_writes = on;
         self
     }
 
     /// Open the interface and start serving it.
-    pub async fn start(self) -> Result<CanServer, DeviceError> {
+    pub async fn start(self) -> Result<CanServer, CanServerError> {
+        if self.deadman.is_some() && self.on_disconnect.is_empty() {
+            return Err(CanServerError::Config(
+                "a deadman needs on-disconnect frames: give --on-disconnect <file> with the frames to send when it trips".into(),
+            ));
+        }
         let open = self.backend.open()?;
         let (state_tx, _) = watch::channel(BusState::ErrorActive);
         let shared = Arc::new(Shared {
@@ -116,16 +149,21 @@ impl CanServerBuilder {
             next_id: AtomicU64::new(1),
             stats: CanStats::default(),
             state: state_tx,
-            safety: Mutex::new(Safety::default()),
+            safety: Mutex::new(Safety::new(
+                !self.on_disconnect.is_empty(),
+                self.max_cmd_age,
+                self.deadman,
+            )),
+            trips: AtomicU64::new(0),
+            tx_progress: Notify::new(),
             on_disconnect: self.on_disconnect,
             deadman: self.deadman,
-            max_cmd_age: self.max_cmd_age,
-            moq_writes: self.moq_writes,
+            relay_writes: self.relay_writes,
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(rx_task(shared.clone(), open.rx)));
         tasks.push(tokio::spawn(tx_task(shared.clone(), open.tx)));
-        if shared.deadman.is_some() && !shared.on_disconnect.is_empty() {
+        if shared.deadman.is_some() {
             tasks.push(tokio::spawn(deadman_task(shared.clone())));
         }
         Ok(CanServer {
@@ -169,18 +207,19 @@ struct Sink {
 /// One frame waiting for the bus.
 struct Pending {
     frame: CanFrame,
-    /// Client's send time (µs since the epoch), 0 if unknown.
+    /// Client's send time (µs since the epoch on the robot's clock), 0 if unknown.
     sent_us: u64,
-    enqueued: Instant,
-    origin: u64,
+    /// When it arrived here (robot clock, µs): the age of a frame without a send time.
+    arrived_us: u64,
+    origin: ControllerId,
+    /// The trip count when it was queued: a later trip supersedes it.
+    trips: u64,
 }
 
-#[derive(Default)]
-struct Safety {
-    /// Controlling clients (have sent at least one frame) and when they last did.
-    controllers: Vec<(u64, Instant)>,
-    /// The on-disconnect frames were sent and no command came since.
-    tripped: bool,
+/// Frames of one submission that were not queued, for the client's notice.
+#[derive(Debug, Default)]
+struct Refusals {
+    fd: u32,
 }
 
 struct Shared {
@@ -192,10 +231,15 @@ struct Shared {
     stats: CanStats,
     state: watch::Sender<BusState>,
     safety: Mutex<Safety>,
+    /// Incremented at every trip (under the safety lock, like every push of a command):
+    /// a command queued before a trip never goes out after its safety frames, also when it
+    /// was already taken off the queue or is being retried on a busy bus.
+    trips: AtomicU64,
+    /// Woken whenever the transmit task takes frames off the queue.
+    tx_progress: Notify,
     on_disconnect: Vec<CanFrame>,
     deadman: Option<Duration>,
-    max_cmd_age: Option<Duration>,
-    moq_writes: MoqWrites,
+    relay_writes: bool,
 }
 
 impl Shared {
@@ -234,48 +278,108 @@ impl Shared {
         }
     }
 
-    /// Queue frames from client `origin` for the bus.
-    fn submit(&self, frames: Vec<TimedFrame>, origin: u64) {
-        let now = Instant::now();
-        if let Ok(mut s) = self.safety.lock() {
-            s.tripped = false;
-            match s.controllers.iter_mut().find(|(id, _)| *id == origin) {
-                Some(c) => c.1 = now,
-                None => s.controllers.push((origin, now)),
-            }
+    fn safety(&self) -> std::sync::MutexGuard<'_, Safety> {
+        match self.safety.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         }
+    }
+
+    fn act(&self, action: Action) {
+        if let Action::Trip(why) = action {
+            self.trip(why);
+        }
+    }
+
+    /// A client connected: a controller-to-be.
+    fn join(&self, id: ControllerId, relay_writer: bool) {
+        self.safety().join(id, now_us(), relay_writer);
+    }
+
+    /// Something arrived from `id`: a liveness signal after a trip.
+    fn heard(&self, id: ControllerId) {
+        self.safety().heard(id, now_us());
+    }
+
+    /// Queue frames from client `origin` for the bus.
+    fn submit(&self, frames: Vec<TimedFrame>, origin: ControllerId) -> Refusals {
+        let mut refused = Refusals::default();
+        let now = now_us();
         for f in frames {
-            if f.frame.fd && !self.fd {
-                self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let mut frame = f.frame;
+            if frame.fd && !self.fd {
+                // A classic controller cannot carry FD; a frame that fits a classic one
+                // loses nothing by going as classic (python-can sends FD by default).
+                if frame.data.len() <= 8 && !frame.brs && !frame.rtr {
+                    frame.fd = false;
+                    frame.esi = false;
+                    self.stats.fd_as_classic.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.fd_refused.fetch_add(1, Ordering::Relaxed);
+                    refused.fd += 1;
+                    continue;
+                }
             }
-            self.send_queue.push(Pending {
-                frame: f.frame,
-                sent_us: f.timestamp_us,
-                enqueued: now,
-                origin,
-            });
+            // Judged and queued under the safety lock, so a trip cannot fall in between.
+            let mut safety = self.safety();
+            let verdict = safety.command(origin, f.timestamp_us, now);
+            match verdict {
+                Ok(()) => self.send_queue.push(Pending {
+                    frame,
+                    sent_us: f.timestamp_us,
+                    arrived_us: now,
+                    origin,
+                    trips: self.trips.load(Ordering::SeqCst),
+                }),
+                Err(Dropped::Stale) => {
+                    self.stats.stale_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Dropped::Future) => {
+                    self.stats.future_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(iface = %self.name, "dropped a command dated in the future (client clock ahead?)");
+                }
+                Err(Dropped::AfterTrip) => {
+                    self.stats
+                        .after_trip_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         let d = self.send_queue.take_dropped();
         if d > 0 {
             self.stats.queue_dropped.fetch_add(d, Ordering::Relaxed);
         }
+        refused
     }
 
-    /// A client (P2P session or MoQ writer) is gone: forget its queued commands, and if it
-    /// was the last controller, make the bus safe.
-    fn client_gone(&self, id: u64) {
+    fn fd_refusal_message(&self, count: u32) -> String {
+        format!(
+            "{count} CAN FD frame(s) refused: {} is a classic CAN interface (only FD frames of at most 8 bytes without bit-rate switch are sent, as classic frames); serve it as {}:fd on an FD-capable controller",
+            self.name, self.name
+        )
+    }
+
+    /// A client (P2P session or relay writer) is gone abruptly: forget its queued commands
+    /// (they would reach the bus late), and if it was the last controller, make the bus safe.
+    fn client_gone(&self, id: ControllerId) {
         self.send_queue.retain(|p| p.origin != id);
-        let trip = match self.safety.lock() {
-            Ok(mut s) => {
-                let was = s.controllers.iter().any(|(c, _)| *c == id);
-                s.controllers.retain(|(c, _)| *c != id);
-                was && s.controllers.is_empty()
+        let action = self.safety().leave(id, now_us());
+        self.act(action);
+    }
+
+    /// Wait (bounded) until none of `id`'s frames are queued: a client that closes cleanly
+    /// gets what it sent onto the bus, like a local bus shut down after `send`.
+    async fn drain_origin(&self, id: ControllerId, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let progress = self.tx_progress.notified();
+            if self.send_queue.count(|p| p.origin == id) == 0 {
+                return;
             }
-            Err(_) => false,
-        };
-        if trip {
-            self.trip("the last controlling client disconnected");
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                tracing::debug!(iface = %self.name, "a closing client's frames did not all reach the bus in time");
+                return;
+            }
         }
     }
 
@@ -283,24 +387,41 @@ impl Shared {
         if self.on_disconnect.is_empty() {
             return;
         }
-        if let Ok(mut s) = self.safety.lock() {
-            if s.tripped {
-                return;
-            }
-            s.tripped = true;
-        }
         tracing::warn!(iface = %self.name, "{why}: sending {} on-disconnect frames", self.on_disconnect.len());
         self.stats.safety_trips.fetch_add(1, Ordering::Relaxed);
+        let _order = self.safety();
+        let trips = self.trips.fetch_add(1, Ordering::SeqCst) + 1;
         // Nothing queued may reach the bus after the safety frames.
         self.send_queue.retain(|_| false);
+        let now = now_us();
         for f in &self.on_disconnect {
             self.send_queue.push(Pending {
                 frame: f.clone(),
                 sent_us: 0,
-                enqueued: Instant::now(),
-                origin: 0,
+                arrived_us: now,
+                origin: SERVER,
+                trips,
             });
         }
+    }
+
+    /// A command queued before the latest trip: it must not go out.
+    fn superseded(&self, p: &Pending) -> bool {
+        p.origin != SERVER && p.trips != self.trips.load(Ordering::SeqCst)
+    }
+
+    /// Whether a frame is still worth sending now (its age is re-checked at the bus, also
+    /// after it waited on a busy controller).
+    fn still_fresh(&self, p: &Pending, max: Option<Duration>) -> bool {
+        let (Some(max), true) = (max, p.origin != SERVER) else {
+            return true;
+        };
+        let sent = if p.sent_us > 0 {
+            p.sent_us
+        } else {
+            p.arrived_us
+        };
+        now_us().saturating_sub(sent) <= u64::try_from(max.as_micros()).unwrap_or(u64::MAX)
     }
 }
 
@@ -315,47 +436,65 @@ async fn rx_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<BusEvent>) {
                 tracing::warn!(iface = %shared.name, "bus state: {s:?}");
                 let _ = shared.state.send(s);
             }
+            BusEvent::Down(reason) => {
+                tracing::error!(iface = %shared.name, "interface down ({reason}); reopening");
+                // Commands queued now would reach the motors late once it is back.
+                shared.send_queue.retain(|p| p.origin == SERVER);
+                let _ = shared.state.send(BusState::Down);
+            }
+            BusEvent::Up => {
+                tracing::info!(iface = %shared.name, "interface is back");
+                let _ = shared.state.send(BusState::ErrorActive);
+            }
         }
     }
     tracing::error!(iface = %shared.name, "the CAN device stopped delivering frames");
 }
 
 async fn tx_task(shared: Arc<Shared>, mut tx: Box<dyn CanTx>) {
+    let max_age = shared.safety().max_age();
     let mut batch = Vec::with_capacity(256);
     while shared.send_queue.pop_batch(&mut batch, 256).await.is_some() {
+        shared.tx_progress.notify_waiters();
         for p in batch.drain(..) {
-            if let Some(max) = shared.max_cmd_age
-                && p.origin != 0
-            {
-                // Age from the client's send time when it has one (end to end, catches
-                // a stalled link delivering a burst late); else from arrival here.
-                let age = if p.sent_us > 0 {
-                    Duration::from_micros(now_us().saturating_sub(p.sent_us))
-                } else {
-                    p.enqueued.elapsed()
-                };
-                if age > max {
+            loop {
+                // A trip since this was queued: it gives way to the safety frames the trip
+                // queued (which come next from the queue).
+                if shared.superseded(&p) {
+                    break;
+                }
+                if !shared.still_fresh(&p, max_age) {
                     shared.stats.stale_dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(iface = %shared.name, ?age, "dropped a stale command");
-                    continue;
+                    tracing::debug!(iface = %shared.name, "dropped a command that got stale waiting for the bus");
+                    break;
                 }
-            }
-            match tx.send(&p.frame).await {
-                Ok(()) => {
-                    shared.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
-                    let t = TimedFrame {
-                        frame: p.frame,
-                        timestamp_us: now_us(),
-                    };
-                    // Other clients see it as any node on the bus would.
-                    shared.fanout(&t, Some(p.origin));
-                }
-                Err(e) => {
-                    shared.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(iface = %shared.name, "send failed: {e}");
+                match tx.send(&p.frame).await {
+                    Ok(()) => {
+                        shared.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
+                        if p.origin == SERVER {
+                            shared.stats.safety_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let t = TimedFrame {
+                            frame: p.frame.clone(),
+                            timestamp_us: now_us(),
+                        };
+                        // Other clients see it as any node on the bus would.
+                        shared.fanout(&t, Some(p.origin));
+                        break;
+                    }
+                    // Nobody acknowledges: the backend already waited a back-off step.
+                    Err(DeviceError::Busy { .. }) => {
+                        shared.stats.tx_busy.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        shared.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(iface = %shared.name, "send failed: {e}");
+                        break;
+                    }
                 }
             }
         }
+        shared.tx_progress.notify_waiters();
     }
 }
 
@@ -365,17 +504,8 @@ async fn deadman_task(shared: Arc<Shared>) {
     let tick = (window / 10).max(Duration::from_millis(1));
     loop {
         tokio::time::sleep(tick).await;
-        let stalled = match shared.safety.lock() {
-            Ok(s) => {
-                !s.tripped
-                    && !s.controllers.is_empty()
-                    && s.controllers.iter().all(|(_, t)| t.elapsed() > window)
-            }
-            Err(_) => false,
-        };
-        if stalled {
-            shared.trip("no command from any controlling client within the deadman window");
-        }
+        let action = shared.safety().tick(now_us());
+        shared.act(action);
     }
 }
 
@@ -387,7 +517,7 @@ impl CanServer {
             on_disconnect: Vec::new(),
             deadman: None,
             max_cmd_age: None,
-            moq_writes: MoqWrites::Open,
+            relay_writes: false,
         }
     }
 
@@ -399,6 +529,43 @@ impl CanServer {
     /// Counters.
     pub fn stats(&self) -> &CanStats {
         &self.shared.stats
+    }
+
+    /// Whether relay writers may send commands.
+    pub fn relay_writes(&self) -> bool {
+        self.shared.relay_writes
+    }
+
+    /// Controlling clients now (P2P sessions and relay writers that sent a command).
+    pub fn controllers(&self) -> usize {
+        self.shared.safety().controllers()
+    }
+
+    /// Stop safely: send the on-disconnect frames (whoever is connected) and wait, at most
+    /// `limit`, until they are on the bus; then end every client's stream once what is
+    /// queued for it (the motors' replies) has been sent. Call before exiting.
+    pub async fn stop(&self, limit: Duration) {
+        let target = self.shared.stats.safety_sent.load(Ordering::Relaxed)
+            + self.shared.on_disconnect.len() as u64;
+        let action = self.shared.safety().stop(now_us());
+        self.shared.act(action);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.shared.stats.safety_sent.load(Ordering::Relaxed) < target {
+            let progress = self.shared.tx_progress.notified();
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                tracing::warn!(iface = %self.shared.name, "the on-disconnect frames did not all reach the bus in time");
+                break;
+            }
+        }
+        // Replies to the safety frames come back through the receive path: give them a
+        // moment to reach the clients' queues, then close the queues (each session sends
+        // what is queued and ends its stream).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(sinks) = self.shared.sinks.lock() {
+            for s in sinks.iter() {
+                s.queue.close();
+            }
+        }
     }
 
     /// Serve one P2P connection until it ends.
@@ -444,9 +611,11 @@ impl CanServer {
             receive_own,
             filters: filters.clone(),
         });
-        let _guard = ClientGuard {
+        shared.join(id, false);
+        let mut guard = ClientGuard {
             shared: shared.clone(),
             id,
+            clean: false,
         };
         tracing::info!(%peer, iface = %shared.name, "client connected");
 
@@ -454,7 +623,9 @@ impl CanServer {
             version: VERSION,
             interface: shared.name.clone(),
             fd: shared.fd,
+            server_us: now_us(),
         };
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<ServerMsg>(64);
         let wq = queue.clone();
         let mut state_rx = shared.state.subscribe();
         let mut writer = tokio::spawn(async move {
@@ -470,6 +641,11 @@ impl CanServer {
             loop {
                 out.clear();
                 tokio::select! {
+                    biased;
+                    m = ctl_rx.recv() => match m {
+                        Some(m) => m.encode(&mut out),
+                        None => { let _ = send.finish(); return; }
+                    },
                     r = wq.pop_batch(&mut batch, MAX_BATCH) => {
                         if r.is_none() { let _ = send.finish(); return; }
                         let dropped = wq.take_dropped();
@@ -493,14 +669,34 @@ impl CanServer {
             tokio::select! {
                 _ = &mut writer => break,
                 m = reader.next(ClientMsg::decode) => match m {
-                    Ok(Some(ClientMsg::Send(frames))) => shared.submit(frames, id),
+                    Ok(Some(ClientMsg::Send(frames))) => {
+                        let refused = shared.submit(frames, id);
+                        if refused.fd > 0 {
+                            let msg = ServerMsg::Error {
+                                code: refuse_code::UNSUPPORTED,
+                                count: refused.fd,
+                                message: shared.fd_refusal_message(refused.fd),
+                            };
+                            let _ = ctl_tx.try_send(msg);
+                        }
+                    }
                     Ok(Some(ClientMsg::SetFilters(f))) => {
+                        shared.heard(id);
                         if let Ok(mut cur) = filters.lock() {
                             *cur = f;
                         }
                     }
+                    Ok(Some(ClientMsg::Ping { id: ping, client_us })) => {
+                        shared.heard(id);
+                        let _ = ctl_tx.try_send(ServerMsg::Pong { id: ping, client_us, server_us: now_us() });
+                    }
                     Ok(Some(ClientMsg::Hello { .. })) => break,
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // A clean close: what the client sent still goes on the bus.
+                        guard.clean = true;
+                        shared.drain_origin(id, CLOSE_DRAIN).await;
+                        break;
+                    }
                     Err(e) => {
                         tracing::info!(%peer, "client session ended: {e}");
                         break;
@@ -508,38 +704,53 @@ impl CanServer {
                 },
             }
         }
+        drop(ctl_tx);
         queue.close();
-        let _ = tokio::time::timeout(Duration::from_millis(200), &mut writer).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), &mut writer).await;
         writer.abort();
+        drop(guard);
         tracing::info!(%peer, iface = %shared.name, "client left");
     }
 
-    /// Publish the interface's traffic on `{name}/state` and accept frames from
-    /// `{name}/cmd` (track `data`, batches as in docs/protocol.md). Runs until the session ends.
+    /// Bridge the interface to a relay: publish its traffic on `{name}/state` (track `data`,
+    /// batches as in docs/protocol.md, and `ctl`) and, with relay writes on, send the
+    /// commands of every in-sync writer `{name}/cmd/<writer>`. Runs until the session ends
+    /// for good.
     pub async fn serve_moq(
         &self,
         session: &MoqSession,
         name: &str,
     ) -> Result<(), xoq_transport::TransportError> {
         let shared = &self.shared;
-        let (_bc, mut writers) = session.publish_tracks(&format!("{name}/state"), &[DATA_TRACK])?;
-        let Some(mut state) = writers.pop() else {
-            return Ok(());
-        };
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let ids_from = shared.clone();
+        let (bridge, mut events) = RelayBridge::start(
+            session,
+            name,
+            BridgeConfig {
+                down: "state",
+                up: "cmd",
+                writes: shared.relay_writes,
+                writes_off_code: refuse_code::WRITES_OFF,
+            },
+            Arc::new(move || ids_from.next_id.fetch_add(1, Ordering::Relaxed)),
+        )?;
+        let sink_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(ItemQueue::new(CLIENT_QUEUE_FRAMES));
         shared.add_sink(Sink {
-            id,
+            id: sink_id,
             queue: queue.clone(),
-            // MoQ viewers see commands from MoQ writers too: the page that sent a command
-            // wants to see it on the bus, and other viewers must see it anyway.
+            // Relay viewers see commands from relay writers too: the page that sent a
+            // command wants to see it on the bus, and other viewers must see it anyway.
             receive_own: true,
             filters: Arc::new(Mutex::new(Vec::new())),
         });
-        let _guard = ClientGuard {
+        let _sink = SinkGuard {
             shared: shared.clone(),
-            id,
+            id: sink_id,
         };
+        let mut writers: HashMap<u64, WriterGuard> = HashMap::new();
+        let mut writer_names: HashMap<u64, String> = HashMap::new();
+        let mut state_rx = shared.state.subscribe();
         let out = async {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             let mut buf = BytesMut::new();
@@ -547,35 +758,44 @@ impl CanServer {
                 buf.clear();
                 encode_track_frame(&batch, &mut buf);
                 batch.clear();
-                if let Err(e) = state.write(buf.split().freeze()) {
-                    tracing::warn!("MoQ state: {e}");
+                if let Err(e) = bridge.write(buf.split().freeze()) {
+                    tracing::warn!("relay state: {e}");
                 }
             }
         };
         let inp = async {
-            if shared.moq_writes == MoqWrites::Off {
-                return std::future::pending::<()>().await;
-            }
-            // Every writer: `{name}/cmd` (XoQ 0.3.6 pages) and each client's `{name}/cmd/<id>`.
-            let mut cmd = session.read_writers(&format!("{name}/cmd"), DATA_TRACK);
             loop {
-                let Some(payload) = cmd.next().await else {
-                    return;
-                };
-                let body = match &shared.moq_writes {
-                    MoqWrites::Token(t) => match strip_token(&payload, t) {
-                        Some(b) => b,
-                        None => {
-                            shared.stats.moq_refused.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Some(BridgeEvent::Joined { id, writer }) => {
+                            shared.join(id, true);
+                            writers.insert(id, WriterGuard { shared: shared.clone(), id });
+                            writer_names.insert(id, writer);
                         }
+                        Some(BridgeEvent::Heard { id }) => shared.heard(id),
+                        Some(BridgeEvent::Data { id, payload }) => match decode_track_frame(&payload) {
+                            Ok(frames) => {
+                                let refused = shared.submit(frames, id);
+                                if refused.fd > 0
+                                    && let Some(w) = writer_names.get(&id)
+                                {
+                                    bridge.refuse(w, refuse_code::UNSUPPORTED, shared.fd_refusal_message(refused.fd));
+                                }
+                            }
+                            Err(_) => {
+                                shared.stats.moq_refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                        Some(BridgeEvent::Left { id }) => {
+                            writers.remove(&id);
+                            writer_names.remove(&id);
+                        }
+                        None => return,
                     },
-                    _ => &payload[..],
-                };
-                match decode_track_frame(body) {
-                    Ok(frames) => shared.submit(frames, id),
-                    Err(_) => {
-                        shared.stats.moq_refused.fetch_add(1, Ordering::Relaxed);
+                    c = state_rx.changed() => {
+                        if c.is_err() { return; }
+                        let s = *state_rx.borrow_and_update();
+                        bridge.notice(&Ctl::BusState(s.to_code()));
                     }
                 }
             }
@@ -583,20 +803,19 @@ impl CanServer {
         tokio::select! {
             _ = out => {},
             _ = inp => {},
-            _ = session.closed() => {},
+            r = session.closed() => {
+                if let Err(e) = r {
+                    tracing::error!("relay session ended: {e}");
+                }
+            },
         }
+        let refused = bridge.stats().writes_refused.load(Ordering::Relaxed);
+        shared
+            .stats
+            .moq_refused
+            .fetch_add(refused, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// A MoQ command batch with a token is `token_len u8 | token | batch`.
-fn strip_token<'a>(payload: &'a [u8], token: &str) -> Option<&'a [u8]> {
-    let (&len, rest) = payload.split_first()?;
-    let len = len as usize;
-    if rest.len() < len || &rest[..len] != token.as_bytes() {
-        return None;
-    }
-    Some(&rest[len..])
 }
 
 async fn refuse(send: &mut iroh::endpoint::SendStream, code: u16, message: String) {
@@ -606,15 +825,46 @@ async fn refuse(send: &mut iroh::endpoint::SendStream, code: u16, message: Strin
     let _ = send.finish();
 }
 
+/// A P2P session's sink and controller: removed when the session ends, however it ends.
 struct ClientGuard {
     shared: Arc<Shared>,
     id: u64,
+    /// The client closed cleanly after its frames were sent: nothing to discard.
+    clean: bool,
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.shared.remove_sink(self.id);
+        if self.clean {
+            let action = self.shared.safety().leave(self.id, now_us());
+            self.shared.act(action);
+        } else {
+            self.shared.client_gone(self.id);
+        }
+    }
+}
+
+/// A relay writer's controller: leaves when the writer does (or the bridge stops).
+struct WriterGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
         self.shared.client_gone(self.id);
+    }
+}
+
+struct SinkGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for SinkGuard {
+    fn drop(&mut self) {
+        self.shared.remove_sink(self.id);
     }
 }
 
@@ -622,20 +872,5 @@ impl ProtocolHandler for CanServer {
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
         self.serve_connection(connection).await;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_prefix() {
-        let mut p = vec![3u8];
-        p.extend_from_slice(b"abc");
-        p.extend_from_slice(&[9, 9]);
-        assert_eq!(strip_token(&p, "abc"), Some(&[9u8, 9][..]));
-        assert_eq!(strip_token(&p, "abd"), None);
-        assert_eq!(strip_token(&[], "abc"), None);
     }
 }

@@ -1,13 +1,18 @@
 //! Servers of xoq: each serves one kind of device to P2P clients (iroh, one ALPN per service)
-//! and to MoQ clients (tracks on a relay).
+//! and to relay clients (tracks on a MoQ relay).
 //!
 //! A server owns its device for its whole life: clients come and go, the device stays open,
 //! and a device that disappears is reopened when it returns.
+//!
+//! Shared pieces: [`relay`] (the relay session protocol every bridge speaks), [`safety`]
+//! (controllers, deadman, command ages), [`queue`] (bounded queues with stated policies).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod camera;
 pub mod can;
 pub mod queue;
+pub mod relay;
+pub mod safety;
 pub mod serial;
 
 pub use serial::{SerialServer, SerialServerBuilder};

@@ -278,6 +278,14 @@ impl<T> ItemQueue<T> {
         self.dropped.swap(0, Ordering::Relaxed)
     }
 
+    /// Number of queued items matching `pred`.
+    pub fn count(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        self.inner
+            .lock()
+            .map(|q| q.iter().filter(|x| pred(x)).count())
+            .unwrap_or(0)
+    }
+
     /// Wake the consumer for good.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);

@@ -1,45 +1,66 @@
 //! The serial bridge server.
 //!
-//! Data path: a device reader task pushes bytes into one bounded [`ByteQueue`] per client:
-//! the P2P controller's queue *blocks* (the device reader waits, so the kernel buffer and
-//! flow control behave as for a local program that stops reading), the MoQ track's queue
-//! drops the oldest bytes (counted) so the relay side never holds the device back; a client session writes bytes and control
-//! requests to the device in stream order under one lock, so a baud change lands exactly
-//! between the bytes sent before and after it.
+//! Data path, device to clients: a device reader task pushes bytes into one bounded
+//! [`ByteQueue`] per client: the P2P controller's queue *blocks* (the device reader waits, so
+//! the kernel buffer and flow control behave as for a local program that stops reading), the
+//! relay's queue drops the oldest bytes (counted) so the relay side never holds the device
+//! back.
 //!
-//! Ownership: one P2P controller at a time. A second client is refused with "port busy (held
-//! by <id>)", or, with takeover, replaces the first (which is told [`Event::TakenOver`]).
-//! MoQ clients write to `{path}/c2s` and read `{path}/s2c` alongside the P2P controller.
+//! Clients to device: every writer's bytes go through one device writer task, so a device
+//! that stops accepting (XOFF, CTS low) blocks *writes only*. A P2P client keeps at most
+//! [`WRITE_WINDOW`] bytes the device has not accepted in flight (the server acks what the
+//! device took), so the session can always read its stream to the end and control requests
+//! are seen at once: clearing the output discards what is queued anywhere on the server and
+//! in the driver and returns promptly; settings and breaks are applied after the bytes
+//! written before them reach the driver, unless the device stopped accepting (then at once).
+//!
+//! Ownership: one P2P controller at a time. A second identity is refused with "port busy
+//! (held by <id>)", or, with takeover, replaces the first (told [`Event::TakenOver`]). The
+//! same identity opening the port again from another handle replaces its older handle (as
+//! a second `open()` of a local port does); the same handle reconnecting replaces its own
+//! stale session. Relay writers (`--moq-writes on`) write alongside the P2P controller.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use xoq_device::DeviceError;
 use xoq_device::serial::{SerialBackend, SerialControl, SerialWriter};
 use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::MoqSession;
+use xoq_wire::relay::Ctl;
 use xoq_wire::serial::{
     ClearBuffer, ClientMsg, Command, Event, Hello, LineSettings, RefuseCode, Reply, ServerMsg,
     VERSION, Welcome,
 };
 
 use crate::queue::{ByteQueue, Overflow};
+use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
 
 /// Bytes buffered per client between the device and the network before the oldest are dropped.
 pub const CLIENT_QUEUE_BYTES: usize = 1 << 20;
+/// Bytes a P2P client may have in flight that the device has not accepted yet.
+pub const WRITE_WINDOW: u32 = 64 * 1024;
+/// Bytes from relay writers queued for the device before their readers wait.
+const RELAY_WRITE_QUEUE: usize = 64 * 1024;
 /// How long a new connection may take to send its handshake.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound of a drain request (flush()): a wedged line must not hang the client forever.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Delay between attempts to reopen a device that disappeared.
 const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
+/// A device writer that made no progress for this long has stopped accepting (flow control):
+/// settings and breaks stop waiting for the bytes before them.
+const STALLED: Duration = Duration::from_millis(100);
+/// How long a client that closes cleanly waits for its bytes to reach the device.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Errors starting a serial server.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +69,7 @@ pub enum ServerError {
     /// The device could not be opened at startup.
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// MoQ publishing failed.
+    /// Relay publishing failed.
     #[error(transparent)]
     Transport(#[from] xoq_transport::TransportError),
 }
@@ -59,6 +80,7 @@ pub struct SerialServerBuilder {
     backend: Box<dyn SerialBackend>,
     settings: LineSettings,
     takeover: bool,
+    relay_writes: bool,
 }
 
 impl SerialServerBuilder {
@@ -75,6 +97,12 @@ impl SerialServerBuilder {
         self
     }
 
+    /// Accept bytes from relay writers (default: no, the relay side is read-only).
+    pub fn relay_writes(mut self, on: bool) -> Self {
+        self.relay_writes = on;
+        self
+    }
+
     /// Open the device and start serving it. Fails if the device cannot be opened now;
     /// later disappearances are handled by reopening.
     pub async fn start(self) -> Result<SerialServer, ServerError> {
@@ -83,10 +111,10 @@ impl SerialServerBuilder {
         let shared = Arc::new(Shared {
             name: self.backend.name().to_string(),
             takeover: self.takeover,
-            io: tokio::sync::Mutex::new(Some(DeviceIo {
-                writer: open.writer,
-                control: open.control,
-            })),
+            relay_writes: self.relay_writes,
+            control: Mutex::new(Some(open.control)),
+            device_writer: tokio::sync::Mutex::new(Some(open.writer)),
+            writes: WriteQueue::default(),
             settings: Mutex::new(self.settings),
             sinks: Mutex::new(Vec::new()),
             controller: Mutex::new(None),
@@ -94,26 +122,29 @@ impl SerialServerBuilder {
             next_session: AtomicU64::new(1),
             stats: Stats::default(),
         });
-        let task = tokio::spawn(device_task(shared.clone(), self.backend, open.reader));
+        let reader = tokio::spawn(device_task(shared.clone(), self.backend, open.reader));
+        let writer = tokio::spawn(writer_task(shared.clone()));
         Ok(SerialServer {
             shared,
-            _task: Arc::new(AbortOnDrop(task)),
+            _tasks: Arc::new(AbortOnDrop(vec![reader, writer])),
         })
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 
-/// A running serial server. Cheap to clone; the device task stops when the last clone drops.
+/// A running serial server. Cheap to clone; the device tasks stop when the last clone drops.
 #[derive(Clone)]
 pub struct SerialServer {
     shared: Arc<Shared>,
-    _task: Arc<AbortOnDrop>,
+    _tasks: Arc<AbortOnDrop>,
 }
 
 impl std::fmt::Debug for SerialServer {
@@ -122,11 +153,6 @@ impl std::fmt::Debug for SerialServer {
             .field("port", &self.shared.name)
             .finish()
     }
-}
-
-struct DeviceIo {
-    writer: SerialWriter,
-    control: Box<dyn SerialControl>,
 }
 
 /// Counters for logs and benchmarks.
@@ -138,19 +164,128 @@ pub struct Stats {
     pub tx_bytes: AtomicU64,
     /// Bytes clients wrote while the device was unavailable (discarded).
     pub tx_discarded: AtomicU64,
+    /// Bytes discarded by output clears (`reset_output_buffer`) before reaching the device.
+    pub tx_cleared: AtomicU64,
+    /// Relay writes refused because relay writes are off.
+    pub relay_refused: AtomicU64,
+}
+
+/// Bytes waiting for the device, from whichever writer, in arrival order.
+#[derive(Default)]
+struct WriteQueue {
+    inner: Mutex<WriteState>,
+    /// New bytes, a clear, or a close.
+    notify: Notify,
+    /// The writer took bytes, finished a chunk, or was cleared.
+    progress: Notify,
+}
+
+#[derive(Default)]
+struct WriteState {
+    chunks: VecDeque<WriteChunk>,
+    bytes: usize,
+    /// A chunk is being written to the device right now.
+    writing: bool,
+    /// Bumped by every output clear: a write in progress for an older generation stops.
+    generation: u64,
+    /// Last sign of life of the write path: bytes queued into an idle queue, a chunk taken,
+    /// bytes moved into the driver.
+    last_activity: Option<Instant>,
+}
+
+struct WriteChunk {
+    data: Bytes,
+    /// The P2P session's count of bytes the device accepted (acked to the client).
+    accepted: Option<Arc<watch::Sender<u64>>>,
+}
+
+impl WriteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn push(&self, chunk: WriteChunk) {
+        {
+            let mut s = self.lock();
+            if s.chunks.is_empty() && !s.writing {
+                s.last_activity = Some(Instant::now());
+            }
+            s.bytes += chunk.data.len();
+            s.chunks.push_back(chunk);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Queue relay bytes, waiting while the queue holds more than its bound.
+    async fn push_bounded(&self, chunk: WriteChunk, bound: usize) {
+        loop {
+            let progress = self.progress.notified();
+            if self.lock().bytes < bound {
+                break;
+            }
+            progress.await;
+        }
+        self.push(chunk);
+    }
+
+    /// Whether the bytes queued so far reached the driver, or the writer is stalled on a
+    /// device that does not accept (then waiting behind it would never end).
+    async fn settle(&self) {
+        loop {
+            let progress = self.progress.notified();
+            {
+                let s = self.lock();
+                let idle = s.chunks.is_empty() && !s.writing;
+                let stalled = s.last_activity.is_none_or(|t| t.elapsed() >= STALLED);
+                if idle || stalled {
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(STALLED, progress).await;
+        }
+    }
+
+    /// Discard everything queued and stop the write in progress; count what was discarded.
+    fn clear(&self) -> usize {
+        let dropped: Vec<WriteChunk>;
+        {
+            let mut s = self.lock();
+            s.generation += 1;
+            s.bytes = 0;
+            dropped = s.chunks.drain(..).collect();
+        }
+        self.notify.notify_waiters();
+        self.progress.notify_waiters();
+        let mut n = 0;
+        for c in dropped {
+            n += c.data.len();
+            if let Some(a) = &c.accepted {
+                a.send_modify(|v| *v += c.data.len() as u64);
+            }
+        }
+        n
+    }
 }
 
 struct Controller {
     id: EndpointId,
+    handle: u64,
     session: u64,
     kick: Arc<Notify>,
-    kicked_by: Arc<Mutex<Option<EndpointId>>>,
+    kicked_why: Arc<Mutex<Option<String>>>,
 }
 
 struct Shared {
     name: String,
     takeover: bool,
-    io: tokio::sync::Mutex<Option<DeviceIo>>,
+    relay_writes: bool,
+    control: Mutex<Option<Box<dyn SerialControl>>>,
+    /// The device's byte writer; `None` while the device is away.
+    device_writer: tokio::sync::Mutex<Option<SerialWriter>>,
+    writes: WriteQueue,
     settings: Mutex<LineSettings>,
     sinks: Mutex<Vec<(u64, Arc<ByteQueue>)>>,
     controller: Mutex<Option<Controller>>,
@@ -194,98 +329,85 @@ impl Shared {
         }
     }
 
-    /// Write client bytes to the device, in order with control operations.
-    async fn write(&self, data: &[u8]) {
-        let mut io = self.io.lock().await;
-        match io.as_mut() {
-            Some(dev) => match dev.writer.write_all(data).await {
-                Ok(()) => {
-                    self.stats
-                        .tx_bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    // The reader notices the loss and starts reopening; report once there.
-                    tracing::debug!(port = %self.name, "write failed: {e}");
-                    self.stats
-                        .tx_discarded
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-            },
-            None => {
-                self.stats
-                    .tx_discarded
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
+    /// Run `f` on the device's control, or say that the device is away.
+    fn with_control<T>(
+        &self,
+        f: impl FnOnce(&mut dyn SerialControl) -> Result<T, DeviceError>,
+    ) -> Result<T, String> {
+        let mut c = match self.control.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        match c.as_mut() {
+            Some(dev) => f(dev.as_mut()).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "{} is unavailable (unplugged?); the server reopens it when it returns",
+                self.name
+            )),
         }
     }
 
     /// Run a control command; `Err` carries the message for the client.
     async fn control(&self, cmd: &Command, own_queue: Option<&ByteQueue>) -> Result<(), String> {
-        let mut io = self.io.lock().await;
-        let Some(dev) = io.as_mut() else {
-            return Err(format!(
-                "{} is unavailable (unplugged?); the server reopens it when it returns",
-                self.name
-            ));
-        };
-        let r = match cmd {
+        match cmd {
             Command::SetSettings(s) => {
-                let r = dev.control.set_settings(s);
-                if r.is_ok()
-                    && let Ok(mut cur) = self.settings.lock()
-                {
+                // After the bytes written before it, as on a local port, unless the device
+                // stopped taking them.
+                self.writes.settle().await;
+                self.with_control(|c| c.set_settings(s))?;
+                if let Ok(mut cur) = self.settings.lock() {
                     *cur = *s;
                 }
-                r
+                Ok(())
             }
             Command::Drain => {
-                let _ = dev.writer.flush().await;
+                self.writes.settle().await;
                 let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
                 loop {
-                    match dev.control.pending_output() {
-                        Ok(0) => break Ok(()),
+                    let queued = {
+                        let s = self.writes.lock();
+                        s.bytes + usize::from(s.writing)
+                    };
+                    match self.with_control(|c| c.pending_output()) {
+                        Ok(0) if queued == 0 => break Ok(()),
                         Ok(_) if tokio::time::Instant::now() >= deadline => {
-                            break Err(format!(
+                            let e = format!(
                                 "drain of {} did not finish in {}s (flow control holding the line?)",
                                 self.name,
                                 DRAIN_TIMEOUT.as_secs()
-                            ));
+                            );
+                            tracing::warn!("{e}");
+                            break Err(e);
                         }
                         // Control path, not data path: poll the driver's queue at 1 kHz.
                         Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                        Err(e) => break Err(e.to_string()),
+                        Err(e) => break Err(e),
                     }
                 }
-                .map_err(|e| {
-                    tracing::warn!("{e}");
-                    e
-                })?;
-                Ok(())
             }
             Command::Clear(which) => {
+                if matches!(which, ClearBuffer::Output | ClearBuffer::All) {
+                    let n = self.writes.clear();
+                    self.stats.tx_cleared.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 if matches!(which, ClearBuffer::Input | ClearBuffer::All)
                     && let Some(q) = own_queue
                 {
                     q.clear();
                 }
-                dev.control.clear(*which)
+                self.with_control(|c| c.clear(*which))
             }
             Command::Break(ms) => {
+                self.writes.settle().await;
                 let ms = (*ms).min(10_000);
-                match dev.control.set_break(true) {
-                    Ok(()) => {
-                        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
-                        dev.control.set_break(false)
-                    }
-                    Err(e) => Err(e),
-                }
+                self.with_control(|c| c.set_break(true))?;
+                tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+                self.with_control(|c| c.set_break(false))
             }
-            Command::SetDtr(on) => dev.control.set_dtr(*on),
-            Command::SetRts(on) => dev.control.set_rts(*on),
-            _ => return Err("command not supported by this server version".into()),
-        };
-        r.map_err(|e| e.to_string())
+            Command::SetDtr(on) => self.with_control(|c| c.set_dtr(*on)),
+            Command::SetRts(on) => self.with_control(|c| c.set_rts(*on)),
+            _ => Err("command not supported by this server version".into()),
+        }
     }
 }
 
@@ -307,7 +429,10 @@ async fn device_task(
                 Err(e) => break e.to_string(),
             }
         };
-        *shared.io.lock().await = None;
+        *shared.device_writer.lock().await = None;
+        if let Ok(mut c) = shared.control.lock() {
+            *c = None;
+        }
         tracing::warn!(port = %shared.name, %reason, "device lost; reopening when it returns");
         let _ = shared.events.send(Event::DeviceLost(format!(
             "{} disappeared ({reason})",
@@ -319,10 +444,10 @@ async fn device_task(
             match backend.open(&shared.settings()) {
                 Ok(open) => {
                     reader = open.reader;
-                    *shared.io.lock().await = Some(DeviceIo {
-                        writer: open.writer,
-                        control: open.control,
-                    });
+                    *shared.device_writer.lock().await = Some(open.writer);
+                    if let Ok(mut c) = shared.control.lock() {
+                        *c = Some(open.control);
+                    }
                     tracing::info!(port = %shared.name, "device is back");
                     let _ = shared.events.send(Event::DeviceRestored);
                     break;
@@ -333,6 +458,84 @@ async fn device_task(
     }
 }
 
+/// Moves queued bytes into the device, one chunk at a time, abandoning a chunk when an output
+/// clear comes (a write blocked by flow control must not hold the clear up).
+async fn writer_task(shared: Arc<Shared>) {
+    let q = &shared.writes;
+    loop {
+        let next = loop {
+            let notified = q.notify.notified();
+            {
+                let mut s = q.lock();
+                if let Some(c) = s.chunks.pop_front() {
+                    s.bytes -= c.data.len();
+                    s.writing = true;
+                    s.last_activity = Some(Instant::now());
+                    break (c, s.generation);
+                }
+            }
+            notified.await;
+        };
+        let (chunk, generation) = next;
+        q.progress.notify_waiters();
+        let mut done = 0usize;
+        let mut dev = shared.device_writer.lock().await;
+        while done < chunk.data.len() {
+            let Some(w) = dev.as_mut() else {
+                // The device is away: the bytes are lost, as on an unplugged port.
+                shared
+                    .stats
+                    .tx_discarded
+                    .fetch_add((chunk.data.len() - done) as u64, Ordering::Relaxed);
+                break;
+            };
+            let cleared = q.notify.notified();
+            let still_current = q.lock().generation == generation;
+            if !still_current {
+                shared
+                    .stats
+                    .tx_cleared
+                    .fetch_add((chunk.data.len() - done) as u64, Ordering::Relaxed);
+                break;
+            }
+            tokio::select! {
+                r = w.write(&chunk.data[done..]) => match r {
+                    Ok(0) | Err(_) => {
+                        // The reader notices the loss and starts reopening.
+                        shared.stats.tx_discarded.fetch_add((chunk.data.len() - done) as u64, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(n) => {
+                        done += n;
+                        shared.stats.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Some(a) = &chunk.accepted {
+                            a.send_modify(|v| *v += n as u64);
+                        }
+                        q.lock().last_activity = Some(Instant::now());
+                        q.progress.notify_waiters();
+                    }
+                },
+                // A clear (new generation) or new bytes: re-check the generation.
+                _ = cleared => {}
+            }
+        }
+        drop(dev);
+        let rest = (chunk.data.len() - done) as u64;
+        if rest > 0
+            && let Some(a) = &chunk.accepted
+        {
+            // Discarded bytes count as accepted: the client's window must not shrink.
+            a.send_modify(|v| *v += rest);
+        }
+        {
+            let mut s = q.lock();
+            s.writing = false;
+            s.last_activity = Some(Instant::now());
+        }
+        q.progress.notify_waiters();
+    }
+}
+
 impl SerialServer {
     /// Serve `backend` (see [`xoq_device::serial::backend`]).
     pub fn builder(backend: Box<dyn SerialBackend>) -> SerialServerBuilder {
@@ -340,6 +543,7 @@ impl SerialServer {
             backend,
             settings: LineSettings::new(115_200),
             takeover: false,
+            relay_writes: false,
         }
     }
 
@@ -351,6 +555,11 @@ impl SerialServer {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Whether relay writers may write to the device.
+    pub fn relay_writes(&self) -> bool {
+        self.shared.relay_writes
     }
 
     /// Endpoint id of the current P2P controller, if any.
@@ -372,11 +581,60 @@ impl SerialServer {
         let r = self.serve_stream(peer, send, recv).await;
         match &r {
             Ok(()) => tracing::info!(%peer, port = %self.shared.name, "client left"),
+            Err(SessionError::Closed(_)) => {
+                tracing::info!(%peer, port = %self.shared.name, "client gone (connection lost)")
+            }
             Err(e) => tracing::info!(%peer, port = %self.shared.name, "client session ended: {e}"),
         }
         // Give the last messages (a refusal) time to reach the peer before closing.
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
         r
+    }
+
+    /// Decide who holds the port after `peer`'s hello: `Err(holder)` when busy.
+    fn claim(
+        &self,
+        peer: EndpointId,
+        handle: u64,
+        session: u64,
+        kick: &Arc<Notify>,
+        kicked_why: &Arc<Mutex<Option<String>>>,
+    ) -> Result<(), EndpointId> {
+        let shared = &self.shared;
+        let mut ctl = match shared.controller.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(cur) = ctl.as_ref() {
+            let why = if cur.id == peer && cur.handle == handle {
+                // The same handle reconnecting (its link dropped): its old session is stale.
+                tracing::info!(%peer, "client reconnected; its stale session is replaced");
+                "replaced by this handle's reconnection".to_string()
+            } else if cur.id == peer {
+                tracing::info!(%peer, "the same client opened the port again; the older handle is closed");
+                format!(
+                    "port {} reopened elsewhere by the same client identity (another handle in this process, or another process with the same key); this handle is closed",
+                    shared.name
+                )
+            } else if shared.takeover {
+                tracing::info!(old = %cur.id, new = %peer, "takeover: new client replaces the current one");
+                format!("another client ({peer}) took over the port")
+            } else {
+                return Err(cur.id);
+            };
+            if let Ok(mut w) = cur.kicked_why.lock() {
+                *w = Some(why);
+            }
+            cur.kick.notify_one();
+        }
+        *ctl = Some(Controller {
+            id: peer,
+            handle,
+            session,
+            kick: kick.clone(),
+            kicked_why: kicked_why.clone(),
+        });
+        Ok(())
     }
 
     /// Serve a session on an accepted bidirectional stream.
@@ -402,6 +660,7 @@ impl SerialServer {
             version,
             settings,
             client,
+            handle,
         } = hello;
         if version != VERSION {
             refuse(
@@ -416,36 +675,8 @@ impl SerialServer {
         // Ownership.
         let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
-        let kicked_by = Arc::new(Mutex::new(None));
-        let busy = {
-            let mut ctl = match shared.controller.lock() {
-                Ok(c) => c,
-                Err(p) => p.into_inner(),
-            };
-            match ctl.as_ref() {
-                // The same endpoint id reconnecting is the controller itself after a crash or
-                // a lost link: let it replace its stale session instead of waiting for the
-                // idle timeout.
-                Some(cur) if !shared.takeover && cur.id != peer => Some(cur.id),
-                other => {
-                    if let Some(cur) = other {
-                        if let Ok(mut by) = cur.kicked_by.lock() {
-                            *by = Some(peer);
-                        }
-                        cur.kick.notify_one();
-                        tracing::info!(old = %cur.id, new = %peer, "takeover: new client replaces the current one");
-                    }
-                    *ctl = Some(Controller {
-                        id: peer,
-                        session,
-                        kick: kick.clone(),
-                        kicked_by: kicked_by.clone(),
-                    });
-                    None
-                }
-            }
-        };
-        if let Some(holder) = busy {
+        let kicked_why = Arc::new(Mutex::new(None));
+        if let Err(holder) = self.claim(peer, handle, session, &kick, &kicked_why) {
             tracing::info!(%peer, %holder, "refused: port busy");
             refuse(
                 &mut send,
@@ -475,11 +706,15 @@ impl SerialServer {
         let mut events = shared.events.subscribe();
         tracing::info!(%peer, %client, port = %shared.name, "client connected");
 
+        let (accepted_tx, mut accepted_rx) = watch::channel(0u64);
+        let accepted_tx = Arc::new(accepted_tx);
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<ServerMsg>(64);
         let welcome = ServerMsg::Welcome(Welcome {
             version: VERSION,
             settings: shared.settings(),
             port: shared.name.clone(),
+            window: WRITE_WINDOW,
+            server_us: now_us(),
         });
         let writer_queue = queue.clone();
         let writer_kick = kick.clone();
@@ -493,8 +728,8 @@ impl SerialServer {
                 tokio::select! {
                     biased;
                     _ = writer_kick.notified() => {
-                        let by = kicked_by.lock().ok().and_then(|b| *b).map(|b| b.to_string()).unwrap_or_default();
-                        ServerMsg::Event(Event::TakenOver(format!("another client ({by}) took over the port"))).encode(&mut out);
+                        let why = kicked_why.lock().ok().and_then(|w| w.clone()).unwrap_or_default();
+                        ServerMsg::Event(Event::TakenOver(why)).encode(&mut out);
                         let _ = send.write_all(&out).await;
                         let _ = send.finish();
                         return Err("taken over".to_string());
@@ -503,6 +738,10 @@ impl SerialServer {
                         Some(m) => m.encode(&mut out),
                         None => { let _ = send.finish(); return Ok(()); }
                     },
+                    c = accepted_rx.changed() => {
+                        if c.is_err() { continue; }
+                        ServerMsg::Ack(*accepted_rx.borrow_and_update()).encode(&mut out);
+                    }
                     r = writer_queue.pop_all(&mut chunks) => {
                         if r.is_none() { let _ = send.finish(); return Ok(()); }
                         let dropped = writer_queue.take_dropped();
@@ -525,6 +764,8 @@ impl SerialServer {
             }
         });
 
+        // Bytes received from this client, for the window check.
+        let mut received: u64 = 0;
         let result = loop {
             tokio::select! {
                 w = &mut writer => {
@@ -536,7 +777,16 @@ impl SerialServer {
                     };
                 }
                 m = reader.next(ClientMsg::decode) => match m {
-                    Ok(Some(ClientMsg::Data(d))) => shared.write(&d).await,
+                    Ok(Some(ClientMsg::Data(d))) => {
+                        received += d.len() as u64;
+                        let in_flight = received.saturating_sub(*accepted_tx.borrow());
+                        if in_flight > u64::from(WRITE_WINDOW) {
+                            break Err(SessionError::Protocol(format!(
+                                "client has {in_flight} bytes in flight, over the {WRITE_WINDOW}-byte window"
+                            )));
+                        }
+                        shared.writes.push(WriteChunk { data: d, accepted: Some(accepted_tx.clone()) });
+                    }
                     Ok(Some(ClientMsg::Request(req))) => {
                         let error = shared.control(&req.command, Some(&queue)).await.err();
                         if let Some(e) = &error {
@@ -546,9 +796,22 @@ impl SerialServer {
                             break Err(SessionError::Closed("writer ended".into()));
                         }
                     }
+                    Ok(Some(ClientMsg::Ping { id, client_us })) => {
+                        let _ = ctl_tx.try_send(ServerMsg::Pong { id, client_us, server_us: now_us() });
+                    }
                     Ok(Some(ClientMsg::Hello(_))) => break Err(SessionError::Protocol("second Hello".into())),
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(SessionError::Protocol(e.to_string())),
+                    Ok(None) => {
+                        // A clean close: what the client wrote still goes to the device.
+                        let deadline = tokio::time::Instant::now() + CLOSE_DRAIN;
+                        while *accepted_tx.borrow() < received {
+                            let mut rx = accepted_tx.subscribe();
+                            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                                break;
+                            }
+                        }
+                        break Ok(());
+                    }
+                    Err(e) => break Err(classify(e)),
                 },
             }
         };
@@ -562,16 +825,23 @@ impl SerialServer {
         result
     }
 
-    /// Bridge this port to MoQ: bytes from subscribers of `{name}/c2s` (track `data`) are
-    /// written to the device and device bytes are published on `{name}/s2c`. Runs until the
-    /// session ends for good.
+    /// Bridge this port to a relay: device bytes are published on `{name}/s2c` (track
+    /// `data`, plus `ctl`), and with relay writes on, bytes of every in-sync writer
+    /// `{name}/c2s/<writer>` are written to the device. Runs until the session ends for good.
     pub async fn serve_moq(&self, session: &MoqSession, name: &str) -> Result<(), ServerError> {
         let shared = &self.shared;
-        let (_bc, mut writers) =
-            session.publish_tracks(&format!("{name}/s2c"), &[xoq_transport::moq::DATA_TRACK])?;
-        let Some(mut s2c) = writers.pop() else {
-            return Ok(());
-        };
+        let ids_from = shared.clone();
+        let (bridge, mut bridge_events) = RelayBridge::start(
+            session,
+            name,
+            BridgeConfig {
+                down: "s2c",
+                up: "c2s",
+                writes: shared.relay_writes,
+                writes_off_code: RefuseCode::NotAllowed.to_code(),
+            },
+            Arc::new(move || ids_from.next_session.fetch_add(1, Ordering::Relaxed)),
+        )?;
         let session_id = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(ByteQueue::new(CLIENT_QUEUE_BYTES));
         shared.add_sink(session_id, queue.clone());
@@ -579,33 +849,65 @@ impl SerialServer {
             shared: shared.clone(),
             session: session_id,
         };
-        // Every writer: `{name}/c2s` (XoQ 0.3.6 pages) and each client's `{name}/c2s/<id>`.
-        let mut c2s = session.read_writers(&format!("{name}/c2s"), xoq_transport::moq::DATA_TRACK);
+        let mut events = shared.events.subscribe();
         let out = async {
             let mut chunks = Vec::new();
             while queue.pop_all(&mut chunks).await.is_some() {
                 for c in chunks.drain(..) {
-                    if let Err(e) = s2c.write(c) {
-                        tracing::warn!("MoQ s2c: {e}");
+                    if let Err(e) = bridge.write(c) {
+                        tracing::warn!("relay s2c: {e}");
                     }
                 }
             }
         };
         let inp = async {
             loop {
-                match c2s.next().await {
-                    Some(d) => shared.write(&d).await,
-                    None => return,
+                tokio::select! {
+                    ev = bridge_events.recv() => match ev {
+                        Some(BridgeEvent::Data { payload, .. }) => {
+                            shared.writes.push_bounded(WriteChunk { data: payload, accepted: None }, RELAY_WRITE_QUEUE).await;
+                        }
+                        Some(_) => {}
+                        None => return,
+                    },
+                    e = events.recv() => match e {
+                        Ok(Event::DeviceLost(r)) => bridge.notice(&Ctl::DeviceLost(r)),
+                        Ok(Event::DeviceRestored) => bridge.notice(&Ctl::DeviceRestored),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
                 }
             }
         };
         tokio::select! {
             _ = out => {},
             _ = inp => {},
-            _ = session.closed() => {},
+            r = session.closed() => {
+                if let Err(e) = r {
+                    tracing::error!("relay session ended: {e}");
+                }
+            },
         }
+        shared.stats.relay_refused.fetch_add(
+            bridge.stats().writes_refused.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
+}
+
+/// A stream error from the client: a lost connection is not a protocol violation.
+fn classify(e: xoq_transport::framed::FramedError) -> SessionError {
+    match e {
+        xoq_transport::framed::FramedError::Decode(d) => SessionError::Protocol(d.to_string()),
+        other => SessionError::Closed(other.to_string()),
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {

@@ -8,6 +8,10 @@
 //! relay URL the session connects to (its path is the relay's auth root). So
 //! `http://h:4443/anon/xoq-serial` connects to `http://h:4443/anon` and uses broadcasts
 //! `xoq-serial/...`, which the relay knows as `anon/xoq-serial/...`.
+//!
+//! A relay address may carry a token, `...?jwt=TOKEN` (the moq tools' convention, checked by
+//! the relay), or take it from [`TOKEN_ENV`]. The token is kept apart from the URL
+//! ([`RelayUrl`]) so that printing an address or logging it never shows it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +21,108 @@ use iroh::EndpointId;
 use url::Url;
 
 use crate::TransportError;
+
+/// Environment variable with a relay token, used when the relay URL carries no `?jwt=`.
+pub const TOKEN_ENV: &str = "XOQ_RELAY_TOKEN";
+
+/// A relay URL (scheme, host, port, auth root) and the token presented to it, kept apart:
+/// `Display` and `Debug` never show the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelayUrl {
+    url: Url,
+    token: Option<String>,
+}
+
+impl RelayUrl {
+    /// Parse `http(s)://host:port/root[?jwt=TOKEN]`. Other query parameters are dropped.
+    pub fn parse(input: &str) -> Result<Self, TransportError> {
+        let bad = |reason: &str| TransportError::Address {
+            input: redact(input),
+            reason: reason.to_string(),
+        };
+        if !(input.starts_with("http://") || input.starts_with("https://")) {
+            return Err(bad("a relay URL starts with http:// or https://"));
+        }
+        let url = Url::parse(input).map_err(|e| bad(&e.to_string()))?;
+        if url.host_str().is_none() {
+            return Err(bad("the relay URL has no host"));
+        }
+        Ok(Self::from_url(url))
+    }
+
+    /// Take the token out of `url`'s query (`jwt=`), keeping the rest of the URL.
+    pub fn from_url(mut url: Url) -> Self {
+        let token = url
+            .query_pairs()
+            .find(|(k, v)| k == "jwt" && !v.is_empty())
+            .map(|(_, v)| v.into_owned());
+        url.set_query(None);
+        url.set_fragment(None);
+        Self { url, token }
+    }
+
+    /// The URL without its token: safe to print.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The token given in the URL, else [`TOKEN_ENV`], else none.
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            std::env::var(TOKEN_ENV)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        })
+    }
+
+    /// Whether a token will be presented (in the URL or the environment).
+    pub fn has_token(&self) -> bool {
+        self.token().is_some()
+    }
+
+    /// The same relay with another auth root (path).
+    pub fn with_path(&self, path: &str) -> Self {
+        let mut url = self.url.clone();
+        url.set_path(path);
+        Self {
+            url,
+            token: self.token.clone(),
+        }
+    }
+
+    /// The URL to dial: with `?jwt=TOKEN` when there is a token. Never log it.
+    pub fn dial_url(&self) -> Url {
+        let mut url = self.url.clone();
+        if let Some(t) = self.token() {
+            url.query_pairs_mut().append_pair("jwt", &t);
+        }
+        url
+    }
+}
+
+impl fmt::Display for RelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url.as_str().trim_end_matches('/'))
+    }
+}
+
+impl fmt::Debug for RelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayUrl")
+            .field("url", &self.url.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `input` with any query removed: addresses in error messages never show a token.
+fn redact(input: &str) -> String {
+    match input.split_once('?') {
+        Some((head, _)) => format!("{head}?<redacted>"),
+        None => input.to_string(),
+    }
+}
 
 /// A parsed address of a remote device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +136,8 @@ pub enum Address {
     },
     /// A broadcast on a MoQ relay.
     Moq {
-        /// The URL a session connects to (scheme, host, port, auth root).
-        relay: Url,
+        /// The relay a session connects to (scheme, host, port, auth root, token).
+        relay: RelayUrl,
         /// Broadcast name under the relay URL's path.
         name: String,
     },
@@ -41,19 +147,29 @@ impl Address {
     /// Split a relay URL and a broadcast path given separately (server flags `--relay URL
     /// --moq PATH`) the same way a combined address is split.
     pub fn moq(relay: &str, path: &str) -> Result<Address, TransportError> {
+        let base = RelayUrl::parse(relay)?;
         let joined = format!(
             "{}/{}",
-            relay.trim_end_matches('/'),
+            base.url().as_str().trim_end_matches('/'),
             path.trim_start_matches('/')
         );
-        joined.parse()
+        match joined.parse()? {
+            Address::Moq { relay, name } => Ok(Address::Moq {
+                relay: RelayUrl {
+                    token: base.token,
+                    ..relay
+                },
+                name,
+            }),
+            p2p => Ok(p2p),
+        }
     }
 
     /// The full MoQ path of the broadcast on the relay (`anon/xoq-serial`), or `None` for P2P.
     pub fn moq_path(&self) -> Option<String> {
         match self {
             Address::Moq { relay, name } => {
-                let root = relay.path().trim_matches('/');
+                let root = relay.url().path().trim_matches('/');
                 Some(if root.is_empty() {
                     name.clone()
                 } else {
@@ -71,14 +187,11 @@ impl FromStr for Address {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let input = s.trim();
         let bad = |reason: &str| TransportError::Address {
-            input: input.to_string(),
+            input: redact(input),
             reason: reason.to_string(),
         };
         if input.starts_with("http://") || input.starts_with("https://") {
-            let mut url = Url::parse(input).map_err(|e| bad(&e.to_string()))?;
-            if url.host_str().is_none() {
-                return Err(bad("the relay URL has no host"));
-            }
+            let RelayUrl { mut url, token } = RelayUrl::parse(input)?;
             let path = url.path().trim_matches('/').to_string();
             if path.is_empty() {
                 return Err(bad(
@@ -90,9 +203,10 @@ impl FromStr for Address {
                 None => (String::new(), path),
             };
             url.set_path(&root);
-            url.set_query(None);
-            url.set_fragment(None);
-            return Ok(Address::Moq { relay: url, name });
+            return Ok(Address::Moq {
+                relay: RelayUrl { url, token },
+                name,
+            });
         }
         let (id_part, direct) = match input.split_once('@') {
             Some((id, sock)) => {
@@ -119,9 +233,8 @@ impl fmt::Display for Address {
                 id,
                 direct: Some(sock),
             } => write!(f, "{id}@{sock}"),
-            Address::Moq { relay, name } => {
-                write!(f, "{}/{}", relay.as_str().trim_end_matches('/'), name)
-            }
+            // Never the token: addresses are printed and logged.
+            Address::Moq { relay, name } => write!(f, "{relay}/{name}"),
         }
     }
 }
@@ -151,7 +264,7 @@ mod tests {
             .expect("moq");
         match &a {
             Address::Moq { relay, name } => {
-                assert_eq!(relay.as_str(), "http://127.0.0.1:4443/anon");
+                assert_eq!(relay.url().as_str(), "http://127.0.0.1:4443/anon");
                 assert_eq!(name, "xoq-serial");
             }
             _ => panic!("not moq"),
@@ -162,6 +275,34 @@ mod tests {
         assert_eq!(a, b);
         let top: Address = "https://relay.example:443/robot".parse().expect("top");
         assert_eq!(top.moq_path().as_deref(), Some("robot"));
+    }
+
+    #[test]
+    fn tokens_are_kept_apart_and_never_printed() {
+        let a: Address = "http://127.0.0.1:4443/anon/arm?jwt=SECRET"
+            .parse()
+            .expect("moq with token");
+        let Address::Moq { relay, name } = &a else {
+            panic!("not moq")
+        };
+        assert_eq!(name, "arm");
+        assert_eq!(relay.token().as_deref(), Some("SECRET"));
+        assert_eq!(
+            relay.dial_url().as_str(),
+            "http://127.0.0.1:4443/anon?jwt=SECRET"
+        );
+        assert!(!a.to_string().contains("SECRET"), "{a}");
+        assert!(!format!("{a:?}").contains("SECRET"));
+        let b = Address::moq("http://127.0.0.1:4443?jwt=T2", "anon/arm").expect("flags");
+        let Address::Moq { relay, .. } = &b else {
+            panic!("not moq")
+        };
+        assert_eq!(relay.token().as_deref(), Some("T2"));
+        assert_eq!(b.to_string(), "http://127.0.0.1:4443/anon/arm");
+        let e = "http://?jwt=SECRET"
+            .parse::<Address>()
+            .expect_err("no host");
+        assert!(!e.to_string().contains("SECRET"), "{e}");
     }
 
     #[test]

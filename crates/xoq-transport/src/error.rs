@@ -60,6 +60,9 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// Relay credentials: a key file, a pattern or a token could not be used.
+    #[error("{0}")]
+    RelayAuth(String),
     /// The embedded relay could not start.
     #[error("cannot start the relay: {0}")]
     RelayStart(String),

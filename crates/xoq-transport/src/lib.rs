@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;
+pub mod auth;
 pub mod error;
 pub mod framed;
 pub mod key;
@@ -18,7 +19,7 @@ pub mod moq;
 pub mod p2p;
 pub mod relay;
 
-pub use address::Address;
+pub use address::{Address, RelayUrl, TOKEN_ENV};
 pub use error::TransportError;
 pub use iroh::{EndpointId, SecretKey};
 

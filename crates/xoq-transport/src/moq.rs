@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use url::Url;
 
-use crate::TransportError;
+use crate::{RelayUrl, TransportError};
 
 pub use moq_net::{broadcast, origin, track};
 
@@ -27,6 +27,36 @@ pub const GROUP_IDLE: Duration = Duration::from_millis(50);
 /// (the MoQ default of 0 drops frames; see docs/architecture.md).
 pub const MAX_AGE: Duration = Duration::from_secs(10);
 
+/// How a session behaves when its link to the relay drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redial {
+    /// The first failure is final (one-shot tools, benchmarks).
+    Never,
+    /// Redial with back-off for ever (servers: the relay may come back any time).
+    Forever,
+    /// Redial with back-off, giving up when no session could be established for this long
+    /// (clients: a deadline after which the user is told).
+    Until(Duration),
+}
+
+/// Back-off between redials: fast first tries (a blip heals in well under a second), then
+/// at most one attempt a second, so resuming after a long outage costs at most a second.
+const REDIAL_FIRST: Duration = Duration::from_millis(100);
+const REDIAL_MAX: Duration = Duration::from_secs(1);
+
+/// Whether the session to the relay is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayStatus {
+    /// Dialing for the first time.
+    Connecting,
+    /// A session is live.
+    Connected,
+    /// The session dropped; redialing.
+    Reconnecting,
+    /// The session ended for good (given up, refused, or closed), with the reason.
+    Closed(String),
+}
+
 /// One session to a relay.
 pub struct MoqSession {
     /// Broadcasts created here are published to the relay.
@@ -35,13 +65,15 @@ pub struct MoqSession {
     pub subscribe: origin::Producer,
     conn: moq_tokio::Connection,
     client: moq_tokio::Client,
-    url: Url,
+    url: RelayUrl,
+    status: tokio::sync::watch::Receiver<RelayStatus>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for MoqSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MoqSession")
-            .field("url", &self.url.as_str())
+            .field("url", &self.url.to_string())
             .finish()
     }
 }
@@ -55,27 +87,49 @@ fn is_loopback(url: &Url) -> Option<IpAddr> {
     }
 }
 
+/// Explain a session error in terms of what the user can do.
+fn explain(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("unauthorized") || lower.contains("forbidden") || lower.contains("401") {
+        format!(
+            "{text}: the relay refused this client's credentials; give a token with ?jwt=... in the relay URL or XOQ_RELAY_TOKEN (`xoq token` mints one)"
+        )
+    } else {
+        format!("{text}. Is the relay running (`xoq relay --listen ...`) and the URL right?")
+    }
+}
+
 impl MoqSession {
-    /// Connect to the relay at `url` (its path is the auth root, e.g. `http://127.0.0.1:4443/anon`).
+    /// Start a session to `relay` in the background and return at once: the session dials
+    /// (and redials, following `redial`) on its own; publications and subscriptions made on
+    /// it are carried over each new session. Servers use this so that their P2P service
+    /// does not wait for (or die with) the relay.
     ///
     /// `http://` URLs fetch the relay's self-signed certificate fingerprint over HTTP and pin
-    /// it (development relays); `https://` URLs verify a real certificate. With `reconnect`
-    /// the session redials in the background after a drop (servers); without it the first
-    /// failure is final (clients report it to the user).
-    pub async fn connect(url: &Url, reconnect: bool) -> Result<Self, TransportError> {
+    /// it (development relays); `https://` URLs verify a real certificate. A token in the URL
+    /// (`?jwt=`) or in `XOQ_RELAY_TOKEN` is presented to the relay.
+    pub fn start(relay: &RelayUrl, redial: Redial) -> Result<Self, TransportError> {
         let err = |reason: String| TransportError::Relay {
-            url: url.to_string(),
+            url: relay.to_string(),
             reason,
         };
         let mut cfg = moq_tokio::connect::Config::default();
         // Reach a loopback relay from a loopback socket: tests never send elsewhere, and the
         // default [::]:0 dual-stack socket is refused on hosts without IPv6.
-        if let Some(ip) = is_loopback(url) {
+        if let Some(ip) = is_loopback(relay.url()) {
             cfg.bind = Some(SocketAddr::new(ip, 0));
         } else {
             cfg.bind = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
         }
-        cfg.once = Some(!reconnect);
+        cfg.once = Some(redial == Redial::Never);
+        cfg.backoff.initial = REDIAL_FIRST;
+        cfg.backoff.max = REDIAL_MAX;
+        cfg.backoff.timeout = match redial {
+            Redial::Forever => Duration::ZERO,
+            Redial::Until(d) => d.max(Duration::from_millis(1)),
+            Redial::Never => cfg.backoff.timeout,
+        };
         let client = cfg
             .init(moq_tokio::quic::Config::default())
             .map_err(|e| err(e.to_string()))?;
@@ -85,26 +139,78 @@ impl MoqSession {
             .clone()
             .with_publisher(&publish)
             .with_subscriber(subscribe.clone())
-            .connect(url.clone())
-            .established()
-            .await
-            .map_err(|e| {
-                err(format!(
-                    "{e}. Is the relay running (`xoq relay --listen ...`) and the URL right?"
-                ))
-            })?;
+            .connect(relay.dial_url());
+        let (status_tx, status) = tokio::sync::watch::channel(RelayStatus::Connecting);
+        let mut watch = conn.clone();
+        let shown = relay.to_string();
+        let watcher = tokio::spawn(async move {
+            loop {
+                match watch.status().await {
+                    Ok(moq_tokio::Status::Connected) => {
+                        tracing::debug!(relay = %shown, "relay session up");
+                        let _ = status_tx.send(RelayStatus::Connected);
+                    }
+                    Ok(_) => {
+                        tracing::debug!(relay = %shown, "relay session down; redialing");
+                        let _ = status_tx.send(RelayStatus::Reconnecting);
+                    }
+                    Err(e) => {
+                        let _ = status_tx.send(RelayStatus::Closed(explain(&e)));
+                        return;
+                    }
+                }
+            }
+        });
         Ok(Self {
             publish,
             subscribe,
             conn,
             client,
-            url: url.clone(),
+            url: relay.clone(),
+            status,
+            watcher,
         })
     }
 
-    /// The relay URL.
-    pub fn url(&self) -> &Url {
+    /// Connect to `relay` and wait for the first session: an unreachable relay or refused
+    /// credentials are an error here (after the redial policy gave up).
+    pub async fn connect(relay: &RelayUrl, redial: Redial) -> Result<Self, TransportError> {
+        let s = Self::start(relay, redial)?;
+        s.established().await?;
+        Ok(s)
+    }
+
+    /// Wait until a session is live (at once when it is).
+    pub async fn established(&self) -> Result<(), TransportError> {
+        let mut status = self.status.clone();
+        loop {
+            match &*status.borrow_and_update() {
+                RelayStatus::Connected => return Ok(()),
+                RelayStatus::Closed(reason) => {
+                    return Err(TransportError::Relay {
+                        url: self.url.to_string(),
+                        reason: reason.clone(),
+                    });
+                }
+                _ => {}
+            }
+            if status.changed().await.is_err() {
+                return Err(TransportError::Relay {
+                    url: self.url.to_string(),
+                    reason: "the session ended".into(),
+                });
+            }
+        }
+    }
+
+    /// The relay (without its token).
+    pub fn url(&self) -> &RelayUrl {
         &self.url
+    }
+
+    /// The session's status, updated as it drops and redials.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<RelayStatus> {
+        self.status.clone()
     }
 
     /// Publish a broadcast named `name` with one [`TrackWriter`] per track name.
@@ -139,10 +245,9 @@ impl MoqSession {
         TrackReader::new(self.subscribe.consume(), name, track)
     }
 
-    /// Frames of track `track` from every writer of `base`: the broadcast `base` itself (the
-    /// XoQ 0.3.6 layout; the relay routes one publisher of a name at a time) and every
-    /// `base/<writer>` announced on the relay, each read by its own task. Each writer's frames
-    /// keep their order; writers interleave. See [`Writers`].
+    /// Every writer broadcast `base/<writer>` announced on the relay, each read by its own
+    /// task: who joins, what each writes (in its order; writers interleave), who leaves.
+    /// See [`Writers`].
     pub fn read_writers(&self, base: &str, track: &str) -> Writers {
         let (tx, rx) = tokio::sync::mpsc::channel(WRITERS_QUEUE);
         let origin = self.subscribe.consume();
@@ -156,16 +261,17 @@ impl MoqSession {
         self.conn.connected()
     }
 
-    /// Resolves when the session ends for good (a once-session dropped, or closed).
+    /// Resolves when the session ends for good (given up, refused, or closed).
     pub async fn closed(&self) -> Result<(), TransportError> {
         self.conn.closed().await.map_err(|e| TransportError::Relay {
             url: self.url.to_string(),
-            reason: e.to_string(),
+            reason: explain(&e),
         })
     }
 
     /// Close the session gracefully.
     pub async fn close(self) {
+        self.watcher.abort();
         let _ = self.conn.close().await;
         self.client.close().await;
     }
@@ -178,17 +284,34 @@ const WRITERS_QUEUE: usize = 256;
 /// client announcing thousands of names cannot make the server spawn thousands of tasks.
 pub const MAX_WRITERS: usize = 64;
 
-/// Frames from all writers of one path ([`MoqSession::read_writers`]). Dropping it stops
+/// What happened among the writers of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterEvent {
+    /// A writer's broadcast was announced and is now subscribed: what it writes from here
+    /// on is read (the relay may replay its latest group first: see [`xoq_wire::relay`]).
+    Joined(String),
+    /// One frame from a writer, with the sequence of the group it came in.
+    Frame {
+        /// Writer name (the last path segment).
+        writer: String,
+        /// The frame.
+        payload: Bytes,
+    },
+    /// The writer's broadcast was retracted (or its subscription ended).
+    Left(String),
+}
+
+/// Events from all writers of one path ([`MoqSession::read_writers`]). Dropping it stops
 /// every reader task.
 #[derive(Debug)]
 pub struct Writers {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<WriterEvent>,
     supervisor: tokio::task::JoinHandle<()>,
 }
 
 impl Writers {
-    /// The next frame from any writer; `None` once the session is gone.
-    pub async fn next(&mut self) -> Option<Bytes> {
+    /// The next event from any writer; `None` once the session is gone.
+    pub async fn next(&mut self) -> Option<WriterEvent> {
         self.rx.recv().await
     }
 }
@@ -200,46 +323,64 @@ impl Drop for Writers {
     }
 }
 
-async fn forward(mut reader: TrackReader, tx: tokio::sync::mpsc::Sender<Bytes>) {
-    while let Ok(frame) = reader.next().await {
-        if tx.send(frame).await.is_err() {
+async fn forward(
+    mut reader: TrackReader,
+    writer: String,
+    tx: tokio::sync::mpsc::Sender<WriterEvent>,
+) {
+    if reader.ready().await.is_ok() {
+        if tx.send(WriterEvent::Joined(writer.clone())).await.is_err() {
             return;
         }
+        while let Ok(payload) = reader.next().await {
+            let ev = WriterEvent::Frame {
+                writer: writer.clone(),
+                payload,
+            };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
     }
+    let _ = tx.send(WriterEvent::Left(writer)).await;
 }
 
 async fn supervise_writers(
     origin: origin::Consumer,
     base: String,
     track: String,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    tx: tokio::sync::mpsc::Sender<WriterEvent>,
 ) {
     let mut readers = tokio::task::JoinSet::new();
-    readers.spawn(forward(
-        TrackReader::new(origin.clone(), &base, &track),
-        tx.clone(),
-    ));
     let mut per_writer: std::collections::HashMap<String, tokio::task::AbortHandle> =
         std::collections::HashMap::new();
     let mut announced = origin.announced();
     let child_prefix = format!("{base}/");
     while let Some(update) = announced.next().await {
         let name = update.prefix.as_str().to_string();
-        if name.len() <= child_prefix.len() || !name.starts_with(&child_prefix) {
+        let Some(writer) = name.strip_prefix(&child_prefix) else {
+            continue;
+        };
+        if writer.is_empty() || writer.contains('/') {
             continue;
         }
+        let writer = writer.to_string();
         if update.kind.is_active() {
             per_writer.retain(|_, h| !h.is_finished());
-            let alive = per_writer.contains_key(&name);
+            let alive = per_writer.contains_key(&writer);
             if !alive && per_writer.len() >= MAX_WRITERS {
-                tracing::warn!("{base}: more than {MAX_WRITERS} writers; ignoring {name}");
+                tracing::warn!("{base}: more than {MAX_WRITERS} writers; ignoring {writer}");
             } else if !alive {
                 let reader = TrackReader::new(origin.clone(), &name, &track).until_gone();
-                per_writer.insert(name, readers.spawn(forward(reader, tx.clone())));
+                let h = readers.spawn(forward(reader, writer.clone(), tx.clone()));
+                per_writer.insert(writer, h);
             }
-        } else if let Some(h) = per_writer.remove(&name) {
+        } else if let Some(h) = per_writer.remove(&writer) {
             // The writer is gone: do not wait on its route until the relay times it out.
             h.abort();
+            if tx.send(WriterEvent::Left(writer)).await.is_err() {
+                return;
+            }
         }
         while readers.try_join_next().is_some() {}
     }
@@ -326,6 +467,23 @@ impl TrackWriter {
         Ok(())
     }
 
+    /// End the current group and open the next one now, returning its sequence: a reader
+    /// told "start at this group" (see [`xoq_wire::relay`]) misses nothing written after.
+    pub fn start_group(&mut self) -> Result<u64, TransportError> {
+        if let Some(g) = self.group.take() {
+            let _ = g.finish();
+        }
+        let g = self.track.append_group().map_err(|e| TransportError::Moq {
+            operation: "start group",
+            reason: e.to_string(),
+        })?;
+        let seq = g.sequence;
+        self.group = Some(g);
+        self.frames_in_group = 0;
+        self.last_write = Instant::now();
+        Ok(seq)
+    }
+
     /// Wait until a subscriber wants this track.
     pub async fn used(&self) -> Result<(), TransportError> {
         self.track.used().await.map_err(|e| TransportError::Moq {
@@ -356,6 +514,23 @@ impl TrackWriter {
     }
 }
 
+/// What a [`TrackReader`] in follow mode reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderEvent {
+    /// A frame, with the sequence of the group it came in.
+    Frame {
+        /// Group sequence (end to end: the publisher numbered it).
+        group: u64,
+        /// The frame.
+        payload: Bytes,
+    },
+    /// The publisher went away (its broadcast was retracted or the session to the relay
+    /// dropped); the reader now waits for it to come back.
+    Gone,
+    /// The publisher is back (subscribed again).
+    Back,
+}
+
 /// Reads frames of one track of a named broadcast, re-subscribing when the publisher goes
 /// away and comes back.
 pub struct TrackReader {
@@ -367,6 +542,8 @@ pub struct TrackReader {
     /// Wait for the next publisher when the current one leaves (else: end).
     follow: bool,
     subscribed_once: bool,
+    /// A `Gone` is owed to the caller of `next_event`.
+    gone_pending: bool,
 }
 
 impl TrackReader {
@@ -379,6 +556,7 @@ impl TrackReader {
             group: None,
             follow: true,
             subscribed_once: false,
+            gone_pending: false,
         }
     }
 
@@ -387,6 +565,17 @@ impl TrackReader {
     pub fn until_gone(mut self) -> Self {
         self.follow = false;
         self
+    }
+
+    /// Whether a subscription is live.
+    pub fn is_subscribed(&self) -> bool {
+        self.sub.is_some()
+    }
+
+    /// The newest group sequence the subscription knows of (the publisher's live edge as
+    /// the relay reported it), if any.
+    pub fn latest_group(&self) -> Option<u64> {
+        self.sub.as_ref().and_then(|s| s.latest())
     }
 
     /// Wait until the broadcast is announced and subscribed (a no-op when it already is).
@@ -423,41 +612,50 @@ impl TrackReader {
         Ok(())
     }
 
-    /// Discard what the relay replays right after subscribing: the current group from its
-    /// start, i.e. data published before this reader existed. It arrives as one burst, so
-    /// stop at the first 20 ms gap (at most 200 ms). Returns the bytes discarded.
-    pub async fn skip_backlog(&mut self) -> Result<usize, TransportError> {
-        self.ready().await?;
-        let settle = tokio::time::Instant::now() + Duration::from_millis(200);
-        let mut skipped = 0;
-        while let Ok(r) = tokio::time::timeout_at(
-            settle.min(tokio::time::Instant::now() + Duration::from_millis(20)),
-            self.next(),
-        )
-        .await
-        {
-            skipped += r?.len();
+    /// Next frame. Waits (possibly forever) for a publisher; returns an error only when the
+    /// session itself is gone (or, with [`until_gone`](Self::until_gone), the publisher).
+    pub async fn next(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            match self.next_event().await? {
+                ReaderEvent::Frame { payload, .. } => return Ok(payload),
+                ReaderEvent::Gone | ReaderEvent::Back => {}
+            }
         }
-        Ok(skipped)
     }
 
-    /// Next frame. Waits (possibly forever) for a publisher; returns an error only when the
-    /// session itself is gone.
-    pub async fn next(&mut self) -> Result<Bytes, TransportError> {
+    /// Next frame with its group, or a change of publisher ([`ReaderEvent::Gone`] when it
+    /// leaves, [`ReaderEvent::Back`] when a publisher is subscribed again).
+    pub async fn next_event(&mut self) -> Result<ReaderEvent, TransportError> {
         loop {
             if let Some(g) = &mut self.group {
                 match g.read_frame().await {
-                    Ok(Some(f)) => return Ok(f.payload),
+                    Ok(Some(f)) => {
+                        return Ok(ReaderEvent::Frame {
+                            group: g.sequence,
+                            payload: f.payload,
+                        });
+                    }
                     Ok(None) | Err(_) => self.group = None,
                 }
                 continue;
             }
+            if self.gone_pending {
+                self.gone_pending = false;
+                return Ok(ReaderEvent::Gone);
+            }
+            let resubscribe = self.sub.is_none() && self.subscribed_once;
             self.ready().await?;
+            if resubscribe {
+                return Ok(ReaderEvent::Back);
+            }
             let Some(sub) = &mut self.sub else { continue };
             match sub.recv_group().await {
                 Ok(Some(g)) => self.group = Some(g),
                 // Track ended or the publisher went away: look for the next announcement.
-                Ok(None) | Err(_) => self.sub = None,
+                Ok(None) | Err(_) => {
+                    self.sub = None;
+                    self.gone_pending = true;
+                }
             }
         }
     }

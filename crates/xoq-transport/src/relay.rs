@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use crate::TransportError;
+use crate::auth::Policy;
 
 /// How to run the embedded relay.
 #[derive(Debug, Clone)]
@@ -16,6 +17,7 @@ pub struct RelayConfig {
     public: Vec<String>,
     public_subscribe: Vec<String>,
     public_publish: Vec<String>,
+    auth_key: Option<PathBuf>,
 }
 
 impl RelayConfig {
@@ -29,7 +31,51 @@ impl RelayConfig {
             public: vec!["anon/**".into()],
             public_subscribe: Vec::new(),
             public_publish: Vec::new(),
+            auth_key: None,
         }
+    }
+
+    /// Verify tokens signed by the key in this file (see [`crate::auth`]). Anonymous
+    /// sessions then get only what [`public`](Self::public) and its siblings grant
+    /// explicitly: nothing unless they are set after this call.
+    pub fn auth_key(mut self, key: PathBuf) -> Self {
+        self.auth_key = Some(key);
+        self.public.clear();
+        self
+    }
+
+    /// Whether sessions must present a token (anything beyond the public patterns).
+    pub fn checks_tokens(&self) -> bool {
+        self.auth_key.is_some()
+    }
+
+    /// One line per rule, for the relay's start banner.
+    pub fn describe(&self) -> Vec<String> {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "nothing".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let mut out = Vec::new();
+        match &self.auth_key {
+            Some(k) => out.push(format!(
+                "auth: tokens (?jwt=) signed by {} are verified; mint them with `xoq token --key {}`",
+                k.display(),
+                k.display()
+            )),
+            None => out.push(
+                "auth: OPEN: no --auth-key, so anyone who reaches this relay may use the public paths below".into(),
+            ),
+        }
+        let mut publish = self.public.clone();
+        publish.extend(self.public_publish.iter().cloned());
+        let mut subscribe = self.public.clone();
+        subscribe.extend(self.public_subscribe.iter().cloned());
+        out.push(format!("anonymous publish: {}", list(&publish)));
+        out.push(format!("anonymous subscribe: {}", list(&subscribe)));
+        out
     }
 
     /// A development relay on a free loopback port (tests and benchmarks). QUIC and HTTP need
@@ -100,13 +146,57 @@ impl RelayConfig {
         // Plain HTTP on the same port (TCP): serves the certificate fingerprint for http://
         // URLs and the relay's HTTP API.
         cfg.web.http.listen = Some(listen);
-        cfg.auth.public = parse(&self.public)?;
-        cfg.auth.public_subscribe = parse(&self.public_subscribe)?;
-        cfg.auth.public_publish = parse(&self.public_publish)?;
+        let policy = match &self.auth_key {
+            Some(key) => {
+                // Fail at start, not at the first session, on a key that cannot be used.
+                crate::auth::load_or_create_key(key)?;
+                let mut publish = self.public.clone();
+                publish.extend(self.public_publish.iter().cloned());
+                let mut subscribe = self.public.clone();
+                subscribe.extend(self.public_subscribe.iter().cloned());
+                Some(
+                    Policy {
+                        key: key.clone(),
+                        public_publish: publish,
+                        public_subscribe: subscribe,
+                    }
+                    .reference()?,
+                )
+            }
+            None => {
+                cfg.auth.public = parse(&self.public)?;
+                cfg.auth.public_subscribe = parse(&self.public_subscribe)?;
+                cfg.auth.public_publish = parse(&self.public_publish)?;
+                None
+            }
+        };
         cfg.drain_timeout = std::time::Duration::from_millis(200);
-        let relay = moq_relay::Relay::load(cfg)
+        let mut relay = moq_relay::Relay::load(cfg)
             .await
             .map_err(|e| err(format!("{e:#}")))?;
+        if let Some(policy) = policy {
+            // No [auth] source in the config: this process answers every admission with
+            // moq-auth's reference policy (verify the JWT, else the public rules).
+            let mut admissions = relay
+                .admissions()
+                .ok_or_else(|| err("the relay did not hand over its admissions".into()))?;
+            tokio::spawn(async move {
+                let policy = std::sync::Arc::new(policy);
+                while let Some(admission) = admissions.next().await {
+                    let policy = policy.clone();
+                    tokio::spawn(async move {
+                        let path = admission.request.path.clone();
+                        match policy.decide(&admission.request).await {
+                            Ok(grant) => admission.grant(moq_auth::lease::Consumer::fixed(grant)),
+                            Err(refusal) => {
+                                tracing::info!(%path, "relay refused a session: {refusal}");
+                                admission.refuse(moq_relay::auth::Error::Refused);
+                            }
+                        }
+                    });
+                }
+            });
+        }
         let quic = relay.quic_addr().map_err(|e| err(e.to_string()))?;
         let ready = relay.ready();
         let trigger = relay.shutdown_trigger().clone();

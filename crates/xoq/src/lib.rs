@@ -38,9 +38,9 @@ pub mod camera {
 
 /// CAN buses over the network: the client, the server, frames and the simulator's helpers.
 pub mod can {
-    pub use xoq_client::can::{CanOptions, RemoteCanBus};
+    pub use xoq_client::can::{CanClientStats, CanOptions, RemoteCanBus};
     pub use xoq_device::can::{CanBackend, backend};
-    pub use xoq_server::can::{CanServer, CanServerBuilder, MoqWrites};
+    pub use xoq_server::can::{CanServer, CanServerBuilder, CanServerError};
     pub use xoq_wire::can::{BusState, CanFrame, Filter, TimedFrame};
 }
 

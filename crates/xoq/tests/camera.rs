@@ -370,13 +370,23 @@ async fn the_relay_broadcast_is_hang_h264_that_a_relay_viewer_decodes() {
         .start()
         .await
         .expect("camera");
-    let session = MoqSession::connect(&root, true).await.expect("session");
+    let session = MoqSession::connect(
+        &xoq::transport::RelayUrl::from_url(root.clone()),
+        xoq::transport::moq::Redial::Forever,
+    )
+    .await
+    .expect("session");
     let srv = server.clone();
     let publish = tokio::spawn(async move {
         let _ = srv.serve_moq(&session, "cam").await;
     });
     // What the stock web player reads: the catalog, then legacy frames on the track it names.
-    let sub = MoqSession::connect(&root, false).await.expect("session");
+    let sub = MoqSession::connect(
+        &xoq::transport::RelayUrl::from_url(root.clone()),
+        xoq::transport::moq::Redial::Never,
+    )
+    .await
+    .expect("session");
     let json = sub
         .read_track("cam", "catalog.json")
         .next()
@@ -444,11 +454,11 @@ async fn an_unlisted_viewer_is_refused() {
         .expect("endpoint");
     let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
     let router = server.router(ep);
-    let err = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(Some(SecretKey::generate())))
+    let err = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(SecretKey::generate()))
         .await
         .expect_err("an unlisted viewer must be refused");
     assert!(err.to_string().contains("not allowed"), "{err}");
-    let mut cam = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(Some(allowed)))
+    let mut cam = RemoteCamera::connect(&addr, opts(&[Codec::H264]).key(allowed))
         .await
         .expect("listed viewer");
     cam.next_rgb()

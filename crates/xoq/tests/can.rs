@@ -15,7 +15,8 @@ use xoq::device::sim::damiao::{
     self, CMD_DISABLE, CMD_ENABLE, MotorModel, decode_feedback, encode_mit,
 };
 use xoq::server::can::{CanServer, CanServerBuilder};
-use xoq::transport::moq::MoqSession;
+use xoq::transport::RelayUrl;
+use xoq::transport::moq::{MoqSession, Redial};
 use xoq::transport::p2p::{Allowlist, EndpointBuilder};
 use xoq::transport::relay::RelayConfig;
 use xoq::wire::can::{ALPN, CanFrame, ClientMsg, ServerMsg, TimedFrame, VERSION};
@@ -45,14 +46,22 @@ async fn serve(builder: CanServerBuilder, allow: Option<Vec<iroh::EndpointId>>) 
 }
 
 fn opts() -> CanOptions {
-    CanOptions::new()
-        .offline(true)
-        .key(Some(SecretKey::generate()))
+    CanOptions::new().offline(true).key(SecretKey::generate())
 }
 
 /// A node on the virtual bus, as another device would be.
 fn node(bus: &str) -> OpenCan {
     VirtualBackend::new(bus).open().expect("node")
+}
+
+async fn next_frame_opt(n: &mut OpenCan) -> Option<TimedFrame> {
+    loop {
+        match n.rx.recv().await {
+            Some(BusEvent::Frame(f)) => return Some(f),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
 }
 
 async fn next_frame(n: &mut OpenCan) -> TimedFrame {
@@ -181,10 +190,13 @@ async fn relay_bridge(bus: &str, path: &str) -> RelayBridge {
         .expect("relay");
     let root = relay.url().join("anon").expect("url");
     let server = CanServer::builder(Box::new(VirtualBackend::new(bus)))
+        .relay_writes(true)
         .start()
         .await
         .expect("server");
-    let session = MoqSession::connect(&root, true).await.expect("session");
+    let session = MoqSession::connect(&RelayUrl::from_url(root.clone()), Redial::Forever)
+        .await
+        .expect("session");
     let srv = server.clone();
     let name = path.to_string();
     let bridge = tokio::spawn(async move {
@@ -248,13 +260,16 @@ async fn every_moq_writer_is_read_at_once() {
                 .expect("MoQ client"),
         );
     }
-    // A writer of the XoQ 0.3.6 layout (the bare `{path}/cmd` broadcast), at the same time.
-    let legacy = MoqSession::connect(&root, false).await.expect("legacy");
-    let (_bc, mut w) = legacy
-        .publish_tracks("xoq-can-w/cmd", &["data"])
-        .expect("legacy cmd");
-    let mut legacy_cmd = w.pop().expect("track");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A raw writer that never answers the server's sync: nothing it writes is forwarded
+    // (it could be a replay of old commands).
+    let raw = MoqSession::connect(&RelayUrl::from_url(root.clone()), Redial::Never)
+        .await
+        .expect("raw");
+    let (_bc, mut w) = raw
+        .publish_tracks("xoq-can-w/cmd/rawwriter", &["data"])
+        .expect("raw cmd");
+    let mut raw_cmd = w.pop().expect("track");
+    assert!(raw_cmd.wait_subscribed(Duration::from_secs(5)).await);
 
     let mut dev = node("t-writers");
     for round in 0..10u8 {
@@ -262,7 +277,7 @@ async fn every_moq_writer_is_read_at_once() {
             let f = CanFrame::new(0x100 + i as u32, vec![round]).expect("frame");
             c.send(&f).await.expect("send");
         }
-        let mut batch = BytesMut::new();
+        let mut batch = BytesMut::from(&[0u8][..]);
         xoq::wire::can::encode_track_frame(
             &[TimedFrame {
                 frame: CanFrame::new(0x1FF, vec![round]).expect("frame"),
@@ -270,14 +285,20 @@ async fn every_moq_writer_is_read_at_once() {
             }],
             &mut batch,
         );
-        legacy_cmd.write(batch.freeze()).expect("legacy write");
+        raw_cmd.write(batch.freeze()).expect("raw write");
     }
     let mut seen: std::collections::HashMap<u32, Vec<u8>> = Default::default();
-    for _ in 0..40 {
+    for _ in 0..30 {
         let f = next_frame(&mut dev).await.frame;
         seen.entry(f.id).or_default().push(f.data[0]);
     }
-    for id in [0x100, 0x101, 0x102, 0x1FF] {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next_frame_opt(&mut dev))
+            .await
+            .is_err(),
+        "nothing from the writer that never synced"
+    );
+    for id in [0x100, 0x101, 0x102] {
         assert_eq!(
             seen.get(&id).cloned().unwrap_or_default(),
             (0..10).collect::<Vec<u8>>(),
@@ -294,7 +315,7 @@ async fn every_moq_writer_is_read_at_once() {
     for c in clients {
         c.close().await;
     }
-    legacy.close().await;
+    raw.close().await;
     bridge.abort();
     relay.shutdown().await;
 }
@@ -309,7 +330,9 @@ async fn moq_writers_per_path_are_bounded() {
         ..
     } = relay_bridge("t-cap", "xoq-can-cap").await;
     // One client announcing more writer names than the server reads.
-    let greedy = MoqSession::connect(&root, false).await.expect("client");
+    let greedy = MoqSession::connect(&RelayUrl::from_url(root.clone()), Redial::Never)
+        .await
+        .expect("client");
     let mut writers = Vec::new();
     for i in 0..MAX_WRITERS + 6 {
         let (bc, mut w) = greedy
@@ -567,7 +590,7 @@ async fn allowlist_refuses_an_unlisted_can_client() {
         .await
         .expect_err("unlisted");
     assert!(err.to_string().contains("not allowed"), "{err}");
-    let ok = RemoteCanBus::connect(&s.addr, CanOptions::new().offline(true).key(Some(allowed)))
+    let ok = RemoteCanBus::connect(&s.addr, CanOptions::new().offline(true).key(allowed))
         .await
         .expect("listed client connects");
     ok.close().await;

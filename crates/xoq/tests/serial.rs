@@ -11,7 +11,8 @@ use iroh::SecretKey;
 use xoq::client::ClientError;
 use xoq::client::serial::RemoteSerial;
 use xoq::serial::{DataBits, FlowControl, LineSettings, Parity, StopBits};
-use xoq::transport::moq::MoqSession;
+use xoq::transport::RelayUrl;
+use xoq::transport::moq::{MoqSession, Redial};
 use xoq::transport::relay::RelayConfig;
 use xoq::wire::serial::RefuseCode;
 
@@ -50,10 +51,11 @@ async fn relay_pty_echo_1mib_byte_exact() {
     let root = relay.url().join("anon").expect("url");
     let backend = xoq::serial::backend(&pty.path).expect("backend");
     let server = xoq::serial::SerialServer::builder(backend)
+        .relay_writes(true)
         .start()
         .await
         .expect("server");
-    let session = MoqSession::connect(&root, true)
+    let session = MoqSession::connect(&RelayUrl::from_url(root.clone()), Redial::Forever)
         .await
         .expect("server session");
     let srv = server.clone();

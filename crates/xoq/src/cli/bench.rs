@@ -375,10 +375,15 @@ async fn serial(count: usize, size: usize, bulk: usize) -> anyhow::Result<()> {
     let relay = RelayConfig::ephemeral()?.start().await?;
     let relay_url = relay.url().clone();
     let server = SerialServer::builder(xoq_device::serial::backend("sim:echo")?)
+        .relay_writes(true)
         .start()
         .await?;
     let root = relay_url.join("anon")?;
-    let srv_session = MoqSession::connect(&root, true).await?;
+    let srv_session = MoqSession::connect(
+        &xoq_transport::RelayUrl::from_url(root.clone()),
+        xoq_transport::moq::Redial::Forever,
+    )
+    .await?;
     let srv = server.clone();
     let bridge = tokio::spawn(async move {
         let _ = srv.serve_moq(&srv_session, "bench").await;
@@ -392,8 +397,16 @@ async fn serial(count: usize, size: usize, bulk: usize) -> anyhow::Result<()> {
     moq_port.close().await;
     bridge.abort();
 
-    let a = MoqSession::connect(&root, false).await?;
-    let b = MoqSession::connect(&root, false).await?;
+    let a = MoqSession::connect(
+        &xoq_transport::RelayUrl::from_url(root.clone()),
+        xoq_transport::moq::Redial::Never,
+    )
+    .await?;
+    let b = MoqSession::connect(
+        &xoq_transport::RelayUrl::from_url(root.clone()),
+        xoq_transport::moq::Redial::Never,
+    )
+    .await?;
     let (_bca, mut wa) = a.publish_tracks("pp/ping", &["data"])?;
     let (_bcb, mut wb) = b.publish_tracks("pp/pong", &["data"])?;
     let mut ping_w = wa.pop().context("ping track")?;

@@ -234,7 +234,11 @@ pub(super) async fn run(
             let mut publish = None;
             if let (Some(relay), Codec::H264) = (&relay, codec) {
                 let root = relay.url().join("anon")?;
-                let session = MoqSession::connect(&root, true).await?;
+                let session = MoqSession::connect(
+                    &xoq_transport::RelayUrl::from_url(root.clone()),
+                    xoq_transport::moq::Redial::Forever,
+                )
+                .await?;
                 let srv = server.clone();
                 publish = Some(tokio::spawn(async move {
                     let _ = srv.serve_moq(&session, "bench-cam").await;

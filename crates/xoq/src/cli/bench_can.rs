@@ -178,8 +178,15 @@ pub(super) async fn run(
     let relay = RelayConfig::ephemeral()?.start().await?;
     let root = relay.url().join("anon")?;
     let sim = SimCanBackend::openarm("sim:openarm");
-    let server = CanServer::builder(Box::new(sim)).start().await?;
-    let session = MoqSession::connect(&root, true).await?;
+    let server = CanServer::builder(Box::new(sim))
+        .relay_writes(true)
+        .start()
+        .await?;
+    let session = MoqSession::connect(
+        &xoq_transport::RelayUrl::from_url(root.clone()),
+        xoq_transport::moq::Redial::Forever,
+    )
+    .await?;
     let s2 = server.clone();
     let bridge = tokio::spawn(async move {
         let _ = s2.serve_moq(&session, "bench-arm").await;
@@ -193,7 +200,11 @@ pub(super) async fn run(
     let vserver = CanServer::builder(Box::new(VirtualBackend::new("bench-fan")))
         .start()
         .await?;
-    let session = MoqSession::connect(&root, true).await?;
+    let session = MoqSession::connect(
+        &xoq_transport::RelayUrl::from_url(root.clone()),
+        xoq_transport::moq::Redial::Forever,
+    )
+    .await?;
     let v2 = vserver.clone();
     let fan_bridge = tokio::spawn(async move {
         let _ = v2.serve_moq(&session, "bench-fan").await;

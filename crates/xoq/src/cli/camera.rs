@@ -6,14 +6,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use iroh::protocol::Router;
 use xoq_client::camera::{CameraOptions, RemoteCamera};
 use xoq_device::camera::{CameraSource, PatternSource};
 use xoq_server::camera::CameraServer;
-use xoq_transport::moq::MoqSession;
 use xoq_wire::camera::Codec;
 
-use super::common::{self, ServerArgs};
+use super::common::{self, RelayTask, Running, ServerArgs};
 
 /// `xoq camera-server DEVICE`.
 #[derive(Debug, Args)]
@@ -53,25 +51,6 @@ pub struct CameraServerCmd {
     pub server: ServerArgs,
 }
 
-/// A running camera server with its transports, for the CLI and the demo.
-pub(super) struct RunningCamera {
-    pub server: CameraServer,
-    pub router: Option<Router>,
-    pub moq: Option<xoq_transport::Address>,
-    moq_task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl RunningCamera {
-    pub(super) async fn shutdown(self) {
-        if let Some(t) = self.moq_task {
-            t.abort();
-        }
-        if let Some(r) = self.router {
-            let _ = r.shutdown().await;
-        }
-    }
-}
-
 fn open_source(device: &str, a: &CameraServerCmd) -> anyhow::Result<Box<dyn CameraSource>> {
     if matches!(device, "sim:pattern" | "test" | "sim:camera") {
         return Ok(Box::new(PatternSource::new(
@@ -96,7 +75,7 @@ fn open_source(device: &str, a: &CameraServerCmd) -> anyhow::Result<Box<dyn Came
     anyhow::bail!("{device}: only sim:pattern is available on this platform (V4L2 is Linux-only)")
 }
 
-pub(super) async fn start(a: &CameraServerCmd) -> anyhow::Result<RunningCamera> {
+pub(super) async fn start(a: &CameraServerCmd) -> anyhow::Result<Running<CameraServer>> {
     let device = a.device.as_deref().unwrap_or("sim:pattern");
     let default_path = format!(
         "anon/xoq-camera-{}",
@@ -135,26 +114,25 @@ pub(super) async fn start(a: &CameraServerCmd) -> anyhow::Result<RunningCamera> 
         let r = server.router(ep);
         Some(r)
     };
-    let mut moq_task = None;
-    if let Some(xoq_transport::Address::Moq { relay, name }) = &moq_addr {
-        if !codecs.contains(&Codec::H264) {
-            anyhow::bail!("MoQ broadcasts are H.264 (what the web player plays): drop --jpeg");
-        }
-        let session = MoqSession::connect(relay, true).await?;
-        let srv = server.clone();
-        let name = name.clone();
-        moq_task = Some(tokio::spawn(async move {
-            if let Err(e) = srv.serve_moq(&session, &name).await {
-                tracing::error!("MoQ camera broadcast stopped: {e}");
+    let relay = match &moq_addr {
+        Some(addr) => {
+            if !codecs.contains(&Codec::H264) {
+                anyhow::bail!("MoQ broadcasts are H.264 (what the web player plays): drop --jpeg");
             }
-            session.close().await;
-        }));
-    }
-    Ok(RunningCamera {
+            let srv = server.clone();
+            Some(RelayTask::spawn(
+                addr,
+                format!("camera {device}"),
+                move |session, name| async move { Ok(srv.serve_moq(&session, &name).await?) },
+            )?)
+        }
+        None => None,
+    };
+    Ok(Running {
         server,
         router,
         moq: moq_addr,
-        moq_task,
+        relay,
     })
 }
 
@@ -203,6 +181,7 @@ pub(super) async fn server(a: CameraServerCmd) -> anyhow::Result<()> {
         running.router.as_ref().map(|r| r.endpoint()),
         a.server.p2p.offline(),
         running.moq.as_ref(),
+        &[],
     );
     common::shutdown_signal().await;
     running.shutdown().await;
@@ -280,7 +259,7 @@ pub(super) async fn client(a: CameraClientCmd) -> anyhow::Result<()> {
         };
     }
     let opts = CameraOptions::new()
-        .key(Some(common::client_key(a.key.as_ref())?))
+        .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env())
         .codecs(codecs);
     let mut cam = RemoteCamera::connect(&a.address, opts).await?;

@@ -7,12 +7,11 @@ use anyhow::Context;
 use clap::Args;
 use iroh::protocol::Router;
 use xoq_client::can::{CanOptions, RemoteCanBus};
-use xoq_server::can::{CanServer, MoqWrites};
+use xoq_server::can::CanServer;
 use xoq_transport::Address;
-use xoq_transport::moq::MoqSession;
 use xoq_wire::can::{ALPN, CanFrame};
 
-use super::common::{self, ServerArgs};
+use super::common::{self, RelayTask, Running, ServerArgs, WriteArgs};
 
 /// `xoq can-server IFACE[:fd]...`.
 #[derive(Debug, Args)]
@@ -27,26 +26,25 @@ pub struct CanServerCmd {
     pub server: ServerArgs,
 }
 
-/// Motor-safety and MoQ-write flags.
+/// Motor-safety and relay-write flags.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SafetyArgs {
     /// Frames (cansend syntax, one per line, `#`/`;` comments) sent when the last
-    /// controlling client leaves or the deadman trips, e.g. Damiao disable per motor.
+    /// controlling client (P2P or relay) leaves, when the deadman trips and when the server
+    /// stops, e.g. Damiao disable per motor.
     #[arg(long)]
     pub on_disconnect: Option<PathBuf>,
-    /// Send the on-disconnect frames when no controlling client sent anything for this
-    /// many milliseconds.
+    /// Send the on-disconnect frames when no controlling client sent a command for this
+    /// many milliseconds (needs --on-disconnect).
     #[arg(long, value_name = "MS")]
     pub deadman: Option<u64>,
-    /// Drop (and count) commands older than this many milliseconds when they reach the bus.
+    /// Drop (and count) commands older than this many milliseconds when they reach the bus,
+    /// or dated more than that in the future (judged on this server's clock; clients
+    /// estimate it).
     #[arg(long, value_name = "MS")]
     pub max_cmd_age: Option<u64>,
-    /// MoQ writes on {path}/cmd: on (default) or off (read-only relay side).
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    pub moq_cmd: String,
-    /// Require this token in front of every MoQ command batch (see docs/protocol.md).
-    #[arg(long, env = "XOQ_MOQ_CMD_TOKEN")]
-    pub moq_cmd_token: Option<String>,
+    #[command(flatten)]
+    pub writes: WriteArgs,
 }
 
 /// `xoq fake-can-server`: the simulated OpenArm.
@@ -68,23 +66,11 @@ pub(crate) fn parse_frames(text: &str) -> anyhow::Result<Vec<CanFrame>> {
         .collect()
 }
 
-/// A served interface with its transports.
-pub(super) struct RunningCan {
-    pub server: CanServer,
-    pub router: Option<Router>,
-    pub moq: Option<Address>,
-    moq_task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl RunningCan {
-    pub(super) async fn shutdown(self) {
-        if let Some(t) = self.moq_task {
-            t.abort();
-        }
-        if let Some(r) = self.router {
-            let _ = r.shutdown().await;
-        }
-    }
+/// Stop a CAN server safely: on-disconnect frames on the bus first (bounded), clients told,
+/// then the transports.
+pub(super) async fn stop(running: Running<CanServer>) {
+    running.server.stop(xoq_server::can::STOP_DRAIN).await;
+    running.shutdown().await;
 }
 
 fn clean(iface: &str) -> String {
@@ -96,7 +82,7 @@ pub(super) async fn start_one(
     safety: &SafetyArgs,
     server: &ServerArgs,
     moq_path: Option<String>,
-) -> anyhow::Result<RunningCan> {
+) -> anyhow::Result<Running<CanServer>> {
     let on_disconnect = match &safety.on_disconnect {
         Some(p) => parse_frames(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -107,17 +93,13 @@ pub(super) async fn start_one(
         safety.deadman.is_none() || !on_disconnect.is_empty(),
         "--deadman needs --on-disconnect <file>: the frames to send when it trips"
     );
-    let writes = match (&safety.moq_cmd_token, safety.moq_cmd.as_str()) {
-        (_, "off") => MoqWrites::Off,
-        (Some(t), _) => MoqWrites::Token(t.clone()),
-        _ => MoqWrites::Open,
-    };
+    let writes = safety.writes.writes()?;
     let backend = xoq_device::can::backend(iface)?;
     let srv = CanServer::builder(backend)
         .on_disconnect(on_disconnect)
         .deadman(safety.deadman.map(Duration::from_millis))
         .max_cmd_age(safety.max_cmd_age.map(Duration::from_millis))
-        .moq_writes(writes)
+        .relay_writes(writes)
         .start()
         .await
         .with_context(|| format!("cannot serve {iface}"))?;
@@ -133,23 +115,22 @@ pub(super) async fn start_one(
         (Some(relay), Some(path)) => Some(Address::moq(relay, &path)?),
         _ => None,
     };
-    let mut moq_task = None;
-    if let Some(Address::Moq { relay, name }) = &moq {
-        let session = MoqSession::connect(relay, true).await?;
-        let s = srv.clone();
-        let name = name.clone();
-        moq_task = Some(tokio::spawn(async move {
-            if let Err(e) = s.serve_moq(&session, &name).await {
-                tracing::error!("MoQ bridge stopped: {e}");
-            }
-            session.close().await;
-        }));
-    }
-    Ok(RunningCan {
+    let relay = match &moq {
+        Some(addr) => {
+            let s = srv.clone();
+            Some(RelayTask::spawn(
+                addr,
+                format!("CAN {iface}"),
+                move |session, name| async move { Ok(s.serve_moq(&session, &name).await?) },
+            )?)
+        }
+        None => None,
+    };
+    Ok(Running {
         server: srv,
         router,
         moq,
-        moq_task,
+        relay,
     })
 }
 
@@ -178,12 +159,20 @@ pub(super) async fn server(a: CanServerCmd) -> anyhow::Result<()> {
             r.router.as_ref().map(|r| r.endpoint()),
             offline,
             r.moq.as_ref(),
+            &[common::describe_writes(
+                r.router.is_some(),
+                r.moq.as_ref(),
+                r.server.relay_writes(),
+            )],
         );
     }
     common::shutdown_signal().await;
+    // Motors first: every interface sends its on-disconnect frames at once.
+    let mut stops = tokio::task::JoinSet::new();
     for r in running {
-        r.shutdown().await;
+        stops.spawn(stop(r));
     }
+    while stops.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -229,7 +218,7 @@ pub(super) async fn client(a: CanClientCmd) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let opts = CanOptions::new()
         .receive_own(a.own)
-        .key(Some(common::client_key(a.key.as_ref())?))
+        .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env());
     let bus = RemoteCanBus::connect(&a.address, opts).await?;
     eprintln!("connected to {} ({})", a.address, bus.interface());
@@ -295,7 +284,7 @@ pub(super) async fn bridge(a: CanBridgeCmd) -> anyhow::Result<()> {
         ..
     } = xoq_device::can::backend(&a.to)?.open()?;
     let opts = CanOptions::new()
-        .key(Some(common::client_key(a.key.as_ref())?))
+        .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env());
     let bus = std::sync::Arc::new(RemoteCanBus::connect(&a.address, opts).await?);
     println!("xoq can-bridge: {} <-> {}", a.address, a.to);
@@ -304,7 +293,11 @@ pub(super) async fn bridge(a: CanBridgeCmd) -> anyhow::Result<()> {
     let mut to_local = tokio::spawn(async move {
         loop {
             let f = remote.recv().await?;
-            local_tx.send(&f.frame).await?;
+            // Busy (no ACK) or down: the backend already waited a back-off step; the frame
+            // is dropped rather than sent late.
+            if let Err(e) = local_tx.send(&f.frame).await {
+                tracing::warn!("remote -> local: {e}");
+            }
         }
         #[allow(unreachable_code)]
         Ok::<(), anyhow::Error>(())
@@ -314,8 +307,12 @@ pub(super) async fn bridge(a: CanBridgeCmd) -> anyhow::Result<()> {
             r = &mut to_local => return r?,
             _ = common::shutdown_signal() => return Ok(()),
             ev = rx.recv() => match ev {
-                Some(BusEvent::Frame(f)) => bus.send(&f.frame).await?,
-                Some(BusEvent::State(_)) => {}
+                // A frame that cannot go now (link down, refused) is reported and dropped:
+                // a bridge must not die of one frame, nor send it late.
+                Some(BusEvent::Frame(f)) => if let Err(e) = bus.send(&f.frame).await {
+                    tracing::warn!("{} -> remote: {e}", a.to);
+                },
+                Some(BusEvent::State(_) | BusEvent::Down(_) | BusEvent::Up) => {}
                 None => anyhow::bail!("{} stopped delivering frames", a.to),
             },
         }

@@ -34,6 +34,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         listen: a.listen,
         tls_cert: None,
         tls_key: None,
+        auth_key: None,
         auth_public: vec![],
         auth_public_subscribe: vec![],
         auth_public_publish: vec![],
@@ -52,13 +53,14 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         port: "sim:so101".into(),
         baud: 1_000_000,
         takeover: true,
+        writes: demo_writes(),
         server: demo_server("demo-so101", &relay_url, Some("anon/xoq-so101"), offline),
     })
     .await?;
     let openarm = super::can::start_one(
         "sim:openarm",
         &super::can::SafetyArgs {
-            moq_cmd: "on".into(),
+            writes: demo_writes(),
             ..Default::default()
         },
         &demo_server("demo-openarm", &relay_url, None, offline),
@@ -310,6 +312,15 @@ async fn check_camera(addr: &str) -> anyhow::Result<String> {
         "camera: {}x{} {codec:?} picture decoded, frame {}, {ms:.0} ms after capture",
         img.width, img.height, f.seq
     ))
+}
+
+/// The demo's relay is on loopback and its pages command the robot through it: relay
+/// writes on (a robot on a network would keep them off or require tokens).
+fn demo_writes() -> super::common::WriteArgs {
+    super::common::WriteArgs {
+        moq_writes: Some("on".into()),
+        ..Default::default()
+    }
 }
 
 /// Server flags of one demo device: its own key, the demo relay, loopback unless --online.

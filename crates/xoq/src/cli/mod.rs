@@ -43,6 +43,8 @@ pub enum Command {
     Id(common::IdArgs),
     /// Run the embedded MoQ relay.
     Relay(relay::RelayArgs),
+    /// Print a relay token (a moq-auth JWT) signed by a relay key.
+    Token(relay::TokenArgs),
     /// Serve a serial port (or a simulated device) over P2P and MoQ.
     SerialServer(serial::ServerCmd),
     /// Serve the simulated SO-101 servo bus (= serial-server sim:so101 1000000).
@@ -118,6 +120,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Id(a) => common::id(a),
         Command::Relay(a) => relay::run(a).await,
+        Command::Token(a) => relay::token(a),
         Command::SerialServer(a) => serial::server(a).await,
         Command::FakeSerialServer(a) => serial::fake_server(a).await,
         Command::SerialPty(a) => pty::run(a).await,

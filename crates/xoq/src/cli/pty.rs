@@ -146,7 +146,7 @@ impl Drop for LinkGuard {
 
 pub(super) async fn run(a: PtyArgs) -> anyhow::Result<()> {
     let opts = SerialOptions::keep_settings()
-        .key(Some(common::client_key(a.key.as_ref())?))
+        .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env())
         .client_name("serial-pty");
     let port = Arc::new(RemoteSerial::connect(&a.address, opts).await?);

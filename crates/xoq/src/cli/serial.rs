@@ -9,10 +9,9 @@ use iroh::protocol::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xoq_client::serial::{RemoteSerial, SerialOptions};
 use xoq_server::SerialServer;
-use xoq_transport::moq::MoqSession;
 use xoq_wire::serial::{ALPN, LineSettings};
 
-use super::common::{self, ServerArgs};
+use super::common::{self, RelayTask, Running, ServerArgs, WriteArgs};
 
 /// `xoq serial-server PORT BAUD`.
 #[derive(Debug, Args)]
@@ -28,6 +27,8 @@ pub struct ServerCmd {
     #[arg(long)]
     pub takeover: bool,
     #[command(flatten)]
+    pub writes: WriteArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
 }
 
@@ -38,6 +39,8 @@ pub struct FakeServerCmd {
     #[arg(long)]
     pub takeover: bool,
     #[command(flatten)]
+    pub writes: WriteArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
 }
 
@@ -46,31 +49,13 @@ pub(super) async fn fake_server(a: FakeServerCmd) -> anyhow::Result<()> {
         port: "sim:so101".into(),
         baud: 1_000_000,
         takeover: a.takeover,
+        writes: a.writes,
         server: a.server,
     })
     .await
 }
 
-/// A running serial server with its transports, for the CLI and the demo.
-pub(super) struct RunningSerial {
-    pub server: SerialServer,
-    pub router: Option<Router>,
-    pub moq: Option<xoq_transport::Address>,
-    moq_task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl RunningSerial {
-    pub(super) async fn shutdown(self) {
-        if let Some(t) = self.moq_task {
-            t.abort();
-        }
-        if let Some(r) = self.router {
-            let _ = r.shutdown().await;
-        }
-    }
-}
-
-pub(super) async fn start(a: &ServerCmd) -> anyhow::Result<RunningSerial> {
+pub(super) async fn start(a: &ServerCmd) -> anyhow::Result<Running<SerialServer>> {
     let default_path = format!(
         "anon/xoq-serial-{}",
         a.port
@@ -80,10 +65,12 @@ pub(super) async fn start(a: &ServerCmd) -> anyhow::Result<RunningSerial> {
             .replace(':', "-")
     );
     let moq_addr = a.server.moq_address(&default_path)?;
+    let writes = a.writes.writes()?;
     let backend = xoq_device::serial::backend(&a.port)?;
     let server = SerialServer::builder(backend)
         .settings(LineSettings::new(a.baud))
         .takeover(a.takeover)
+        .relay_writes(writes)
         .start()
         .await
         .with_context(|| format!("cannot serve {}", a.port))?;
@@ -96,24 +83,22 @@ pub(super) async fn start(a: &ServerCmd) -> anyhow::Result<RunningSerial> {
             .await?;
         Some(Router::builder(ep).accept(ALPN, server.clone()).spawn())
     };
-    let mut moq_task = None;
-    if let Some(xoq_transport::Address::Moq { relay, name }) = &moq_addr {
-        // Servers keep their relay session alive across relay restarts (reconnect = true).
-        let session = MoqSession::connect(relay, true).await?;
-        let srv = server.clone();
-        let name = name.clone();
-        moq_task = Some(tokio::spawn(async move {
-            if let Err(e) = srv.serve_moq(&session, &name).await {
-                tracing::error!("MoQ bridge stopped: {e}");
-            }
-            session.close().await;
-        }));
-    }
-    Ok(RunningSerial {
+    let relay = match &moq_addr {
+        Some(addr) => {
+            let srv = server.clone();
+            Some(RelayTask::spawn(
+                addr,
+                format!("serial {}", a.port),
+                move |session, name| async move { Ok(srv.serve_moq(&session, &name).await?) },
+            )?)
+        }
+        None => None,
+    };
+    Ok(Running {
         server,
         router,
         moq: moq_addr,
-        moq_task,
+        relay,
     })
 }
 
@@ -129,6 +114,11 @@ pub(super) async fn server(a: ServerCmd) -> anyhow::Result<()> {
         running.router.as_ref().map(|r| r.endpoint()),
         offline,
         running.moq.as_ref(),
+        &[common::describe_writes(
+            running.router.is_some(),
+            running.moq.as_ref(),
+            running.server.relay_writes(),
+        )],
     );
     common::shutdown_signal().await;
     running.shutdown().await;
@@ -160,7 +150,7 @@ pub(super) async fn client(a: ClientCmd) -> anyhow::Result<()> {
         None => SerialOptions::keep_settings(),
     };
     opts = opts
-        .key(Some(common::client_key(a.key.as_ref())?))
+        .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env())
         .client_name("serial-client");
     let port = std::sync::Arc::new(RemoteSerial::connect(&a.address, opts).await?);

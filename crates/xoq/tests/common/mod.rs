@@ -111,7 +111,7 @@ impl TestServer {
 pub fn opts(key: &SecretKey) -> SerialOptions {
     SerialOptions::new(115_200)
         .offline(true)
-        .key(Some(key.clone()))
+        .key(key.clone())
         .client_name("test")
 }
 
