@@ -8,7 +8,7 @@ import time
 import can
 import pytest
 
-from conftest import client_key, closed_udp_port, free_id, raises_while_blocked
+from conftest import client_key, closed_udp_port, free_id, raises_while_blocked, wait_for
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_blocked_recv_ends_when_the_bus_is_shut_down(vbus):
 
 def test_through_relay_command_and_state(start, relay):
     start("can-server", "sim:openarm", "--bind", "127.0.0.1:0", "--relay", relay,
-          "--moq", "anon/py-openarm")
+          "--moq", "anon/py-openarm", "--moq-writes", "on")
     with can.Bus(channel=f"{relay}/anon/py-openarm", interface="xoq") as bus:
         enable = can.Message(arbitration_id=0x02, data=bytes([0xFF] * 7 + [0xFC]),
                              is_extended_id=False)
@@ -215,16 +215,28 @@ def test_unknown_endpoint_is_an_initialization_error():
     assert time.monotonic() - t0 < 30
 
 
-def test_server_killed_mid_recv_raises(vbus):
-    bus = _bus(vbus)
+def test_server_killed_mid_recv_raises_without_reconnect(vbus):
+    bus = _bus(vbus, reconnect=0)
     err = raises_while_blocked(lambda: bus.recv(timeout=None), vbus.kill)
     assert isinstance(err, can.CanOperationError), err
     bus.shutdown()
 
 
+def test_sends_fail_fast_while_the_link_is_down(vbus):
+    bus = _bus(vbus, reconnect=30)
+    vbus.kill()
+    wait_for(lambda: bus.link["state"] != "connected", timeout=15, what="the drop to be noticed")
+    msg = can.Message(arbitration_id=0x1, data=b"\x01", is_extended_id=False)
+    # Raises (never blocks, never queues): the link is down.
+    with pytest.raises(can.CanOperationError, match="not sent"):
+        bus.send(msg)
+    assert bus.link["not_sent"] == 1
+    bus.shutdown()
+
+
 def test_two_relay_clients_both_command(start, relay):
     start("can-server", "sim:openarm", "--bind", "127.0.0.1:0", "--relay", relay,
-          "--moq", "anon/py-two")
+          "--moq", "anon/py-two", "--moq-writes", "on")
     addr = f"{relay}/anon/py-two"
     with can.Bus(channel=addr, interface="xoq") as a, can.Bus(channel=addr, interface="xoq") as b:
         for bus, motor in ((a, 0x03), (b, 0x04), (a, 0x05), (b, 0x06)):

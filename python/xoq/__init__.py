@@ -6,7 +6,8 @@ Remote serial ports and CAN buses behave like local ones in the libraries you al
 * python-can: ``can.Bus(channel="<address>", interface="xoq")`` (or just ``can.Bus("<address>")``).
 
 An address is an endpoint id (``xoq id`` prints it), ``<id>@<ip>:<port>`` to dial directly,
-or a MoQ relay URL such as ``http://127.0.0.1:4443/anon/xoq-so101``. Set ``XOQ_OFFLINE=1``
+or a MoQ relay URL such as ``http://127.0.0.1:4443/anon/xoq-so101`` (with ``?jwt=TOKEN`` for
+a relay that checks tokens, or ``XOQ_RELAY_TOKEN`` in the environment). Set ``XOQ_OFFLINE=1``
 (or pass ``offline=True``) to turn off iroh discovery on a LAN or in tests, and ``XOQ_LOG=debug``
 for logs of the native layer.
 
@@ -24,11 +25,12 @@ __version__ = "0.4.0"
 __all__ = ["is_remote", "strip_scheme", "endpoint_id", "__version__"]
 
 
-def endpoint_id(key_path: str) -> str:
+def endpoint_id(key_path: "str | None" = None) -> str:
     """The endpoint id of the identity in ``key_path`` (created with mode 0600 if missing).
 
-    Give the same file as ``key=`` to ``serial.Serial``/``can.Bus`` so a server's ``--allow``
-    list can name this client.
+    Without a path: this user's client id, the one every port and bus opened without ``key=``
+    presents (``XOQ_KEY``, else ``$XOQ_HOME/client.key``), as ``xoq id`` prints it. Give it to
+    a server's ``--allow``.
     """
     from . import _xoq
 

@@ -56,6 +56,8 @@ def patch_serial(serial: ModuleType) -> None:
                 self._native_port = None
                 self._offline = None
                 self._key = None
+                self._ephemeral = False
+                self._reconnect = None
                 RemoteSerial.open(self)
                 return
             super().open()

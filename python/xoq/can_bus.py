@@ -20,7 +20,13 @@ Notes for users of other interfaces:
   what the wire filter cannot say ("standard ids only").
 * Through a relay, which broadcasts all bus traffic, the client drops the echo of its own
   frames unless ``receive_own_messages=True``, as a P2P server does.
-* Timestamps are the server's receive times (seconds since the Unix epoch).
+* Timestamps are the server's receive times, converted to this machine's clock (seconds
+  since the Unix epoch, as python-can expects) with the client's estimate of the server's
+  clock; add :attr:`XoqBus.clock_offset` to get the robot's own clock back.
+* The link survives blips: the native client reconnects in the background (same identity,
+  filters re-applied) and ``recv`` resumes. While it is down, ``send`` raises
+  ``CanOperationError`` at once: a command is never queued to arrive late. Only after the
+  reconnect deadline (``reconnect=`` seconds, default 60) does ``recv`` raise too.
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ def _native():
     return _xoq
 
 
-_STATE = {0: BusState.ACTIVE, 1: BusState.ACTIVE, 2: BusState.PASSIVE, 3: BusState.ERROR}
+_STATE = {0: BusState.ACTIVE, 1: BusState.ACTIVE, 2: BusState.PASSIVE, 3: BusState.ERROR,
+          4: BusState.ERROR}
 
 
 class XoqBus(BusABC):
@@ -65,7 +72,10 @@ class XoqBus(BusABC):
         interface is FD.
     :param interface_name: check that the server serves this interface (e.g. ``can0:fd``).
     :param offline: no iroh discovery (default from ``XOQ_OFFLINE``).
-    :param key: path of this client's identity file, for servers with an allowlist.
+    :param key: path of this client's identity file (default: the user's, ``XOQ_KEY`` else
+        ``$XOQ_HOME/client.key``, what ``xoq id`` prints).
+    :param ephemeral: use a throw-away identity instead.
+    :param reconnect: seconds the link may stay down before calls fail (0: never reconnect).
     """
 
     def __init__(
@@ -77,6 +87,8 @@ class XoqBus(BusABC):
         interface_name: Optional[str] = None,
         offline: Optional[bool] = None,
         key: Optional[str] = None,
+        ephemeral: bool = False,
+        reconnect: Optional[float] = None,
         **kwargs: Any,
     ) -> None:
         unknown = set(kwargs) - _IGNORED
@@ -99,6 +111,8 @@ class XoqBus(BusABC):
                 interface=interface_name,
                 offline=offline,
                 key=os.fspath(key) if key is not None else None,
+                ephemeral=bool(ephemeral),
+                reconnect=reconnect,
             )
         except x.RefusedError as err:
             raise CanInitializationError(
@@ -120,12 +134,10 @@ class XoqBus(BusABC):
         except KeyboardInterrupt:
             raise
         except Exception as err:
-            raise CanOperationError(
-                f"{self.channel}: {err}; create a new bus to reconnect"
-            ) from err
+            raise CanOperationError(f"{self.channel}: {err}") from err
         if got is None:
             return None, False
-        arbitration_id, flags, data, dlc, timestamp = got
+        arbitration_id, flags, data, dlc, timestamp, _robot = got
         x = self._xm
         msg = Message(
             timestamp=timestamp,
@@ -162,6 +174,11 @@ class XoqBus(BusABC):
         except Exception as err:
             if isinstance(err, x.XoqTimeoutError):
                 raise CanOperationError(f"send timed out after {timeout} s") from err
+            if isinstance(err, x.LinkDownError):
+                raise CanOperationError(
+                    f"{self.channel}: {err}; the frame was not sent (a command is never queued "
+                    "to arrive late)"
+                ) from err
             raise CanOperationError(f"{self.channel}: send failed: {err}") from err
 
     def _apply_filters(self, filters: Optional[can.typechecking.CanFilters]) -> None:
@@ -190,6 +207,35 @@ class XoqBus(BusABC):
     def dropped(self) -> int:
         """Frames dropped because they were not read in time (drop-oldest inbox)."""
         return self._native.dropped
+
+    @property
+    def clock_offset(self) -> float:
+        """The server's (robot's) clock minus this machine's, in seconds, as estimated over
+        the link: ``msg.timestamp + bus.clock_offset`` is the robot's receive time."""
+        c = self._native.clock
+        return c[0] / 1e6 if c else 0.0
+
+    @property
+    def link(self) -> dict:
+        """The link: ``state`` (``"connected"``, ``"reconnecting"``, ``"closed"``), ``reason``,
+        ``drops``, ``reconnects``, ``down_seconds``, and frame counters ``sent``,
+        ``not_sent`` (link down) and ``refused`` (by the server)."""
+        state, reason, drops, reconnects, down = self._native.link
+        sent, not_sent, refused = self._native.counters
+        return {
+            "state": state,
+            "reason": reason,
+            "drops": drops,
+            "reconnects": reconnects,
+            "down_seconds": down,
+            "sent": sent,
+            "not_sent": not_sent,
+            "refused": refused,
+        }
+
+    def wait_link_change(self, timeout: Optional[float] = None) -> str:
+        """Block until the link state changes (or ``timeout`` seconds pass); the new state."""
+        return self._native.wait_link_change(timeout)
 
 
 def _to_native(filters: Optional[can.typechecking.CanFilters]):

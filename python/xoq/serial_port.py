@@ -5,6 +5,18 @@
 context manager, ``io`` wrappers) is pyserial's own code. Only the device I/O goes through the
 native client.
 
+The link survives blips: when the connection drops, the native client reconnects in the
+background (same identity, line settings re-applied); ``read`` keeps following its
+``timeout`` meanwhile and ``write`` waits (up to ``write_timeout``). Only when the link stays
+down past the reconnect deadline (``reconnect=`` seconds, default 60) do calls raise
+``SerialException``. :attr:`RemoteSerial.link` tells the state and the counters.
+
+The client identity is this user's (``XOQ_KEY``, else ``$XOQ_HOME/client.key``: what
+``xoq id`` prints) unless ``key=`` names a file or ``ephemeral=True`` asks for a throw-away
+one. Opening the port again from the same identity replaces the older handle, as a second
+``open()`` of a local port would not be refused; a handle dropped without ``close()`` frees the
+port when it is garbage-collected.
+
 Behaviour that differs from a local port, by necessity:
 
 * ``flush()`` returns once the bytes are handed to the QUIC stream (they stay ordered before
@@ -12,6 +24,9 @@ Behaviour that differs from a local port, by necessity:
   network round trip per packet, and servo SDKs call ``flush()`` before every packet. Call
   :meth:`RemoteSerial.drain` when you need that guarantee.
 * ``out_waiting`` is 0: bytes never wait in a local driver buffer.
+* With ``write_timeout`` set, ``write`` returns once the remote device accepted the bytes
+  (one round trip), as a local ``write`` returns once the driver has them; without it, once
+  they are on their way (the device's flow control still blocks when it stops reading).
 * Through a MoQ relay only data flows: line settings and modem lines need a P2P address.
 * ``cts``/``dsr``/``ri``/``cd`` are not carried by the protocol and read as ``False``.
 * ``fileno()`` raises ``io.UnsupportedOperation``: there is no file descriptor to select on.
@@ -58,7 +73,7 @@ def _raise(err: Exception, what: str) -> "NoReturn":  # noqa: F821
             f"{what}: {err} (check the address the server printed, and that the server runs)"
         ) from err
     if isinstance(err, x.ClosedError):
-        raise SerialException(f"{what}: {err}; reopen the port to reconnect") from err
+        raise SerialException(f"{what}: {err}") from err
     raise SerialException(f"{what}: {err}") from err
 
 
@@ -66,15 +81,20 @@ class RemoteSerial(SerialBase):
     """pyserial port on a remote xoq serial server.
 
     Accepts every ``serial.Serial`` argument. ``port`` is an xoq address, with or without
-    ``xoq://``. Extra keywords: ``offline`` (no discovery; default from ``XOQ_OFFLINE``) and
-    ``key`` (path of this client's identity file, for servers with an allowlist).
+    ``xoq://`` (a relay URL may carry ``?jwt=TOKEN``, or set ``XOQ_RELAY_TOKEN``). Extra
+    keywords: ``offline`` (no discovery; default from ``XOQ_OFFLINE``), ``key`` (path of this
+    client's identity file; default: the user's), ``ephemeral`` (a throw-away identity) and
+    ``reconnect`` (seconds the link may stay down before calls fail; 0 = never reconnect).
     """
 
     def __init__(self, *args: Any, offline: Optional[bool] = None, key: Optional[str] = None,
+                 ephemeral: bool = False, reconnect: Optional[float] = None,
                  **kwargs: Any) -> None:
         self._native_port = None
         self._offline = offline
         self._key = os.fspath(key) if key is not None else None
+        self._ephemeral = bool(ephemeral)
+        self._reconnect = reconnect
         super().__init__(*args, **kwargs)
 
     # -- opening and closing ------------------------------------------------------------
@@ -99,6 +119,8 @@ class RemoteSerial(SerialBase):
                 rtscts=bool(self._rtscts),
                 offline=self._offline,
                 key=self._key,
+                ephemeral=self._ephemeral,
+                reconnect=self._reconnect,
             )
         except ValueError as err:
             raise ValueError(f"could not open port {self._port}: {err}") from err
@@ -148,10 +170,13 @@ class RemoteSerial(SerialBase):
             _raise(err, "read failed")
 
     def write(self, data: Any) -> int:
-        """Write ``data`` (bytes, bytearray, memoryview or a list of ints); returns its length.
+        """Write ``data`` (bytes, bytearray, memoryview or a list of ints); returns what was
+        written.
 
-        With ``write_timeout`` set, raises ``SerialTimeoutException`` when the network cannot
-        take the bytes in time (``0`` means: only if it can take them at once).
+        ``write_timeout`` as in pyserial: ``None`` waits as long as the device (or a
+        reconnect) needs; a number of seconds raises ``SerialTimeoutException`` unless the
+        device accepted every byte in time; ``0`` writes what can go at once and returns
+        how many bytes that was.
         """
         port = self._p()
         payload = to_bytes(data)
@@ -254,6 +279,26 @@ class RemoteSerial(SerialBase):
     def dropped(self) -> int:
         """Bytes dropped because the receive buffer (4 MiB) overflowed."""
         return self._p().dropped
+
+    @property
+    def link(self) -> dict:
+        """The link: ``state`` (``"connected"``, ``"reconnecting"``, ``"closed"``), ``reason``,
+        ``drops``, ``reconnects``, ``down_seconds`` (completed outages), ``clock_offset_us``
+        (the server's clock minus this machine's, estimated over the link)."""
+        state, reason, drops, reconnects, down = self._p().link
+        clock = self._p().clock
+        return {
+            "state": state,
+            "reason": reason,
+            "drops": drops,
+            "reconnects": reconnects,
+            "down_seconds": down,
+            "clock_offset_us": clock[0] if clock else None,
+        }
+
+    def wait_link_change(self, timeout: Optional[float] = None) -> str:
+        """Block until the link state changes (or ``timeout`` seconds pass); the new state."""
+        return self._p().wait_link_change(timeout)
 
 
 # isinstance(port, serial.Serial) holds for remote ports too, as code that type-checks expects.
