@@ -116,7 +116,6 @@ impl Shared {
         let ready: Vec<Bytes> = {
             let mut s = self.sync();
             s.data_group = Some(group);
-            s.read_only = false;
             s.pending
                 .drain(..)
                 .filter(|(g, _)| *g >= group)
@@ -156,6 +155,7 @@ impl Shared {
             Ctl::Synced {
                 nonce, data_group, ..
             } if mine && self.sync().answered == Some(nonce) => {
+                self.sync().read_only = false;
                 self.start_view(data_group);
                 self.clock.reset();
                 self.ping();
@@ -234,11 +234,26 @@ impl RelayPeer {
         let server = format!("{name}/{down}");
         let mut ctl = session.read_track(&server, CTL_TRACK);
         let mut data = session.read_track(&server, DATA_TRACK);
-        // A missing server is an error at connect time, not a silent hang on the first read.
-        tokio::time::timeout(SERVER_WAIT, ctl.ready())
-            .await
-            .map_err(|_| ClientError::Connect(missing()))??;
-        data.ready().await?;
+        // A missing server is an error at connect time, not a silent hang on the first read;
+        // so is a relay that ends the session (refused credentials end it right after setup).
+        let mut status = session.status();
+        let refused = async move {
+            loop {
+                if let RelayStatus::Closed(reason) = &*status.borrow_and_update() {
+                    return reason.clone();
+                }
+                if status.changed().await.is_err() {
+                    return "the session to the relay ended".to_string();
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(SERVER_WAIT, async {
+                ctl.ready().await?;
+                data.ready().await
+            }) => r.map_err(|_| ClientError::Connect(missing()))??,
+            reason = refused => return Err(ClientError::Connect(format!("relay {}: {reason}", session.url()))),
+        }
         let peer = format!("{}/{name}", session.url());
         let shared = Arc::new(Shared {
             writer_name,

@@ -80,8 +80,8 @@ pub struct CanStats {
     pub safety_trips: AtomicU64,
     /// Safety frames transmitted.
     pub safety_sent: AtomicU64,
-    /// Relay command batches refused (relay writes off, undecodable).
-    pub moq_refused: AtomicU64,
+    /// Relay command batches that did not decode.
+    pub moq_malformed: AtomicU64,
     /// CAN FD frames refused on a classic interface.
     pub fd_refused: AtomicU64,
     /// Small FD frames (≤ 8 bytes, no BRS) sent as classic frames on a classic interface.
@@ -159,11 +159,12 @@ impl CanServerBuilder {
             on_disconnect: self.on_disconnect,
             deadman: self.deadman,
             relay_writes: self.relay_writes,
+            relay_stats: Arc::default(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(rx_task(shared.clone(), open.rx)));
         tasks.push(tokio::spawn(tx_task(shared.clone(), open.tx)));
-        if shared.deadman.is_some() {
+        if !shared.on_disconnect.is_empty() {
             tasks.push(tokio::spawn(deadman_task(shared.clone())));
         }
         Ok(CanServer {
@@ -240,6 +241,7 @@ struct Shared {
     on_disconnect: Vec<CanFrame>,
     deadman: Option<Duration>,
     relay_writes: bool,
+    relay_stats: Arc<crate::relay::BridgeStats>,
 }
 
 impl Shared {
@@ -499,8 +501,12 @@ async fn tx_task(shared: Arc<Shared>, mut tx: Box<dyn CanTx>) {
 }
 
 async fn deadman_task(shared: Arc<Shared>) {
-    let Some(window) = shared.deadman else { return };
-    // Check at a tenth of the window: trips at most 10% late, never early.
+    // Check at a tenth of the window: trips at most 10% late, never early. Without a deadman
+    // the ticks still retire relay writers that went silent.
+    let window = shared
+        .deadman
+        .unwrap_or(crate::safety::WRITER_SILENCE)
+        .min(crate::safety::WRITER_SILENCE);
     let tick = (window / 10).max(Duration::from_millis(1));
     loop {
         tokio::time::sleep(tick).await;
@@ -529,6 +535,11 @@ impl CanServer {
     /// Counters.
     pub fn stats(&self) -> &CanStats {
         &self.shared.stats
+    }
+
+    /// Counters of the relay side (replays dropped, writes refused, syncs).
+    pub fn relay_stats(&self) -> &crate::relay::BridgeStats {
+        &self.shared.relay_stats
     }
 
     /// Whether relay writers may send commands.
@@ -665,9 +676,13 @@ impl CanServer {
                 }
             }
         });
+        let mut writer_done = false;
         loop {
             tokio::select! {
-                _ = &mut writer => break,
+                _ = &mut writer => {
+                    writer_done = true;
+                    break;
+                }
                 m = reader.next(ClientMsg::decode) => match m {
                     Ok(Some(ClientMsg::Send(frames))) => {
                         let refused = shared.submit(frames, id);
@@ -706,8 +721,11 @@ impl CanServer {
         }
         drop(ctl_tx);
         queue.close();
-        let _ = tokio::time::timeout(Duration::from_millis(500), &mut writer).await;
-        writer.abort();
+        if !writer_done {
+            // Let the writer send what is queued and finish the stream.
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut writer).await;
+            writer.abort();
+        }
         drop(guard);
         tracing::info!(%peer, iface = %shared.name, "client left");
     }
@@ -733,6 +751,7 @@ impl CanServer {
                 writes_off_code: refuse_code::WRITES_OFF,
             },
             Arc::new(move || ids_from.next_id.fetch_add(1, Ordering::Relaxed)),
+            shared.relay_stats.clone(),
         )?;
         let sink_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(ItemQueue::new(CLIENT_QUEUE_FRAMES));
@@ -783,7 +802,7 @@ impl CanServer {
                                 }
                             }
                             Err(_) => {
-                                shared.stats.moq_refused.fetch_add(1, Ordering::Relaxed);
+                                shared.stats.moq_malformed.fetch_add(1, Ordering::Relaxed);
                             }
                         },
                         Some(BridgeEvent::Left { id }) => {
@@ -809,11 +828,6 @@ impl CanServer {
                 }
             },
         }
-        let refused = bridge.stats().writes_refused.load(Ordering::Relaxed);
-        shared
-            .stats
-            .moq_refused
-            .fetch_add(refused, Ordering::Relaxed);
         Ok(())
     }
 }

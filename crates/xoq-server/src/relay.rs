@@ -110,12 +110,14 @@ impl Drop for RelayBridge {
 pub type IdSource = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl RelayBridge {
-    /// Publish `{name}/{down}` and start reading writers under `{name}/{up}`.
+    /// Publish `{name}/{down}` and start reading writers under `{name}/{up}`, counting in
+    /// `stats` (the service keeps them, so they outlive one relay session).
     pub fn start(
         session: &MoqSession,
         name: &str,
         cfg: BridgeConfig,
         ids: IdSource,
+        stats: Arc<BridgeStats>,
     ) -> Result<(Self, mpsc::Receiver<BridgeEvent>), TransportError> {
         let (bc, mut tracks) =
             session.publish_tracks(&format!("{name}/{}", cfg.down), &[DATA_TRACK, CTL_TRACK])?;
@@ -129,7 +131,6 @@ impl RelayBridge {
         })?;
         let data = Arc::new(Mutex::new(data));
         let ctl = Arc::new(Mutex::new(ctl));
-        let stats = Arc::new(BridgeStats::default());
         let writers = session.read_writers(&format!("{name}/{}", cfg.up), DATA_TRACK);
         let (tx, rx) = mpsc::channel(EVENTS);
         let task = tokio::spawn(run(

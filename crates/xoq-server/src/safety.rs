@@ -5,8 +5,9 @@
 //! writer, alike. The rules:
 //!
 //! - **Last one out**: when the last controller leaves (disconnects, its relay broadcast is
-//!   retracted, or a relay writer stays silent for the deadman window), the server trips:
-//!   it sends the on-disconnect frames.
+//!   retracted, or a relay writer sends nothing at all, not even a clock probe, for
+//!   [`WRITER_SILENCE`]), the server trips: it sends the on-disconnect frames. A relay keeps
+//!   a dead client's broadcast for its own idle timeout, longer than a motor may run alone.
 //! - **Deadman**: when every controller has been silent for the window, the server trips
 //!   while their connections may still look alive (a silent partition, a stalled program).
 //! - **Age**: with a maximum command age, a command whose send time (on the robot's clock,
@@ -23,6 +24,11 @@ use std::time::Duration;
 
 /// A controller's id, unique per server (P2P sessions and relay writers share the space).
 pub type ControllerId = u64;
+
+/// A relay writer that sent nothing (clients probe the clock every second) for this long has
+/// gone away: shorter than the P2P idle timeout, so both paths give up on a dead client in
+/// about the same time.
+pub const WRITER_SILENCE: Duration = Duration::from_secs(3);
 
 /// Why a command was not passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,8 @@ struct Controller {
     joined_us: u64,
     /// Last accepted command (robot clock, µs), for the deadman.
     last_cmd_us: u64,
+    /// Last frame of any kind (µs), for the liveness of relay writers.
+    last_heard_us: u64,
     /// A relay writer: it leaves when silent for the deadman window (a relay keeps a dead
     /// client's broadcast for a while).
     leaves_when_silent: bool,
@@ -131,6 +139,7 @@ impl Safety {
             Controller {
                 joined_us: now_us,
                 last_cmd_us: now_us,
+                last_heard_us: now_us,
                 leaves_when_silent,
                 heard_after_trip_us: None,
                 commanded: false,
@@ -141,12 +150,15 @@ impl Safety {
     /// Anything at all arrived from `id` (a command, a ping): after a trip this marks when the
     /// link to it was seen alive again.
     pub fn heard(&mut self, id: ControllerId, now_us: u64) {
-        let Some(t) = self.tripped_at else { return };
-        if let Some(c) = self.controllers.get_mut(&id)
-            && c.joined_us <= t
-            && c.heard_after_trip_us.is_none()
-        {
-            c.heard_after_trip_us = Some(now_us);
+        let tripped = self.tripped_at;
+        if let Some(c) = self.controllers.get_mut(&id) {
+            c.last_heard_us = now_us;
+            if let Some(t) = tripped
+                && c.joined_us <= t
+                && c.heard_after_trip_us.is_none()
+            {
+                c.heard_after_trip_us = Some(now_us);
+            }
         }
     }
 
@@ -168,6 +180,7 @@ impl Safety {
         let c = self.controllers.entry(id).or_insert(Controller {
             joined_us: now_us,
             last_cmd_us: now_us,
+            last_heard_us: now_us,
             leaves_when_silent: false,
             heard_after_trip_us: None,
             commanded: false,
@@ -206,23 +219,27 @@ impl Safety {
         }
     }
 
-    /// Periodic check (at a fraction of the deadman window).
+    /// Periodic check (at a fraction of the deadman window, or of [`WRITER_SILENCE`]).
     pub fn tick(&mut self, now_us: u64) -> Action {
+        // Relay writers that went quiet leave.
+        let gone = us(WRITER_SILENCE);
+        let before = self.controllers();
+        self.controllers.retain(|_, c| {
+            !(c.leaves_when_silent && now_us.saturating_sub(c.last_heard_us) > gone)
+        });
+        if before > 0 && self.controllers() == 0 {
+            return self.trip(now_us, "the last controlling client went silent");
+        }
         let Some(window) = self.deadman.map(us) else {
             return Action::None;
         };
         let silent = |c: &Controller| now_us.saturating_sub(c.last_cmd_us) > window;
-        let any = self.controllers() > 0;
-        let all_silent = any
+        let all_silent = self.controllers() > 0
             && self
                 .controllers
                 .values()
                 .filter(|c| c.commanded)
-                .all(&silent);
-        // Relay writers that went quiet leave: a relay holds a dead client's broadcast for
-        // its own idle timeout, far longer than a motor may run unattended.
-        self.controllers
-            .retain(|_, c| !(c.commanded && c.leaves_when_silent && silent(c)));
+                .all(silent);
         if all_silent {
             self.trip(
                 now_us,
@@ -320,17 +337,27 @@ mod tests {
 
     #[test]
     fn silent_relay_writers_leave_and_p2p_sessions_do_not() {
-        let mut x = s(None, Some(100));
+        let silence = us(WRITER_SILENCE);
+        let mut x = s(None, None);
         x.join(1, 0, true);
         x.join(2, 0, false);
         assert_eq!(x.command(1, 0, 0), Ok(()));
         assert_eq!(x.command(2, 0, 0), Ok(()));
-        assert!(matches!(x.tick(101 * MS), Action::Trip(_)));
+        // Pings keep a writer that sends no commands.
+        x.heard(1, silence);
+        assert_eq!(x.tick(silence + 1), Action::None);
+        assert_eq!(x.controllers(), 2);
+        assert_eq!(x.tick(2 * silence + 1), Action::None);
         assert_eq!(
             x.controllers(),
             1,
             "the relay writer left, the P2P session stays"
         );
+        // The last one leaving by silence trips.
+        let mut y = s(None, None);
+        y.join(7, 0, true);
+        assert_eq!(y.command(7, 0, 0), Ok(()));
+        assert!(matches!(y.tick(silence + 1), Action::Trip(_)));
     }
 
     #[test]

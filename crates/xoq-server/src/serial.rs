@@ -121,6 +121,7 @@ impl SerialServerBuilder {
             events,
             next_session: AtomicU64::new(1),
             stats: Stats::default(),
+            relay_stats: Arc::default(),
         });
         let reader = tokio::spawn(device_task(shared.clone(), self.backend, open.reader));
         let writer = tokio::spawn(writer_task(shared.clone()));
@@ -166,8 +167,6 @@ pub struct Stats {
     pub tx_discarded: AtomicU64,
     /// Bytes discarded by output clears (`reset_output_buffer`) before reaching the device.
     pub tx_cleared: AtomicU64,
-    /// Relay writes refused because relay writes are off.
-    pub relay_refused: AtomicU64,
 }
 
 /// Bytes waiting for the device, from whichever writer, in arrival order.
@@ -292,6 +291,7 @@ struct Shared {
     events: broadcast::Sender<Event>,
     next_session: AtomicU64,
     stats: Stats,
+    relay_stats: Arc<crate::relay::BridgeStats>,
 }
 
 impl Shared {
@@ -555,6 +555,11 @@ impl SerialServer {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Counters of the relay side (replays dropped, writes refused, syncs).
+    pub fn relay_stats(&self) -> &crate::relay::BridgeStats {
+        &self.shared.relay_stats
     }
 
     /// Whether relay writers may write to the device.
@@ -841,6 +846,7 @@ impl SerialServer {
                 writes_off_code: RefuseCode::NotAllowed.to_code(),
             },
             Arc::new(move || ids_from.next_session.fetch_add(1, Ordering::Relaxed)),
+            shared.relay_stats.clone(),
         )?;
         let session_id = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(ByteQueue::new(CLIENT_QUEUE_BYTES));
@@ -888,10 +894,6 @@ impl SerialServer {
                 }
             },
         }
-        shared.stats.relay_refused.fetch_add(
-            bridge.stats().writes_refused.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
         Ok(())
     }
 }

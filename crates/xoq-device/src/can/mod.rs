@@ -5,7 +5,8 @@
 //! [`CanBackend`] and [`CanTx`] is all that is necessary to add a new kind of CAN device.
 //!
 //! Backends by name (what users type after `can-server`):
-//! - `virtual:NAME`: an empty in-process bus; every opener sees the others' frames.
+//! - `virtual:NAME`: an empty in-process bus; every opener sees the others' frames
+//!   (`virtual:NAME:classic`: the same, behind a classic-CAN controller).
 //! - `sim:openarm`: eight simulated Damiao motors of an OpenArm.
 //! - `can0`, `vcan0`, ...: a Linux SocketCAN interface (`:fd` suffix enables CAN FD).
 
@@ -105,7 +106,10 @@ pub fn now_us() -> u64 {
 /// Open a backend by the name users type (`virtual:NAME`, `sim:openarm`, `can0[:fd]`).
 pub fn backend(spec: &str) -> Result<Box<dyn CanBackend>, DeviceError> {
     if let Some(name) = spec.strip_prefix("virtual:") {
-        return Ok(Box::new(VirtualBackend::new(name)));
+        return Ok(match name.strip_suffix(":classic") {
+            Some(n) => Box::new(VirtualBackend::classic(n)),
+            None => Box::new(VirtualBackend::new(name)),
+        });
     }
     match spec {
         "sim:openarm" | "sim:damiao" => return Ok(Box::new(SimCanBackend::openarm(spec))),

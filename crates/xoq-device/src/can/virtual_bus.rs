@@ -40,19 +40,33 @@ fn hub(name: &str) -> Arc<Hub> {
     h
 }
 
-/// A named virtual bus (`virtual:NAME`).
+/// A named virtual bus (`virtual:NAME`, or `virtual:NAME:classic` for a classic-CAN
+/// controller, as a SocketCAN interface without `:fd`).
 #[derive(Debug, Clone)]
 pub struct VirtualBackend {
     bus: String,
     label: String,
+    fd: bool,
 }
 
 impl VirtualBackend {
-    /// The virtual bus called `name` (created on first open, shared by every opener).
+    /// The virtual bus called `name` (created on first open, shared by every opener), with a
+    /// CAN FD controller.
     pub fn new(name: &str) -> Self {
         Self {
             bus: name.to_string(),
             label: format!("virtual:{name}"),
+            fd: true,
+        }
+    }
+
+    /// The same bus seen through a classic (non-FD) controller: what the server may send on
+    /// it is classic frames only.
+    pub fn classic(name: &str) -> Self {
+        Self {
+            bus: name.to_string(),
+            label: format!("virtual:{name}:classic"),
+            fd: false,
         }
     }
 }
@@ -72,8 +86,8 @@ impl CanBackend for VirtualBackend {
         Ok(OpenCan {
             rx,
             tx: Box::new(VirtualTx { hub, id }),
-            // A virtual bus carries whatever is sent on it, FD included.
-            fd: true,
+            // The medium carries whatever is sent on it; the controller may be classic.
+            fd: self.fd,
         })
     }
 }

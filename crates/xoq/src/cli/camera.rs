@@ -263,7 +263,11 @@ pub(super) async fn client(a: CameraClientCmd) -> anyhow::Result<()> {
         .offline(a.offline || xoq_transport::offline_from_env())
         .codecs(codecs);
     let mut cam = RemoteCamera::connect(&a.address, opts).await?;
-    eprintln!("connected to {} ({:?})", a.address, cam.codec());
+    eprintln!(
+        "connected to {} ({:?})",
+        common::shown(&a.address),
+        cam.codec()
+    );
     let started = Instant::now();
     let mut n = 0u64;
     let mut wrote_key = false;

@@ -193,6 +193,11 @@ pub struct CanClientCmd {
     /// Frames to send first (cansend syntax: 123#DEADBEEF, 123##1DEADBEEF for FD+BRS).
     #[arg(long = "send", value_name = "FRAME")]
     pub send: Vec<String>,
+    /// Send the --send frames again every this many milliseconds (a steady command stream,
+    /// as a controller keeping a deadman fed would); a send while the link is down is
+    /// reported and skipped, never queued.
+    #[arg(long, value_name = "MS", requires = "send")]
+    pub every: Option<u64>,
     /// Exit after printing this many frames.
     #[arg(long)]
     pub count: Option<usize>,
@@ -221,10 +226,28 @@ pub(super) async fn client(a: CanClientCmd) -> anyhow::Result<()> {
         .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env());
     let bus = RemoteCanBus::connect(&a.address, opts).await?;
-    eprintln!("connected to {} ({})", a.address, bus.interface());
+    eprintln!(
+        "connected to {} ({})",
+        common::shown(&a.address),
+        bus.interface()
+    );
     if !frames.is_empty() {
         bus.send_batch(&frames).await?;
     }
+    let bus = std::sync::Arc::new(bus);
+    let repeater = a.every.map(|ms| {
+        let (bus, frames) = (bus.clone(), frames.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(ms.max(1)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = bus.send_batch(&frames).await {
+                    eprintln!("not sent: {e}");
+                }
+            }
+        })
+    });
     let mut printed = 0usize;
     loop {
         if a.count.is_some_and(|c| printed >= c) {
@@ -248,7 +271,13 @@ pub(super) async fn client(a: CanClientCmd) -> anyhow::Result<()> {
         );
         printed += 1;
     }
-    bus.close().await;
+    if let Some(r) = repeater {
+        r.abort();
+        let _ = r.await;
+    }
+    if let Ok(bus) = std::sync::Arc::try_unwrap(bus) {
+        bus.close().await;
+    }
     Ok(())
 }
 
@@ -287,7 +316,7 @@ pub(super) async fn bridge(a: CanBridgeCmd) -> anyhow::Result<()> {
         .identity(common::client_identity(a.key.as_ref()))
         .offline(a.offline || xoq_transport::offline_from_env());
     let bus = std::sync::Arc::new(RemoteCanBus::connect(&a.address, opts).await?);
-    println!("xoq can-bridge: {} <-> {}", a.address, a.to);
+    println!("xoq can-bridge: {} <-> {}", common::shown(&a.address), a.to);
     println!("ready");
     let remote = bus.clone();
     let mut to_local = tokio::spawn(async move {

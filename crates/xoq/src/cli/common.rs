@@ -337,3 +337,11 @@ pub(super) async fn shutdown_signal() {
         _ = term.recv() => {},
     }
 }
+
+/// An address as it may be printed: parsed and shown without a relay token.
+pub(super) fn shown(address: &str) -> String {
+    address
+        .parse::<Address>()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "<invalid address>".into())
+}

@@ -188,7 +188,7 @@ pub(super) async fn run(a: PtyArgs) -> anyhow::Result<()> {
             out,
             "xoq serial-pty: {} -> {}",
             slave_path.display(),
-            a.address
+            common::shown(&a.address)
         )?;
         writeln!(out, "pty: {}", slave_path.display())?;
         if let Some(l) = &a.link {

@@ -154,7 +154,11 @@ pub(super) async fn client(a: ClientCmd) -> anyhow::Result<()> {
         .offline(a.offline || xoq_transport::offline_from_env())
         .client_name("serial-client");
     let port = std::sync::Arc::new(RemoteSerial::connect(&a.address, opts).await?);
-    eprintln!("connected to {} ({})", a.address, port.port_name());
+    eprintln!(
+        "connected to {} ({})",
+        common::shown(&a.address),
+        port.port_name()
+    );
     let p2 = port.clone();
     let to_stdout = tokio::spawn(async move {
         let mut out = tokio::io::stdout();

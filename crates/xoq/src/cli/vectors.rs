@@ -300,6 +300,280 @@ pub(super) fn json() -> anyhow::Result<String> {
             if i + 1 < statuses.len() { "," } else { "" }
         );
     }
-    out.push_str("  ]\n}\n");
+    out.push_str("  ],\n");
+    relay_vectors(&mut out)?;
+    out.push_str("}\n");
     Ok(out)
+}
+
+/// Relay session protocol (writer frames and ctl messages): the encoded bytes of each message
+/// kind with its fields, and frames both decoders must refuse.
+fn relay_vectors(out: &mut String) -> anyhow::Result<()> {
+    use xoq_wire::relay::{Ctl, MAX_WRITER, WriterMsg};
+
+    let s = super::web::json_str;
+    let writer: [(&str, WriterMsg, String); 6] = [
+        (
+            "data",
+            WriterMsg::Data(Bytes::from_static(&[1, 2, 0xff])),
+            r#""kind":"data","payload":"0102ff""#.into(),
+        ),
+        (
+            "data_empty",
+            WriterMsg::Data(Bytes::new()),
+            r#""kind":"data","payload":"""#.into(),
+        ),
+        (
+            "sync_snapshot",
+            WriterMsg::Sync { nonce: 0x0102 },
+            r#""kind":"sync","nonce":"258""#.into(),
+        ),
+        (
+            "sync_max",
+            WriterMsg::Sync { nonce: u64::MAX },
+            format!(r#""kind":"sync","nonce":"{}""#, u64::MAX),
+        ),
+        (
+            "ping",
+            WriterMsg::Ping {
+                id: 7,
+                client_us: 1_700_000_000_000_000,
+            },
+            r#""kind":"ping","id":7,"client_us":"1700000000000000""#.into(),
+        ),
+        (
+            "ping_max",
+            WriterMsg::Ping {
+                id: u32::MAX,
+                client_us: u64::MAX,
+            },
+            format!(
+                r#""kind":"ping","id":{},"client_us":"{}""#,
+                u32::MAX,
+                u64::MAX
+            ),
+        ),
+    ];
+    out.push_str("  \"relay_writer\": [\n");
+    for (i, (name, m, fields)) in writer.iter().enumerate() {
+        let mut b = Vec::new();
+        m.encode(&mut b);
+        anyhow::ensure!(
+            WriterMsg::decode(&Bytes::from(b.clone())).as_ref() == Ok(m),
+            "writer vector {name} does not round-trip"
+        );
+        let _ = writeln!(
+            out,
+            "    {{\"name\":\"{name}\",{fields},\"hex\":\"{}\"}}{}",
+            hex(&b),
+            if i + 1 < writer.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ],\n");
+
+    // (name, message, JSON fields as decoded, string the encoder was given if it differs)
+    let long = "\u{e9}".repeat(600); // 1200 UTF-8 bytes: cut to 1024 on a char boundary
+    let ctl: Vec<(&str, Ctl, Option<&str>)> = vec![
+        (
+            "hello",
+            Ctl::Hello {
+                writer: "0011223344556677".into(),
+                nonce: 42,
+                writes: true,
+                server_us: 5,
+            },
+            None,
+        ),
+        (
+            "hello_snapshot",
+            Ctl::Hello {
+                writer: "ab".into(),
+                nonce: 1,
+                writes: false,
+                server_us: 2,
+            },
+            None,
+        ),
+        (
+            "hello_max",
+            Ctl::Hello {
+                writer: "w".repeat(MAX_WRITER),
+                nonce: u64::MAX,
+                writes: true,
+                server_us: u64::MAX,
+            },
+            None,
+        ),
+        (
+            "synced",
+            Ctl::Synced {
+                writer: "fedcba9876543210".into(),
+                nonce: 0x1234_5678_9abc_def0,
+                data_group: 9,
+            },
+            None,
+        ),
+        (
+            "pong",
+            Ctl::Pong {
+                writer: "w".into(),
+                id: 3,
+                client_us: 10,
+                server_us: 1_764_000_000_000_000,
+            },
+            None,
+        ),
+        (
+            "refused",
+            Ctl::Refused {
+                writer: "w".into(),
+                code: 6,
+                message: "writes are off \u{2014} r\u{e9}essayez".into(),
+            },
+            None,
+        ),
+        (
+            "refused_empty",
+            Ctl::Refused {
+                writer: String::new(),
+                code: u16::MAX,
+                message: String::new(),
+            },
+            None,
+        ),
+        (
+            "refused_long_message",
+            Ctl::Refused {
+                writer: "w".into(),
+                code: 2,
+                message: long.clone(),
+            },
+            Some(long.as_str()),
+        ),
+        ("bus_state", Ctl::BusState(3), None),
+        ("device_lost", Ctl::DeviceLost("unplugged".into()), None),
+        ("device_restored", Ctl::DeviceRestored, None),
+        ("bye", Ctl::Bye("stopping".into()), None),
+    ];
+    out.push_str("  \"relay_ctl\": [\n");
+    for (i, (name, m, given)) in ctl.iter().enumerate() {
+        let b = m.to_bytes();
+        // What a decoder must produce (a long string comes back cut).
+        let d = Ctl::decode(&b).map_err(|e| anyhow::anyhow!("ctl vector {name}: {e}"))?;
+        anyhow::ensure!(
+            given.is_some() || &d == m,
+            "ctl vector {name} does not round-trip"
+        );
+        let fields = match &d {
+            Ctl::Hello {
+                writer,
+                nonce,
+                writes,
+                server_us,
+            } => format!(
+                r#""kind":"hello","writer":{},"nonce":"{nonce}","writes":{writes},"server_us":"{server_us}""#,
+                s(writer)
+            ),
+            Ctl::Synced {
+                writer,
+                nonce,
+                data_group,
+            } => format!(
+                r#""kind":"synced","writer":{},"nonce":"{nonce}","data_group":"{data_group}""#,
+                s(writer)
+            ),
+            Ctl::Pong {
+                writer,
+                id,
+                client_us,
+                server_us,
+            } => format!(
+                r#""kind":"pong","writer":{},"id":{id},"client_us":"{client_us}","server_us":"{server_us}""#,
+                s(writer)
+            ),
+            Ctl::Refused {
+                writer,
+                code,
+                message,
+            } => format!(
+                r#""kind":"refused","writer":{},"code":{code},"message":{}"#,
+                s(writer),
+                s(message)
+            ),
+            Ctl::BusState(c) => format!(r#""kind":"busState","code":{c}"#),
+            Ctl::DeviceLost(r) => format!(r#""kind":"deviceLost","reason":{}"#, s(r)),
+            Ctl::DeviceRestored => r#""kind":"deviceRestored""#.to_string(),
+            Ctl::Bye(r) => format!(r#""kind":"bye","reason":{}"#, s(r)),
+        };
+        let given = given.map_or(String::new(), |g| format!(",\"encoded_from\":{}", s(g)));
+        let _ = writeln!(
+            out,
+            "    {{\"name\":\"{name}\",{fields}{given},\"hex\":\"{}\"}}{}",
+            hex(&b),
+            if i + 1 < ctl.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ],\n");
+
+    // Frames both decoders must refuse: (name, decoder, hex).
+    let too_long_writer = Ctl::Synced {
+        writer: "x".repeat(MAX_WRITER + 1),
+        nonce: 0,
+        data_group: 0,
+    }
+    .to_bytes();
+    let too_long_writer = hex(&too_long_writer);
+    let invalid: Vec<(&str, &str, &str)> = vec![
+        ("writer_empty", "writer", ""),
+        ("writer_unknown_kind", "writer", "09"),
+        ("sync_truncated", "writer", "0100"),
+        ("sync_trailing", "writer", "01000000000000000000"),
+        ("ping_truncated", "writer", "0200000007000000"),
+        ("ping_trailing", "writer", "020000000700000000000000000a"),
+        ("ctl_empty", "ctl", ""),
+        ("ctl_unknown_kind", "ctl", "09"),
+        ("ctl_kind_zero", "ctl", "00"),
+        (
+            "hello_bad_bool",
+            "ctl",
+            "01026162000000000000000102000000000000000002",
+        ),
+        (
+            "hello_truncated",
+            "ctl",
+            "0102616200000000000000010000000000000000",
+        ),
+        ("hello_string_beyond_bytes", "ctl", "0105616200"),
+        ("synced_writer_too_long", "ctl", &too_long_writer),
+        ("string_over_max", "ctl", "06444100"),
+        // a 2-byte message that is not UTF-8
+        ("refused_not_utf8", "ctl", "040177000602c328"),
+        ("bus_state_trailing", "ctl", "050300"),
+        ("device_restored_trailing", "ctl", "0700"),
+        ("bye_truncated", "ctl", "0805616263"),
+        (
+            "pong_trailing",
+            "ctl",
+            "030177000000030000000000000000000000000000000000",
+        ),
+    ];
+    out.push_str("  \"relay_invalid\": [\n");
+    for (i, (name, decoder, h)) in invalid.iter().enumerate() {
+        let bytes: Vec<u8> = (0..h.len())
+            .step_by(2)
+            .map(|j| u8::from_str_radix(&h[j..j + 2], 16))
+            .collect::<Result<_, _>>()?;
+        let refused = match *decoder {
+            "writer" => WriterMsg::decode(&Bytes::from(bytes)).is_err(),
+            _ => Ctl::decode(&bytes).is_err(),
+        };
+        anyhow::ensure!(refused, "invalid relay vector {name} decodes");
+        let _ = writeln!(
+            out,
+            "    {{\"name\":\"{name}\",\"decoder\":\"{decoder}\",\"hex\":\"{h}\"}}{}",
+            if i + 1 < invalid.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ]\n");
+    Ok(())
 }
