@@ -298,3 +298,41 @@ def test_timeout_zero_returns_everything_already_received(echo_server):
         s.write(data)
         wait_for(lambda: s.in_waiting == len(data), timeout=20, what="100 kB echoed")
         assert s.read(200_000) == data
+
+
+def test_write_timeout_cancel_write_and_reset_output_on_a_device_that_stops_reading(start):
+    # A pty echo device with XON/XOFF: the echoed XOFF stops the server's tty output, as a
+    # device with full buffers would. pyserial's semantics must hold across the network.
+    import threading
+
+    from conftest import PtyEcho
+
+    dev = PtyEcho()
+    try:
+        srv = start("serial-server", dev.path, "115200", "--bind", "127.0.0.1:0")
+        with serial.Serial(srv.address, 115200, xonxoff=True, write_timeout=1.0) as s:
+            s.write(serial.XOFF)
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            with pytest.raises(serial.SerialTimeoutException):
+                s.write(b"timeout please" * 200)
+            assert time.monotonic() - t0 >= 1.0, "not before the write timeout"
+            # Control requests never wait behind the stuck bytes.
+            t0 = time.monotonic()
+            s.reset_output_buffer()
+            s.baudrate = 57600
+            assert time.monotonic() - t0 < 5, "control requests waited behind data"
+            # cancel_write() ends a write that blocks on the stopped device.
+            s.write_timeout = 10
+            threading.Timer(0.5, s.cancel_write).start()
+            t0 = time.monotonic()
+            n = s.write(b"x" * 4096)
+            took = time.monotonic() - t0
+            assert 0.4 < took < 5, took
+            assert n == 4096  # handed over; the device never took them
+            # write_timeout=0: non-blocking, returns what could go at once.
+            s.reset_output_buffer()
+            s.write_timeout = 0
+            assert s.write(b"y" * 10) <= 10
+    finally:
+        dev.close()

@@ -121,6 +121,7 @@ class RemoteSerial(SerialBase):
                 key=self._key,
                 ephemeral=self._ephemeral,
                 reconnect=self._reconnect,
+                exclusive=bool(self._exclusive),
             )
         except ValueError as err:
             raise ValueError(f"could not open port {self._port}: {err}") from err
@@ -192,6 +193,14 @@ class RemoteSerial(SerialBase):
     def flush(self) -> None:
         """Cheap: written bytes are already handed to the network (see the module doc)."""
         self._p()
+
+    def cancel_read(self) -> None:
+        """Make a ``read`` blocked in another thread return at once with what it has."""
+        self._p().cancel_read()
+
+    def cancel_write(self) -> None:
+        """Make a ``write`` blocked in another thread return at once."""
+        self._p().cancel_write()
 
     def drain(self) -> None:
         """Wait until the remote device has transmitted everything written so far."""

@@ -65,9 +65,19 @@ pub(crate) struct Handlers {
     pub(crate) notice: Box<dyn Fn(Ctl) + Send + Sync>,
 }
 
+/// This client's writer broadcast: replaced by a fresh one (new name) after the session to
+/// the relay comes back, so the server sees a new writer and syncs with it.
+struct Publisher {
+    name: String,
+    writer: TrackWriter,
+    broadcast: broadcast::Producer,
+}
+
 struct Shared {
-    writer_name: String,
-    writer: Mutex<TrackWriter>,
+    /// Where writers are published (`{path}/{up}`) and on which origin.
+    up: String,
+    origin: xoq_transport::moq::origin::Producer,
+    publisher: Mutex<Publisher>,
     sync: Mutex<SyncState>,
     clock: Clock,
     link: Link,
@@ -83,15 +93,47 @@ impl Shared {
         }
     }
 
+    fn publisher(&self) -> std::sync::MutexGuard<'_, Publisher> {
+        match self.publisher.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn writer_name(&self) -> String {
+        self.publisher().name.clone()
+    }
+
     fn write_msg(&self, msg: &WriterMsg, new_group: bool) -> Result<(), ClientError> {
         let mut b = Vec::with_capacity(msg.encoded_len());
         msg.encode(&mut b);
-        let mut w = match self.writer.lock() {
-            Ok(w) => w,
-            Err(p) => p.into_inner(),
-        };
-        w.write_grouped(Bytes::from(b), new_group)
+        self.publisher()
+            .writer
+            .write_grouped(Bytes::from(b), new_group)
             .map_err(|e| ClientError::Closed(e.to_string()))
+    }
+
+    /// Publish this client's writer under a fresh name (the old broadcast is retracted).
+    fn republish(&self) -> Result<(), ClientError> {
+        let name = writer_id();
+        let (broadcast, mut writers) = xoq_transport::moq::publish_on(
+            &self.origin,
+            &format!("{}/{name}", self.up),
+            &[DATA_TRACK],
+        )?;
+        let writer = writers
+            .pop()
+            .ok_or_else(|| ClientError::Connect("no writer track".into()))?;
+        let old = std::mem::replace(
+            &mut *self.publisher(),
+            Publisher {
+                name,
+                writer,
+                broadcast,
+            },
+        );
+        old.broadcast.close();
+        Ok(())
     }
 
     fn deliver(&self, group: u64, payload: Bytes) {
@@ -128,7 +170,7 @@ impl Shared {
     }
 
     fn on_ctl(&self, msg: Ctl) {
-        let mine = msg.writer() == Some(self.writer_name.as_str());
+        let mine = msg.writer() == Some(self.writer_name().as_str());
         match msg {
             Ctl::Hello { nonce, writes, .. } if mine => {
                 let resync = {
@@ -207,7 +249,6 @@ impl Drop for TaskGuard {
 /// One client's side of a relay bridge.
 pub(crate) struct RelayPeer {
     shared: Arc<Shared>,
-    broadcast: broadcast::Producer,
     session: MoqSession,
     _task: TaskGuard,
 }
@@ -226,8 +267,9 @@ impl RelayPeer {
         missing: impl FnOnce() -> String,
     ) -> Result<Self, ClientError> {
         let writer_name = writer_id();
+        let up_path = format!("{name}/{up}");
         let (broadcast, mut writers) =
-            session.publish_tracks(&format!("{name}/{up}/{writer_name}"), &[DATA_TRACK])?;
+            session.publish_tracks(&format!("{up_path}/{writer_name}"), &[DATA_TRACK])?;
         let writer = writers
             .pop()
             .ok_or_else(|| ClientError::Connect(format!("no {up} track")))?;
@@ -256,8 +298,13 @@ impl RelayPeer {
         }
         let peer = format!("{}/{name}", session.url());
         let shared = Arc::new(Shared {
-            writer_name,
-            writer: Mutex::new(writer),
+            up: up_path,
+            origin: session.publish.clone(),
+            publisher: Mutex::new(Publisher {
+                name: writer_name,
+                writer,
+                broadcast,
+            }),
             sync: Mutex::new(SyncState::default()),
             clock,
             link,
@@ -284,7 +331,6 @@ impl RelayPeer {
         }
         Ok(Self {
             shared,
-            broadcast,
             session,
             _task: TaskGuard(task),
         })
@@ -322,24 +368,22 @@ impl RelayPeer {
         let mut b = Vec::with_capacity(1 + payload.len());
         WriterMsg::Data(Bytes::new()).encode(&mut b);
         b.extend_from_slice(payload);
-        let mut w = match self.shared.writer.lock() {
-            Ok(w) => w,
-            Err(p) => p.into_inner(),
-        };
-        w.write(Bytes::from(b))
+        self.shared
+            .publisher()
+            .writer
+            .write(Bytes::from(b))
             .map_err(|e| ClientError::Closed(e.to_string()))
     }
 
     /// Close the writer and the session.
     pub(crate) async fn close(self) {
         let Self {
-            broadcast,
+            shared,
             session,
             _task,
-            ..
         } = self;
         drop(_task);
-        broadcast.close();
+        shared.publisher().broadcast.close();
         session.close().await;
     }
 }
@@ -352,6 +396,8 @@ async fn run(
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The session is up now: only later changes mean a new session.
+    status.borrow_and_update();
     loop {
         tokio::select! {
             ev = ctl.next_event() => match ev {
@@ -379,8 +425,18 @@ async fn run(
                     return;
                 }
                 let st = status.borrow_and_update().clone();
+                tracing::debug!(peer = %shared.peer, "relay session status: {st:?}");
                 match st {
                     RelayStatus::Reconnecting => shared.gone("the session to the relay dropped"),
+                    RelayStatus::Connected => {
+                        // A new session: subscribe afresh (the old subscriptions may hang)
+                        // and publish the writer anew, so the server subscribes and syncs.
+                        ctl.resubscribe();
+                        data.resubscribe();
+                        if let Err(e) = shared.republish() {
+                            tracing::warn!("relay writer: {e}");
+                        }
+                    }
                     RelayStatus::Closed(reason) => {
                         shared.link.close(reason);
                         return;

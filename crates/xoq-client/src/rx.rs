@@ -99,6 +99,13 @@ impl RxBuffer {
         self.lock().data.clear();
     }
 
+    /// Wake every blocked reader (they look again, and return 0 on a timed read): lets a
+    /// caller cancel a read from another thread.
+    pub fn wake(&self) {
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+
     fn take(s: &mut State, buf: &mut [u8]) -> usize {
         let n = buf.len().min(s.data.len());
         for (dst, src) in buf.iter_mut().zip(s.data.drain(..n)) {

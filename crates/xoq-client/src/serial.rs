@@ -58,6 +58,7 @@ pub struct SerialOptions {
     offline: bool,
     client_name: String,
     reconnect: Reconnect,
+    exclusive: bool,
 }
 
 impl SerialOptions {
@@ -70,6 +71,7 @@ impl SerialOptions {
             offline: xoq_transport::offline_from_env(),
             client_name: "rust".into(),
             reconnect: Reconnect::default(),
+            exclusive: false,
         }
     }
 
@@ -119,6 +121,13 @@ impl SerialOptions {
     /// How the port comes back after the link drops (default: for up to 60 s).
     pub fn reconnect(mut self, r: Reconnect) -> Self {
         self.reconnect = r;
+        self
+    }
+
+    /// pyserial's `exclusive`: while this handle holds the port, a new handle of the same
+    /// identity is refused instead of replacing it.
+    pub fn exclusive(mut self, on: bool) -> Self {
+        self.exclusive = on;
         self
     }
 }
@@ -306,7 +315,11 @@ impl RemoteSerial {
     /// Write all of `data` to the remote port. Waits while the device does not accept more
     /// (flow control) and while the link is down (until the reconnect deadline).
     pub async fn write(&self, data: &[u8]) -> Result<(), ClientError> {
-        self.write_with(data, None, false).await.map(|_| ())
+        let mut done = 0;
+        while done < data.len() {
+            done += self.send_some(&data[done..], None).await?;
+        }
+        Ok(())
     }
 
     /// Write with pyserial's `write_timeout` semantics: `None` waits as long as it takes;
@@ -318,43 +331,62 @@ impl RemoteSerial {
         data: &[u8],
         timeout: Option<Duration>,
     ) -> Result<usize, ClientError> {
-        match timeout {
-            Some(t) if t.is_zero() => self.write_with(data, Some(t), false).await,
-            Some(t) => self.write_with(data, Some(t), true).await,
-            None => self.write_with(data, None, false).await,
+        let Some(t) = timeout else {
+            self.write(data).await?;
+            return Ok(data.len());
+        };
+        if t.is_zero() {
+            return self.send_some(data, Some(Duration::ZERO)).await;
         }
+        let deadline = tokio::time::Instant::now() + t;
+        let mut done = 0;
+        while done < data.len() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout(t));
+            }
+            done += self.send_some(&data[done..], Some(left)).await?;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.wait_accepted(left).await? {
+            return Err(ClientError::Timeout(t));
+        }
+        Ok(done)
     }
 
-    async fn write_with(
+    /// Hand as much of `data` to the link as the device's window allows, waiting up to
+    /// `wait` (`None`: as long as it takes) for the link and for room; the bytes sent (0 when
+    /// nothing could go in time). The building block of pyserial-style writes.
+    pub async fn send_some(
         &self,
         data: &[u8],
-        timeout: Option<Duration>,
-        until_accepted: bool,
+        wait: Option<Duration>,
     ) -> Result<usize, ClientError> {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let nonblocking = timeout.is_some_and(|t| t.is_zero());
-        let mut done = 0usize;
-        let mut sent_end: Option<(Arc<Live>, u64)> = None;
-        while done < data.len() {
-            let live = self.wait_live(deadline, nonblocking).await?;
-            let Some(live) = live else { return Ok(done) };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let nonblocking = wait.is_some_and(|w| w.is_zero());
+        loop {
+            let Some(live) = self.wait_live(deadline, nonblocking).await? else {
+                return Ok(0);
+            };
             match &*live {
                 Live::P2p(p) => {
                     let credit = p.credit();
                     if credit == 0 {
                         if nonblocking {
-                            return Ok(done);
+                            return Ok(0);
                         }
                         let mut acked = p.acked.clone();
-                        let wait = acked.changed();
+                        let room =
+                            acked.wait_for(|a| *a + p.window > p.written.load(Ordering::Relaxed));
                         let ended = match deadline {
-                            Some(d) => match tokio::time::timeout_at(d, wait).await {
+                            Some(d) => match tokio::time::timeout_at(d, room).await {
                                 Ok(r) => r.is_err(),
-                                Err(_) => {
-                                    return Err(ClientError::Timeout(timeout.unwrap_or_default()));
-                                }
+                                Err(_) => return Ok(0),
                             },
-                            None => wait.await.is_err(),
+                            None => room.await.is_err(),
                         };
                         if ended {
                             // The session ended; the next round waits for the new one.
@@ -362,50 +394,48 @@ impl RemoteSerial {
                         }
                         continue;
                     }
-                    let n = (credit as usize).min(data.len() - done);
+                    let n = (credit as usize).min(data.len());
                     let mut out = BytesMut::with_capacity(n + 16);
-                    for m in ClientMsg::data_chunks(Bytes::copy_from_slice(&data[done..done + n])) {
+                    for m in ClientMsg::data_chunks(Bytes::copy_from_slice(&data[..n])) {
                         m.encode(&mut out);
                     }
                     let mut send = p.send.lock().await;
                     if send.write_all(&out).await.is_err() {
-                        // The supervisor notices the end; bytes sent on a dead session are lost
-                        // like bytes on a line that glitched.
+                        // The supervisor notices the end; bytes written into a dead session
+                        // are lost like bytes on a line that glitched.
                         drop(send);
                         tokio::task::yield_now().await;
                         continue;
                     }
-                    let end = p.written.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                    drop(send);
-                    done += n;
-                    sent_end = Some((live.clone(), end));
+                    p.written.fetch_add(n as u64, Ordering::Relaxed);
+                    return Ok(n);
                 }
                 Live::Relay(r) => {
-                    for chunk in data[done..].chunks(xoq_wire::serial::MAX_DATA_CHUNK) {
+                    for chunk in data.chunks(xoq_wire::serial::MAX_DATA_CHUNK) {
                         r.write_data(chunk)?;
                     }
-                    done = data.len();
+                    return Ok(data.len());
                 }
             }
         }
-        if until_accepted
-            && let Some((live, end)) = sent_end
-            && let Live::P2p(p) = &*live
-        {
-            let mut acked = p.acked.clone();
-            let wait = acked.wait_for(|v| *v >= end);
-            match deadline {
-                Some(d) => match tokio::time::timeout_at(d, wait).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return Err(self.closed_or_down()),
-                    Err(_) => return Err(ClientError::Timeout(timeout.unwrap_or_default())),
-                },
-                None => {
-                    wait.await.map_err(|_| self.closed_or_down())?;
-                }
-            }
+    }
+
+    /// Wait up to `wait` until the device accepted everything written on the current
+    /// session (always true over a relay, which has no acknowledgements).
+    pub async fn wait_accepted(&self, wait: Duration) -> Result<bool, ClientError> {
+        let Some(live) = self.inner.live() else {
+            return Ok(false);
+        };
+        let Live::P2p(p) = &*live else {
+            return Ok(true);
+        };
+        let mut acked = p.acked.clone();
+        let target = p.written.load(Ordering::Relaxed);
+        match tokio::time::timeout(wait, acked.wait_for(|a| *a >= target)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(_)) => Err(self.closed_or_down()),
+            Err(_) => Ok(false),
         }
-        Ok(done)
     }
 
     fn closed_or_down(&self) -> ClientError {
@@ -675,6 +705,7 @@ async fn open_p2p(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
             settings: inner.settings(),
             client: inner.opts.client_name.clone(),
             handle: inner.handle,
+            exclusive: inner.opts.exclusive,
         })
         .encode(&mut out);
         send.write_all(&out).await.map_err(|e| e.to_string())?;

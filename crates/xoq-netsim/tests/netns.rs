@@ -1,5 +1,7 @@
 //! Kernel-side impairments in a private network namespace: each test re-executes itself under
-//! `unshare(CLONE_NEWNET)`; skipped, with the reason, when not root or nft/tc is missing.
+//! `unshare(CLONE_NEWNET)`. They need root and nftables/tc, so they are `#[ignore]`d with that
+//! reason; scripts/test.sh (root, installs nftables) runs them with `--ignored`, and there a
+//! missing tool is a failure, not a silent pass.
 
 mod common;
 
@@ -11,15 +13,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xoq_netsim::nft::{self, Nft, Proto};
 use xoq_netsim::{Forwarder, netns};
 
-/// Skips (prints why, returns true) when a namespace or a tool is missing.
+/// Fails with the reason when a namespace or a tool is missing: these tests only run when
+/// asked for (`--ignored`), and then they must really run.
 fn skip(tools: &[fn() -> Result<(), String>]) -> bool {
     for check in [netns::available as fn() -> Result<(), String>]
         .iter()
         .chain(tools)
     {
         if let Err(why) = check() {
-            println!("SKIPPED: {why}");
-            return true;
+            panic!("this test needs a network namespace and nftables/tc: {why}");
         }
     }
     false
@@ -52,6 +54,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
+#[ignore = "needs root, a network namespace and nftables/tc: scripts/test.sh runs it"]
 fn nft_loss_on_lo_is_counted_and_heals() {
     if skip(&[nft::available]) || reexec("nft_loss_on_lo_is_counted_and_heals") {
         return;
@@ -101,6 +104,7 @@ fn nft_loss_on_lo_is_counted_and_heals() {
 }
 
 #[test]
+#[ignore = "needs root, a network namespace and nftables/tc: scripts/test.sh runs it"]
 fn isolate_leaves_the_forwarder_as_the_only_path() {
     if skip(&[nft::available]) || reexec("isolate_leaves_the_forwarder_as_the_only_path") {
         return;
@@ -144,6 +148,7 @@ fn isolate_leaves_the_forwarder_as_the_only_path() {
 }
 
 #[test]
+#[ignore = "needs root, a network namespace and nftables/tc: scripts/test.sh runs it"]
 fn tbf_caps_throughput_on_lo() {
     if skip(&[nft::tc_available]) || reexec("tbf_caps_throughput_on_lo") {
         return;
@@ -177,6 +182,7 @@ fn tbf_caps_throughput_on_lo() {
 }
 
 #[test]
+#[ignore = "needs root, a network namespace and nftables/tc: scripts/test.sh runs it"]
 fn a_wrong_test_path_fails_loudly() {
     if skip(&[]) {
         return;

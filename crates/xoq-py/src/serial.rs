@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,8 @@ fn settings(
 pub(crate) struct SerialPort {
     port: Mutex<Option<Arc<RemoteSerial>>>,
     relay: bool,
+    cancel_read: AtomicBool,
+    cancel_write: AtomicBool,
 }
 
 impl SerialPort {
@@ -110,7 +113,7 @@ impl SerialPort {
     /// Connect to `address` (`<id>`, `<id>@ip:port` or `<relay-url>/<path>`) and apply the
     /// settings. `baudrate=None` keeps the port's current settings.
     #[new]
-    #[pyo3(signature = (address, baudrate=None, bytesize=8, parity="N", stopbits=1.0, xonxoff=false, rtscts=false, offline=None, key=None, ephemeral=false, reconnect=None))]
+    #[pyo3(signature = (address, baudrate=None, bytesize=8, parity="N", stopbits=1.0, xonxoff=false, rtscts=false, offline=None, key=None, ephemeral=false, reconnect=None, exclusive=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -125,6 +128,7 @@ impl SerialPort {
         key: Option<PathBuf>,
         ephemeral: bool,
         reconnect: Option<f64>,
+        exclusive: bool,
     ) -> PyResult<Self> {
         let mut opts = match baudrate {
             Some(b) => SerialOptions::new(b)
@@ -135,6 +139,7 @@ impl SerialPort {
             .offline(crate::offline(offline))
             .identity(identity(key, ephemeral)?)
             .reconnect(crate::reconnect(reconnect)?)
+            .exclusive(exclusive)
             .client_name("python");
         let relay = address.contains("://");
         let rt = runtime()?;
@@ -144,6 +149,8 @@ impl SerialPort {
         Ok(Self {
             port: Mutex::new(Some(Arc::new(port))),
             relay,
+            cancel_read: AtomicBool::new(false),
+            cancel_write: AtomicBool::new(false),
         })
     }
 
@@ -160,6 +167,7 @@ impl SerialPort {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let port = self.port()?;
         let rx = port.rx();
+        self.cancel_read.store(false, Ordering::Relaxed);
         let deadline = duration(timeout)?.map(|t| Instant::now() + t);
         let inter_byte = duration(inter_byte_timeout)?;
         let mut out = Vec::with_capacity(size.min(READ_CHUNK));
@@ -194,6 +202,9 @@ impl SerialPort {
             let buf = &mut chunk[..want];
             match py.detach(|| rx.read_blocking(buf, Some(slice))) {
                 Ok(0) => {
+                    if self.cancel_read.swap(false, Ordering::Relaxed) {
+                        break;
+                    }
                     if !is_open(&self.port) {
                         return Err(crate::ClosedError::new_err("the port was closed"));
                     }
@@ -213,47 +224,66 @@ impl SerialPort {
 
     /// Write `data` with pyserial's `write_timeout` rules: `None` waits as long as the device
     /// (or a reconnect) takes; a number of seconds raises a timeout unless the device accepted
-    /// every byte in time; `0` sends what can go at once. Returns the bytes written.
+    /// every byte in time; `0` sends what can go at once. Returns the bytes written, fewer
+    /// when `cancel_write()` interrupted it.
     #[pyo3(signature = (data, timeout=None))]
     fn write(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<usize> {
         let limit = duration(timeout)?;
         let port = self.port()?;
         let rt = runtime()?;
-        // Waits in slices so Ctrl-C (and a concurrent close) get through.
+        self.cancel_write.store(false, Ordering::Relaxed);
+        if limit == Some(Duration::ZERO) {
+            let p = port.clone();
+            return py
+                .detach(|| rt.block_on(p.send_some(data, Some(Duration::ZERO))))
+                .map_err(to_py);
+        }
         let deadline = limit.map(|t| Instant::now() + t);
         let mut done = 0usize;
+        // In slices, so Ctrl-C, cancel_write() and a close from another thread get through.
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = match left {
-                Some(l) if l.is_zero() && limit != Some(Duration::ZERO) => {
-                    return Err(to_py(ClientError::Timeout(limit.unwrap_or_default())));
-                }
-                Some(l) => l.min(SIGNAL_SLICE.max(l)),
-                None => Duration::from_secs(3600),
-            };
-            let rest = &data[done..];
-            let r = py.detach(|| {
+            if left == Some(Duration::ZERO) {
+                return Err(to_py(ClientError::Timeout(limit.unwrap_or_default())));
+            }
+            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
+            let finished = py.detach(|| {
                 rt.block_on(async {
-                    match limit {
-                        Some(t) if t.is_zero() => {
-                            port.write_timeout(rest, Some(Duration::ZERO)).await
-                        }
-                        Some(_) => port.write_timeout(rest, Some(slice)).await,
-                        None => port.write_timeout(rest, None).await,
+                    if done < data.len() {
+                        done += port.send_some(&data[done..], Some(slice)).await?;
+                        Ok::<_, ClientError>(done == data.len() && limit.is_none())
+                    } else {
+                        // A write timeout means: the device took the bytes in time.
+                        port.wait_accepted(slice).await
                     }
                 })
             });
-            match r {
-                Ok(n) => {
-                    done += n;
-                    return Ok(done);
-                }
-                Err(ClientError::Timeout(_)) if deadline.is_some_and(|d| Instant::now() < d) => {
-                    py.check_signals()?;
-                }
+            match finished {
+                Ok(true) => return Ok(done),
+                Ok(false) => {}
                 Err(e) => return Err(to_py(e)),
             }
+            if self.cancel_write.swap(false, Ordering::Relaxed) {
+                return Ok(done);
+            }
+            if !is_open(&self.port) {
+                return Err(crate::ClosedError::new_err("the port was closed"));
+            }
+            py.check_signals()?;
         }
+    }
+
+    /// Make a `read` blocked in another thread return at once with what it has.
+    fn cancel_read(&self) {
+        self.cancel_read.store(true, Ordering::Relaxed);
+        if let Ok(p) = self.port() {
+            p.rx().wake();
+        }
+    }
+
+    /// Make a `write` blocked in another thread return at once with what it sent.
+    fn cancel_write(&self) {
+        self.cancel_write.store(true, Ordering::Relaxed);
     }
 
     /// Bytes received and not read yet.

@@ -272,6 +272,7 @@ impl WriteQueue {
 struct Controller {
     id: EndpointId,
     handle: u64,
+    exclusive: bool,
     session: u64,
     kick: Arc<Notify>,
     kicked_why: Arc<Mutex<Option<String>>>,
@@ -600,7 +601,7 @@ impl SerialServer {
     fn claim(
         &self,
         peer: EndpointId,
-        handle: u64,
+        (handle, exclusive): (u64, bool),
         session: u64,
         kick: &Arc<Notify>,
         kicked_why: &Arc<Mutex<Option<String>>>,
@@ -615,6 +616,9 @@ impl SerialServer {
                 // The same handle reconnecting (its link dropped): its old session is stale.
                 tracing::info!(%peer, "client reconnected; its stale session is replaced");
                 "replaced by this handle's reconnection".to_string()
+            } else if cur.id == peer && cur.exclusive {
+                // pyserial's exclusive=True: a second open fails while this one holds it.
+                return Err(cur.id);
             } else if cur.id == peer {
                 tracing::info!(%peer, "the same client opened the port again; the older handle is closed");
                 format!(
@@ -635,6 +639,7 @@ impl SerialServer {
         *ctl = Some(Controller {
             id: peer,
             handle,
+            exclusive,
             session,
             kick: kick.clone(),
             kicked_why: kicked_why.clone(),
@@ -666,6 +671,7 @@ impl SerialServer {
             settings,
             client,
             handle,
+            exclusive,
         } = hello;
         if version != VERSION {
             refuse(
@@ -681,17 +687,20 @@ impl SerialServer {
         let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
         let kicked_why = Arc::new(Mutex::new(None));
-        if let Err(holder) = self.claim(peer, handle, session, &kick, &kicked_why) {
+        if let Err(holder) = self.claim(peer, (handle, exclusive), session, &kick, &kicked_why) {
             tracing::info!(%peer, %holder, "refused: port busy");
-            refuse(
-                &mut send,
-                RefuseCode::Busy,
+            let message = if holder == peer {
+                format!(
+                    "port {} busy: another handle of this client opened it exclusively",
+                    shared.name
+                )
+            } else {
                 format!(
                     "port {} busy (held by {holder}); retry when it is released, or start the server with --takeover",
                     shared.name
-                ),
-            )
-            .await;
+                )
+            };
+            refuse(&mut send, RefuseCode::Busy, message).await;
             return Err(SessionError::Refused("busy".into()));
         }
         let _guard = SessionGuard {

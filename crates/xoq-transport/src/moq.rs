@@ -219,25 +219,7 @@ impl MoqSession {
         name: &str,
         tracks: &[&str],
     ) -> Result<(broadcast::Producer, Vec<TrackWriter>), TransportError> {
-        let moq_err = |operation, e: moq_net::Error| TransportError::Moq {
-            operation,
-            reason: e.to_string(),
-        };
-        let bc = self
-            .publish
-            .create_broadcast(name)
-            .map_err(|e| moq_err("create broadcast", e))?;
-        let mut writers = Vec::new();
-        for t in tracks {
-            let info = track::Info::default().with_max_age(MAX_AGE);
-            let tp = bc
-                .create_track(*t, info)
-                .map_err(|e| moq_err("create track", e))?;
-            writers.push(TrackWriter::new(tp));
-        }
-        bc.announce(Default::default())
-            .map_err(|e| moq_err("announce", e))?;
-        Ok((bc, writers))
+        publish_on(&self.publish, name, tracks)
     }
 
     /// Follow track `track` of broadcast `name`, across publisher restarts.
@@ -275,6 +257,33 @@ impl MoqSession {
         let _ = self.conn.close().await;
         self.client.close().await;
     }
+}
+
+/// Publish a broadcast named `name` on `origin` (a session's [`MoqSession::publish`]) with one
+/// [`TrackWriter`] per track name.
+pub fn publish_on(
+    origin: &origin::Producer,
+    name: &str,
+    tracks: &[&str],
+) -> Result<(broadcast::Producer, Vec<TrackWriter>), TransportError> {
+    let moq_err = |operation, e: moq_net::Error| TransportError::Moq {
+        operation,
+        reason: e.to_string(),
+    };
+    let bc = origin
+        .create_broadcast(name)
+        .map_err(|e| moq_err("create broadcast", e))?;
+    let mut writers = Vec::new();
+    for t in tracks {
+        let info = track::Info::default().with_max_age(MAX_AGE);
+        let tp = bc
+            .create_track(*t, info)
+            .map_err(|e| moq_err("create track", e))?;
+        writers.push(TrackWriter::new(tp));
+    }
+    bc.announce(Default::default())
+        .map_err(|e| moq_err("announce", e))?;
+    Ok((bc, writers))
 }
 
 /// Frames waiting between the writers' reader tasks and the consumer. Full = the readers
@@ -356,8 +365,16 @@ async fn supervise_writers(
         std::collections::HashMap::new();
     let mut announced = origin.announced();
     let child_prefix = format!("{base}/");
-    while let Some(update) = announced.next().await {
+    loop {
+        let Some(update) = announced.next().await else {
+            // The announcement stream ends with a session to the relay; the session redials
+            // (its owner stops us when it is closed for good): listen again.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            announced = origin.announced();
+            continue;
+        };
         let name = update.prefix.as_str().to_string();
+        tracing::trace!(%name, active = update.kind.is_active(), "announcement");
         let Some(writer) = name.strip_prefix(&child_prefix) else {
             continue;
         };
@@ -367,10 +384,18 @@ async fn supervise_writers(
         let writer = writer.to_string();
         if update.kind.is_active() {
             per_writer.retain(|_, h| !h.is_finished());
-            let alive = per_writer.contains_key(&writer);
-            if !alive && per_writer.len() >= MAX_WRITERS {
+            // Announced again while we still read it: the route changed under us (our
+            // session to the relay came back, or the writer re-published). The old
+            // subscription may never end by itself: read the new one.
+            if let Some(old) = per_writer.remove(&writer) {
+                old.abort();
+                if tx.send(WriterEvent::Left(writer.clone())).await.is_err() {
+                    return;
+                }
+            }
+            if per_writer.len() >= MAX_WRITERS {
                 tracing::warn!("{base}: more than {MAX_WRITERS} writers; ignoring {writer}");
-            } else if !alive {
+            } else {
                 let reader = TrackReader::new(origin.clone(), &name, &track).until_gone();
                 let h = readers.spawn(forward(reader, writer.clone(), tx.clone()));
                 per_writer.insert(writer, h);
@@ -567,6 +592,14 @@ impl TrackReader {
         self
     }
 
+    /// Drop the current subscription and look the broadcast up again on the next read: after
+    /// the session to the relay came back, an old subscription may stay open but silent.
+    pub fn resubscribe(&mut self) {
+        self.sub = None;
+        self.group = None;
+        self.gone_pending = false;
+    }
+
     /// Whether a subscription is live.
     pub fn is_subscribed(&self) -> bool {
         self.sub.is_some()
@@ -644,7 +677,16 @@ impl TrackReader {
                 return Ok(ReaderEvent::Gone);
             }
             let resubscribe = self.sub.is_none() && self.subscribed_once;
-            self.ready().await?;
+            if let Err(e) = self.ready().await {
+                if !self.follow {
+                    return Err(e);
+                }
+                // Following: the session to the relay may be between two connections; the
+                // broadcast comes back with the next one.
+                tracing::debug!(name = %self.name, "waiting for the broadcast: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             if resubscribe {
                 return Ok(ReaderEvent::Back);
             }

@@ -190,6 +190,10 @@ pub struct Hello {
     /// stale session; the same endpoint id with another handle is a new open of the port,
     /// which replaces the old handle (as a second `open()` of a local port does).
     pub handle: u64,
+    /// pyserial's `exclusive`: while this handle holds the port, another handle of the same
+    /// identity is refused (busy) instead of replacing it, as `flock` makes a second exclusive
+    /// open of a local port fail.
+    pub exclusive: bool,
 }
 
 /// Server's acceptance: the client now controls the port.
@@ -391,6 +395,7 @@ impl ClientMsg {
                     + h.settings.map_or(0, |_| LineSettings::ENCODED_LEN)
                     + string_len(&h.client)
                     + 8
+                    + 1
             }
             ClientMsg::Data(d) => d.len(),
             ClientMsg::Request(r) => 4 + command_len(&r.command),
@@ -414,6 +419,7 @@ impl ClientMsg {
                 }
                 put_string(buf, &h.client);
                 buf.put_u64(h.handle);
+                buf.put_u8(u8::from(h.exclusive));
             }
             ClientMsg::Data(d) => {
                 Frame::put_header(buf, kind::DATA, d.len());
@@ -452,6 +458,7 @@ impl ClientMsg {
                         settings: None,
                         client: String::new(),
                         handle: 0,
+                        exclusive: false,
                     }));
                 }
                 let v = (|| {
@@ -462,11 +469,13 @@ impl ClientMsg {
                     };
                     let client = get_string(p, "client")?;
                     let handle = get_u64(p)?;
+                    let exclusive = get_bool(p, "exclusive")?;
                     Ok(ClientMsg::Hello(Hello {
                         version,
                         settings,
                         client,
                         handle,
+                        exclusive,
                     }))
                 })();
                 finish_exact(p.len(), v)
@@ -749,10 +758,11 @@ mod tests {
             settings: Some(LineSettings::new(1_000_000)),
             client: "py".into(),
             handle: 0x0102,
+            exclusive: true,
         });
         assert_eq!(
             hex(&enc_c(&m)),
-            "0116000201000f4240080001000270790000000000000102"
+            "0117000201000f424008000100027079000000000000010201"
         );
         // A version-1 hello decodes to its version only, so the server can say "upgrade".
         let mut v1 =
@@ -848,14 +858,21 @@ mod tests {
 
     fn client_msg() -> impl Strategy<Value = ClientMsg> {
         prop_oneof![
-            (proptest::option::of(settings()), ".{0,40}", any::<u64>()).prop_map(
-                |(settings, client, handle)| ClientMsg::Hello(Hello {
-                    version: VERSION,
-                    settings,
-                    client,
-                    handle,
-                })
-            ),
+            (
+                proptest::option::of(settings()),
+                ".{0,40}",
+                any::<u64>(),
+                any::<bool>()
+            )
+                .prop_map(|(settings, client, handle, exclusive)| ClientMsg::Hello(
+                    Hello {
+                        version: VERSION,
+                        settings,
+                        client,
+                        handle,
+                        exclusive,
+                    }
+                )),
             (any::<u32>(), any::<u64>())
                 .prop_map(|(id, client_us)| ClientMsg::Ping { id, client_us }),
             proptest::collection::vec(any::<u8>(), 0..3000)

@@ -29,31 +29,16 @@ from typing import Callable, Optional
 
 import pytest
 
+# python/tests/conftest.py, as the other test files import it (this directory is a package,
+# so pytest loads this file as ``upstream.conftest`` and ``conftest`` stays the parent's).
+from conftest import PtyEcho, Server
+
 HERE = pathlib.Path(__file__).resolve().parent
 FETCH = HERE.parents[2] / "scripts" / "fetch_upstream_suites.sh"
-PYSERIAL = "pyserial-3.5"
-PYTHON_CAN = "python-can-4.6.1"
 
 
-def _load_shared_helpers() -> ModuleType:
-    """python/tests/conftest.py (Server, PtyEcho, xoq_bin), under a name of its own.
-
-    pytest imports every conftest.py as the module ``conftest``, so this directory's conftest
-    cannot ``import conftest`` to reach the parent's; it loads the file by path instead.
-    """
-    path = HERE.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("xoq_tests_shared", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-shared = _load_shared_helpers()
-Server = shared.Server
-PtyEcho = shared.PtyEcho
-# This module, for the test files (``upstream`` fixture): they cannot ``import conftest``
-# reliably either, as that name is rebound to whichever conftest.py pytest loaded last.
+# This module, handed to the test files by the ``upstream`` fixture and the parametrisation
+# hook below (they are collected as ``upstream.test_*``).
 _THIS = sys.modules[__name__]
 
 
@@ -98,7 +83,6 @@ class _Result(unittest.TestResult):
     def _fail(self, test, err) -> None:
         self.outcome.status = "failed"
         exc_type, exc, tb = err
-        # The upstream frames only: pytest shows the assertion or exception where it happened.
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         self.outcome.detail += text
 
@@ -212,8 +196,8 @@ class Device:
 
 def pty_echo_device() -> PtyEcho:
     """A pty pair whose master echoes every byte back (python/tests/conftest.py's PtyEcho),
-    with the pty in raw mode from the start (on Linux the master's termios calls set the
-    pair's line discipline; the server sets its own mode when it opens the slave).
+    with the pty in raw mode from the start (on Linux, termios calls on the master change the
+    slave's settings; the server sets its own mode when it opens the slave).
 
     XOFF: with ``xonxoff=True`` the server sets IXON on the slave; the XOFF the client writes
     comes back through the echo as input, and the kernel then stops the slave's output, so the
@@ -346,7 +330,12 @@ def run_case(case: UpstreamCase, devices: Devices, deadline: float,
     configure(test, device.address)
     outcome = run_upstream_test(test, deadline)
     del test  # as unittest's suite does once a test has run
-    if outcome.status == "hung":
+    if not device.alive():
+        # A crash must not hide behind the fresh server the next test gets.
+        if outcome.status in ("passed", "skipped"):
+            outcome.status, outcome.detail = "failed", ""
+        outcome.detail += f"\nthe xoq server exited (code {device.server.proc.returncode})"
+    elif outcome.status == "hung":
         devices.stop()  # ends the blocked call; the next test gets a fresh server
     report(case.name, outcome)
 

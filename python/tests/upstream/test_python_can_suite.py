@@ -18,8 +18,6 @@ import sys
 import unittest
 from unittest import mock
 
-import pytest
-
 UPSTREAM_SDIST = "python-can-4.6.1"
 
 # Deadline of a test without upstream's own pytest.mark.timeout (the slowest legitimate one,
@@ -97,5 +95,4 @@ def test_python_can(upstream_case, can_devices, upstream) -> None:
         cls = type(test)
         cls.CHANNEL_1 = cls.CHANNEL_2 = address
 
-    deadline = upstream.upstream_deadline(case, DEADLINE) if case.cls else DEADLINE
-    upstream.run_case(case, can_devices, deadline, configure)
+    upstream.run_case(case, can_devices, upstream.upstream_deadline(case, DEADLINE), configure)
