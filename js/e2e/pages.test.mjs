@@ -66,7 +66,45 @@ before(async () => {
 after(async () => {
   await browser?.close();
   demo?.kill("SIGTERM");
+  for (const c of extra) c.kill("SIGTERM");
 });
+
+let tokens;
+const extra = [];
+
+// A relay that checks tokens, with a simulated OpenArm behind a server token, and a token
+// for pages (publish and subscribe under its path); started on first use.
+async function tokenRelay() {
+  if (tokens) return tokens;
+  const home = mkdtempSync(join(tmpdir(), "xoq-e2e-tok-"));
+  const env = { ...process.env, XOQ_OFFLINE: "1", XOQ_HOME: home, XOQ_LOG: "warn" };
+  const key = join(home, "relay.jwk");
+  const started = (args, what) =>
+    new Promise((ok, fail) => {
+      const child = spawn(XOQ, args, { env, stdio: ["ignore", "pipe", "inherit"] });
+      extra.push(child);
+      const out = [];
+      const timer = setTimeout(() => fail(new Error(`${what} did not start`)), 30_000);
+      createInterface({ input: child.stdout }).on("line", (l) => {
+        out.push(l);
+        if (l === "ready") {
+          clearTimeout(timer);
+          ok(out);
+        }
+      });
+      child.on("exit", (code) => fail(new Error(`${what} exited (${code})`)));
+    });
+  const lines = await started(["relay", "--listen", "127.0.0.1:0", "--auth-key", key], "relay --auth-key");
+  const root = lines.map((l) => /^url: (http:\S+)$/.exec(l)?.[1]).find(Boolean);
+  const token = (...args) => execFileSync(XOQ, ["token", "--key", key, ...args], { env }).toString().trim();
+  const grant = ["--publish", "anon/e2e-tok", "--subscribe", "anon/e2e-tok"];
+  await started(
+    ["can-server", "sim:openarm", "--bind", "127.0.0.1:0", "--relay", `${root}?jwt=${token(...grant)}`, "--no-p2p", "--moq", "anon/e2e-tok", "--moq-writes", "on"],
+    "can-server behind tokens",
+  );
+  tokens = { relayUrl: `${root}anon`, pageToken: token(...grant) };
+  return tokens;
+}
 
 async function open(page, name) {
   const p = await browser.newPage({ viewport: { width: 1200, height: 700 } });
@@ -162,6 +200,76 @@ test("track console lists the demo's broadcasts and dumps a track", async () => 
   await waitState(p, () => window.xoqState.frames > 0);
   await shot(p, "subscribe");
   await q.close();
+  await p.close();
+});
+
+test("openarm: the page survives a link blip, says so, and commands again", async () => {
+  const p = await open("openarm.html", "openarm-blip");
+  await waitState(p, () => window.xoqState.kind === "ok" && window.xoqState.link === "connected");
+  assert.match(await p.textContent("#link"), /link: connected/);
+  await p.click("#enable");
+  // Drop the page's relay session (WebTransport) under it, as a network blip does.
+  await p.evaluate(() => window.xoqRelay.connection.close());
+  await waitState(p, () => window.xoqState.drops >= 1);
+  await waitState(p, () => window.xoqState.link === "connected" && window.xoqState.reconnects >= 1);
+  assert.match(await p.textContent("#link"), /reconnected 1×/);
+  assert.equal(await p.evaluate(() => window.xoqState.kind), "ok");
+  // Commands reach the motor again: the page re-enables and moves joint 3.
+  await p.click("#enable");
+  await p.$eval("#j3", (s) => {
+    s.value = "-0.5";
+    s.dispatchEvent(new Event("input"));
+  });
+  await waitState(p, () => Math.abs(window.xoqState.joints[2] + 0.5) < 0.05);
+  await shot(p, "openarm_after_blip");
+  await p.click("#disable");
+  await p.close();
+});
+
+test("a page with ?jwt= dials the relay with the token, works behind it, and never shows it", async () => {
+  // `xoq demo`'s relay checks no tokens (and refuses any it cannot verify), so this uses a
+  // relay of its own with --auth-key, a server behind a token, and a token for the page.
+  const { relayUrl, pageToken } = await tokenRelay();
+  const p = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+  p.on("pageerror", (e) => console.log(`[jwt] page error: ${e.message}`));
+  // Record every URL the page dials (WebTransport, or the WebSocket fallback).
+  await p.addInitScript(() => {
+    const dialed = [];
+    Object.defineProperty(window, "__dialed", { value: dialed });
+    for (const name of ["WebTransport", "WebSocket"]) {
+      const Orig = window[name];
+      if (!Orig) continue;
+      window[name] = class extends Orig {
+        constructor(...args) {
+          dialed.push(String(args[0]));
+          super(...args);
+        }
+      };
+    }
+  });
+  const q = new URLSearchParams({ relay: relayUrl, openarm: "e2e-tok", jwt: pageToken });
+  await p.goto(new URL(`openarm.html?${q}`, url).toString());
+  await waitState(p, () => window.xoqState.kind === "ok" && window.xoqState.link === "connected", undefined, 30_000);
+  const dialed = await p.evaluate(() => window.__dialed);
+  assert.ok(
+    dialed.some((u) => u.includes(`jwt=${pageToken}`) && u.includes(new URL(relayUrl).host)),
+    `the relay is dialled with the token: ${dialed.map((u) => u.replace(pageToken, "<token>")).join(", ")}`,
+  );
+  // The token lets the page command the motor behind that relay.
+  await p.click("#enable");
+  await p.$eval("#j4", (s) => {
+    s.value = "0.4";
+    s.dispatchEvent(new Event("input"));
+  });
+  await waitState(p, () => Math.abs(window.xoqState.joints[3] - 0.4) < 0.05);
+  const s = await p.evaluate(() => window.xoqState);
+  assert.equal(s.hasToken, true);
+  assert.equal(s.readOnly, false);
+  const shown = [JSON.stringify(s), await p.evaluate(() => document.body.innerText), await p.title()].join("\n");
+  assert.ok(!shown.includes(pageToken), "the page shows the token");
+  assert.ok(shown.includes(`connected to ${relayUrl}`), `the relay is named without its token: ${s.status}`);
+  await shot(p, "jwt");
+  await p.click("#disable");
   await p.close();
 });
 

@@ -1,7 +1,8 @@
 // The demo camera (or any hang-format camera broadcast on the relay), played by the stock MoQ
 // player through xoq's `watchCamera` wrapper, with the link state and what is being shown.
 import { type CameraStatus, type CameraView, watchCamera } from "../src/camera";
-import { loadConfig, noPublisher, setStatus } from "./common";
+import { scrubToken } from "../src/moq";
+import { dialUrl, loadConfig, noPublisher, setStatus } from "./common";
 
 /** The relay must answer within this long before the page calls it unreachable (as connectOrExplain). */
 const RELAY_WAIT_MS = 8000;
@@ -48,7 +49,8 @@ async function main(): Promise<void> {
   const nameEl = document.getElementById("name");
   if (nameEl) nameEl.textContent = name;
 
-  const view = watchCamera(document.getElementById("view") as HTMLElement, cfg.relay, name);
+  // The player dials the relay with the page's token (if any); the page shows cfg.relay.
+  const view = watchCamera(document.getElementById("view") as HTMLElement, dialUrl(cfg), name);
   window.xoqCamera = view;
   window.addEventListener("pagehide", () => view.close());
 
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
     ].join("\n");
 
     if (s.failed !== undefined) {
-      setStatus(`cannot reach the relay at ${cfg.relay}: ${s.failed}. Is \`xoq demo\` (or \`xoq relay\`) running?`, "error");
+      setStatus(`cannot reach the relay at ${cfg.relay}: ${scrubToken(s.failed, dialUrl(cfg))}. Is \`xoq demo\` (or \`xoq relay\`) running?`, "error");
     } else if (s.link !== "connected") {
       if (everConnected) {
         setStatus(`lost the relay at ${cfg.relay}; reconnecting …`, "error");

@@ -1,6 +1,6 @@
 // Publish raw CAN frames to `{path}/cmd` and show what `{path}/state` carries.
 import { canFrame, openCan, type CanFrame } from "../src/index";
-import { connectOrExplain, loadConfig, noPublisher, setStatus, waitForPublisher } from "./common";
+import { connectOrExplain, dialUrl, followLink, loadConfig, noPublisher, reportSendError, setStatus, waitForPublisher } from "./common";
 
 const hex = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const log = document.getElementById("log") as HTMLElement;
@@ -29,13 +29,13 @@ async function main(): Promise<void> {
   const cfg = await loadConfig();
   const path = new URLSearchParams(location.search).get("path") ?? cfg.openarm;
   (document.getElementById("path") as HTMLElement).textContent = path;
-  const conn = await connectOrExplain(cfg.relay);
-  if (!(await waitForPublisher(conn, `${path}/state`))) {
-    noPublisher(path, cfg.relay, "start a CAN server with --relay and --moq");
+  const relay = await connectOrExplain(cfg);
+  if (!(await waitForPublisher(relay, `${path}/state`))) {
+    noPublisher(path, cfg.relay, "start a CAN server with --relay, --moq and --moq-writes on");
     return;
   }
-  const bus = await openCan(cfg.relay, path, { connection: conn });
-  setStatus(`connected: sending to ${path}/cmd, showing ${path}/state`, "ok");
+  const bus = await openCan(dialUrl(cfg), path, { relay });
+  followLink(bus.link, relay, `connected: sending to ${path}/cmd, showing ${path}/state`);
   document.getElementById("send")?.addEventListener("click", () => {
     try {
       const f = parse(
@@ -48,7 +48,9 @@ async function main(): Promise<void> {
       state.sent = (state.sent as number) + 1;
       show(`→ ${f.id.toString(16).padStart(3, "0")}${f.fd ? "##" : "#"}${hex(f.data)}`);
     } catch (e) {
-      setStatus(String((e as Error).message ?? e), "error");
+      // A link that is down says so in the status line already; anything else is shown.
+      reportSendError(e);
+      show(`✗ ${String((e as Error).message ?? e)}`);
     }
   });
   for await (const f of bus as AsyncIterable<CanFrame>) {

@@ -11,7 +11,17 @@ import {
   openCan,
   type CanFrame,
 } from "../src/index";
-import { Rolling, connectOrExplain, loadConfig, noPublisher, setStatus, waitForPublisher } from "./common";
+import {
+  Rolling,
+  connectOrExplain,
+  dialUrl,
+  followLink,
+  loadConfig,
+  noPublisher,
+  reportSendError,
+  setStatus,
+  waitForPublisher,
+} from "./common";
 import { armView } from "./scene";
 
 const KP = 30;
@@ -100,13 +110,14 @@ const stats = document.getElementById("stats") as HTMLElement;
 
 async function main(): Promise<void> {
   const cfg = await loadConfig();
-  const conn = await connectOrExplain(cfg.relay);
-  if (!(await waitForPublisher(conn, `${cfg.openarm}/state`))) {
-    noPublisher(cfg.openarm, cfg.relay, "start `xoq demo`, or `xoq can-server sim:openarm --relay <url> --moq <path>`");
+  const relay = await connectOrExplain(cfg);
+  if (!(await waitForPublisher(relay, `${cfg.openarm}/state`))) {
+    noPublisher(cfg.openarm, cfg.relay, "start `xoq demo`, or `xoq can-server sim:openarm --relay <url> --moq <path> --moq-writes on`");
     return;
   }
-  const bus = await openCan(cfg.relay, cfg.openarm, { connection: conn });
-  setStatus(`connected to ${cfg.relay}, OpenArm "${cfg.openarm}"; press Enable, then drag a slider`, "ok");
+  setStatus(`found OpenArm "${cfg.openarm}"; waiting for the server to acknowledge this page …`);
+  const bus = await openCan(dialUrl(cfg), cfg.openarm, { relay });
+  followLink(bus.link, relay, `connected to ${cfg.relay}, OpenArm "${cfg.openarm}"; press Enable, then drag a slider`);
 
   const latency = new Rolling(50);
   let sentAt: number | undefined;
@@ -114,13 +125,20 @@ async function main(): Promise<void> {
   let lastCount = 0;
   let lastTick = performance.now();
 
-  const sendAll = (cmd: (i: number) => ArrayLike<number>): void => {
-    bus.send(OPENARM_MOTORS.map((m, i) => canFrame(m.id, cmd(i), { extended: false })));
+  // Commands are never queued: while the link is down a send fails at once (the status line
+  // says why), and the next tick sends the current targets.
+  const sendAll = (cmd: (i: number) => ArrayLike<number>): boolean => {
+    try {
+      bus.send(OPENARM_MOTORS.map((m, i) => canFrame(m.id, cmd(i), { extended: false })));
+    } catch (e) {
+      reportSendError(e);
+      return false;
+    }
     sentAt ??= performance.now();
+    return true;
   };
   document.getElementById("enable")?.addEventListener("click", () => {
-    sendAll(() => ENABLE);
-    state.enabled = true;
+    if (sendAll(() => ENABLE)) state.enabled = true;
   });
   document.getElementById("disable")?.addEventListener("click", () => {
     sendAll(() => DISABLE);
@@ -137,7 +155,8 @@ async function main(): Promise<void> {
     stats.textContent =
       `state frames/s  ${state.fps}\n` +
       `cmd → reply     ${l === undefined ? "–" : `${l.toFixed(2)} ms (median of last 50)`}\n` +
-      `motors enabled  ${state.enabled}`;
+      `motors enabled  ${state.enabled}\n` +
+      `link            ${bus.link.state}${bus.link.counters.reconnects ? ` (${bus.link.counters.reconnects} reconnects)` : ""}`;
   }, 1000 / SEND_HZ);
 
   for await (const f of bus as AsyncIterable<CanFrame>) {
@@ -154,7 +173,7 @@ async function main(): Promise<void> {
     positions[i] = fb.position;
     readouts[i].textContent = fb.position.toFixed(2);
   }
-  setStatus("the state stream ended; reload to reconnect", "error");
+  if (bus.link.state !== "closed") setStatus("the state stream ended; reload to reconnect", "error");
 }
 
 main().catch((e) => {

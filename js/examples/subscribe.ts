@@ -1,6 +1,6 @@
 // Raw track console: list the broadcasts on the relay and dump any track's frames as hex.
 import * as Moq from "@moq/net";
-import { connectOrExplain, loadConfig, setStatus } from "./common";
+import { connectOrExplain, followRelay, loadConfig, setStatus } from "./common";
 
 const log = document.getElementById("log") as HTMLElement;
 const list = document.getElementById("broadcasts") as HTMLElement;
@@ -17,25 +17,40 @@ function show(line: string): void {
 
 async function main(): Promise<void> {
   const cfg = await loadConfig();
-  const conn = await connectOrExplain(cfg.relay);
-  setStatus(`connected to ${cfg.relay}`, "ok");
-  (async () => {
-    const ann = conn.announced(Moq.Path.from(""));
-    for (;;) {
-      const ev = await ann.next();
-      if (!ev) break;
-      const names = state.broadcasts as string[];
-      const p = String(ev.path);
-      if (ev.active && !names.includes(p)) names.push(p);
-      if (!ev.active) names.splice(names.indexOf(p), 1);
-      list.textContent = names.join("\n");
-    }
-  })();
+  const relay = await connectOrExplain(cfg);
+  followRelay(relay, `connected to ${cfg.relay}`);
+  // The list of broadcasts, made again on every session (the relay session reconnects).
+  const names = state.broadcasts as string[];
+  relay.established.watch((conn) => {
+    names.length = 0;
+    list.textContent = "";
+    if (!conn) return;
+    void (async () => {
+      const ann = conn.announced(Moq.Path.from(""));
+      try {
+        for (;;) {
+          const ev = await ann.next();
+          if (!ev) break;
+          const p = String(ev.path);
+          if (ev.active && !names.includes(p)) names.push(p);
+          if (!ev.active && names.includes(p)) names.splice(names.indexOf(p), 1);
+          list.textContent = names.join("\n");
+        }
+      } catch {
+        // The session ended; the next one lists again.
+      }
+    })();
+  });
   let current: Moq.Track.Subscriber | undefined;
   document.getElementById("go")?.addEventListener("click", async () => {
     current?.close();
     const name = (document.getElementById("bc") as HTMLInputElement).value.trim();
     const trackName = (document.getElementById("track") as HTMLInputElement).value.trim() || "data";
+    const conn = relay.connection;
+    if (!conn) {
+      show(`-- not connected to the relay (${relay.reason})`);
+      return;
+    }
     const sub = conn.consume(Moq.Path.from(name)).subscribe(trackName);
     current = sub;
     show(`-- ${name} / ${trackName}`);

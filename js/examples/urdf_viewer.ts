@@ -8,7 +8,16 @@ import {
   torqueEnable,
   writeGoalPosition,
 } from "../src/index";
-import { connectOrExplain, loadConfig, noPublisher, setStatus, waitForPublisher } from "./common";
+import {
+  connectOrExplain,
+  dialUrl,
+  followLink,
+  loadConfig,
+  noPublisher,
+  reportSendError,
+  setStatus,
+  waitForPublisher,
+} from "./common";
 import { armView } from "./scene";
 
 const STEPS = 4096;
@@ -140,13 +149,14 @@ async function main(): Promise<void> {
   });
 
   const cfg = await loadConfig();
-  const conn = await connectOrExplain(cfg.relay);
-  if (!(await waitForPublisher(conn, `${cfg.so101}/s2c`))) {
-    noPublisher(cfg.so101, cfg.relay, "start `xoq demo`, or `xoq serial-server sim:so101 --relay <url> --moq <path>`");
+  const relay = await connectOrExplain(cfg);
+  if (!(await waitForPublisher(relay, `${cfg.so101}/s2c`))) {
+    noPublisher(cfg.so101, cfg.relay, "start `xoq demo`, or `xoq serial-server sim:so101 --relay <url> --moq <path> --moq-writes on`");
     return;
   }
-  const port = await openSerial(cfg.relay, cfg.so101, { connection: conn });
-  setStatus(`connected to ${cfg.relay}, SO-101 "${cfg.so101}": drag a slider to move a servo`, "ok");
+  setStatus(`found SO-101 "${cfg.so101}"; waiting for the server to acknowledge this page …`);
+  const port = await openSerial(dialUrl(cfg), cfg.so101, { relay });
+  followLink(port.link, relay, `connected to ${cfg.relay}, SO-101 "${cfg.so101}": drag a slider to move a servo`);
 
   const panel = document.getElementById("sliders") as HTMLElement;
   const torqueOn = new Set<number>();
@@ -165,11 +175,15 @@ async function main(): Promise<void> {
     const out = document.createElement("span");
     out.id = `angle${j.servo}`;
     slider.addEventListener("input", () => {
+      // While the link is down a write waits for it briefly (bounded), then fails.
       if (!torqueOn.has(j.servo)) {
-        port.write(torqueEnable(j.servo, true));
         torqueOn.add(j.servo);
+        port.write(torqueEnable(j.servo, true)).catch((e) => {
+          torqueOn.delete(j.servo);
+          reportSendError(e);
+        });
       }
-      port.write(writeGoalPosition(j.servo, toSteps(Number(slider.value))));
+      port.write(writeGoalPosition(j.servo, toSteps(Number(slider.value)))).catch(reportSendError);
     });
     row.append(label, slider, out);
     panel.appendChild(row);
@@ -177,7 +191,8 @@ async function main(): Promise<void> {
 
   // Poll positions with one SYNC_READ; each servo answers with its own status packet.
   const ids = joints.map((j) => j.servo);
-  setInterval(() => port.write(syncReadPositions(ids)), 50);
+  // Polls do not wait for a link that is down: the next one is 50 ms away.
+  setInterval(() => port.write(syncReadPositions(ids), 0).catch(() => {}), 50);
   const parser = new StatusParser();
   for await (const chunk of port as AsyncIterable<Uint8Array>) {
     for (const p of parser.push(chunk)) {
@@ -190,7 +205,7 @@ async function main(): Promise<void> {
       if (out) out.textContent = angles[p.id].toFixed(2);
     }
   }
-  setStatus("the serial stream ended; reload to reconnect", "error");
+  if (port.link.state !== "closed") setStatus("the serial stream ended; reload to reconnect", "error");
 }
 
 main().catch((e) => {

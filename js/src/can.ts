@@ -238,8 +238,10 @@ export function decodeBatch(bytes: Uint8Array): CanFrame[] {
 }
 
 /**
- * Prefix a batch with `len u8 | token`, as a server started with `--moq-cmd-token` requires
- * (it drops batches without the token). The token is UTF-8, at most 255 bytes.
+ * Prefix a batch with `len u8 | token`, the format of XoQ 0.3's `--moq-cmd-token`. The token is
+ * UTF-8, at most 255 bytes.
+ * @deprecated Servers now refuse `--moq-cmd-token` (any subscriber could read and replay it);
+ * relay tokens (`?jwt=` in the relay URL) decide who may send.
  */
 export function withToken(batch: Uint8Array, token: string): Uint8Array {
   const t = new TextEncoder().encode(token);

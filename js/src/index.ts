@@ -42,6 +42,7 @@ export {
 export * from "./feetech.js";
 export * as feetech from "./feetech.js";
 export {
+  ATTEMPT_TIMEOUT_MS,
   type ConnectOptions,
   type Connection,
   DATA_TRACK,
@@ -49,13 +50,65 @@ export {
   GROUP_MAX_FRAMES,
   Inbox,
   MAX_AGE_MS,
-  type OpenOptions,
+  RECONNECT_BACKOFF_MS,
+  RECONNECT_DEADLINE_MS,
+  Relay,
+  type RelayCounters,
+  type RelayOptions,
+  type RelayState,
+  RelayStateEvent,
+  type ReaderEvent,
   TrackReader,
   TrackWriter,
   connect,
+  jwtOf,
   publishTrack,
+  redactUrl,
+  scrubToken,
   splitAddress,
+  withJwt,
   writerId,
 } from "./moq.js";
-export { SERIAL_INBOX_BYTES, type SerialStream, openSerial } from "./serial.js";
+export {
+  CTL_TRACK,
+  type Ctl,
+  MAX_STRING,
+  MAX_WRITER,
+  type WriterMsg,
+  ctlWriter,
+  dataFrame,
+  decodeCtl,
+  decodeWriterMsg,
+  encodeCtl,
+  encodeWriterMsg,
+} from "./relay.js";
+export {
+  type ClockEstimate,
+  ClockEstimator,
+  LinkClosedError,
+  type LinkCounters,
+  LinkDownError,
+  LinkError,
+  type LinkState,
+  LinkStateEvent,
+  NoticeEvent,
+  PENDING_MAX,
+  PING_EVERY_MS,
+  ReadOnlyError,
+  RefusedError,
+  RelaySession,
+  SYNC_WAIT_MS,
+  type SessionOptions,
+  nowUs,
+} from "./session.js";
+export { type OpenOptions, type PeerService, type RelayPeer, openRelayPeer } from "./peer.js";
+export {
+  SERIAL_INBOX_BYTES,
+  SERIAL_MAX_CHUNK,
+  SERIAL_WRITE_WAIT_MS,
+  SERIAL_WRITES_WAITING,
+  type SerialOptions,
+  type SerialStream,
+  openSerial,
+} from "./serial.js";
 export { CAN_INBOX_FRAMES, type CanBus, type CanOptions, openCan } from "./canbus.js";

@@ -283,3 +283,113 @@ test("splitAddress uses the Rust rule: last segment is the broadcast", () => {
     assert.throws(() => xoq.splitAddress(bad), TypeError, bad);
   }
 });
+
+// --- relay session protocol ----------------------------------------------------------------
+
+function writerFromVector(v) {
+  switch (v.kind) {
+    case "data":
+      return { kind: "data", payload: unhex(v.payload) };
+    case "sync":
+      return { kind: "sync", nonce: BigInt(v.nonce) };
+    case "ping":
+      return { kind: "ping", id: v.id, clientUs: BigInt(v.client_us) };
+    default:
+      throw new Error(`unknown writer vector kind ${v.kind}`);
+  }
+}
+
+function ctlFromVector(v) {
+  switch (v.kind) {
+    case "hello":
+      return { kind: "hello", writer: v.writer, nonce: BigInt(v.nonce), writes: v.writes, serverUs: BigInt(v.server_us) };
+    case "synced":
+      return { kind: "synced", writer: v.writer, nonce: BigInt(v.nonce), dataGroup: BigInt(v.data_group) };
+    case "pong":
+      return { kind: "pong", writer: v.writer, id: v.id, clientUs: BigInt(v.client_us), serverUs: BigInt(v.server_us) };
+    case "refused":
+      return { kind: "refused", writer: v.writer, code: v.code, message: v.message };
+    case "busState":
+      return { kind: "busState", code: v.code };
+    case "deviceLost":
+      return { kind: "deviceLost", reason: v.reason };
+    case "deviceRestored":
+      return { kind: "deviceRestored" };
+    case "bye":
+      return { kind: "bye", reason: v.reason };
+    default:
+      throw new Error(`unknown ctl vector kind ${v.kind}`);
+  }
+}
+
+test("relay vectors are present and cover every message kind", () => {
+  for (const key of ["relay_writer", "relay_ctl", "relay_invalid"]) {
+    assert.ok(Array.isArray(V[key]) && V[key].length > 0, `vectors lack ${key}`);
+  }
+  assert.deepEqual(new Set(V.relay_writer.map((v) => v.kind)), new Set(["data", "sync", "ping"]));
+  assert.deepEqual(
+    new Set(V.relay_ctl.map((v) => v.kind)),
+    new Set(["hello", "synced", "pong", "refused", "busState", "deviceLost", "deviceRestored", "bye"]),
+  );
+});
+
+test("relay writer frames decode to the Rust messages and encode to the Rust bytes", () => {
+  for (const v of V.relay_writer) {
+    const m = writerFromVector(v);
+    assert.deepEqual(xoq.decodeWriterMsg(unhex(v.hex)), m, v.name);
+    assert.equal(hex(xoq.encodeWriterMsg(m)), v.hex, v.name);
+  }
+  // The documented snapshot.
+  assert.equal(hex(xoq.encodeWriterMsg({ kind: "sync", nonce: 0x0102n })), "010000000000000102");
+  assert.equal(hex(xoq.dataFrame(Uint8Array.of(0xab))), "00ab");
+});
+
+test("relay ctl messages decode to the Rust messages and encode to the Rust bytes", () => {
+  for (const v of V.relay_ctl) {
+    const m = ctlFromVector(v);
+    assert.deepEqual(xoq.decodeCtl(unhex(v.hex)), m, v.name);
+    // A string over 1024 bytes is cut on a character boundary, as the Rust encoder does.
+    const given = v.encoded_from === undefined ? m : { ...m, message: v.encoded_from };
+    assert.equal(hex(xoq.encodeCtl(given)), v.hex, v.name);
+    assert.equal(xoq.ctlWriter(m), "writer" in v ? v.writer : undefined, v.name);
+  }
+  assert.equal(
+    hex(xoq.encodeCtl({ kind: "hello", writer: "ab", nonce: 1n, writes: false, serverUs: 2n })),
+    "010261620000000000000001000000000000000002",
+  );
+});
+
+test("invalid relay frames throw CodecError in both decoders", () => {
+  for (const v of V.relay_invalid) {
+    const decode = v.decoder === "writer" ? xoq.decodeWriterMsg : xoq.decodeCtl;
+    assert.throws(() => decode(unhex(v.hex)), xoq.CodecError, v.name);
+  }
+});
+
+test("relay encoders refuse numbers the wire cannot carry", () => {
+  assert.throws(() => xoq.encodeWriterMsg({ kind: "sync", nonce: -1n }), xoq.CodecError);
+  assert.throws(() => xoq.encodeWriterMsg({ kind: "sync", nonce: 1n << 64n }), xoq.CodecError);
+  assert.throws(() => xoq.encodeWriterMsg({ kind: "ping", id: 2 ** 32, clientUs: 0n }), xoq.CodecError);
+  assert.throws(() => xoq.encodeWriterMsg({ kind: "ping", id: 1.5, clientUs: 0n }), xoq.CodecError);
+  assert.throws(() => xoq.encodeCtl({ kind: "refused", writer: "w", code: 65536, message: "" }), xoq.CodecError);
+  assert.throws(() => xoq.encodeCtl({ kind: "busState", code: 256 }), xoq.CodecError);
+  assert.throws(() => xoq.encodeCtl({ kind: "nope" }), xoq.CodecError);
+  // Data copies: the decoded payload does not alias the input.
+  const input = Uint8Array.of(0, 1, 2);
+  const m = xoq.decodeWriterMsg(input);
+  input[1] = 9;
+  assert.deepEqual([...m.payload], [1, 2]);
+});
+
+test("relay URLs keep their token for dialling and never show it", () => {
+  const a = xoq.splitAddress("http://127.0.0.1:4443/anon/xoq-openarm?jwt=SECRET&x=1#f");
+  assert.deepEqual(a, { relay: "http://127.0.0.1:4443/anon?jwt=SECRET", path: "xoq-openarm" });
+  assert.equal(xoq.jwtOf(a.relay), "SECRET");
+  assert.equal(xoq.redactUrl(a.relay), "http://127.0.0.1:4443/anon");
+  assert.equal(xoq.redactUrl("http://h:1/"), "http://h:1");
+  assert.equal(xoq.redactUrl("not a url?jwt=SECRET"), "not a url");
+  assert.equal(xoq.withJwt("http://h:1/anon?jwt=OLD", "NEW"), "http://h:1/anon?jwt=NEW");
+  assert.equal(xoq.withJwt("http://h:1/anon?jwt=OLD", ""), "http://h:1/anon");
+  assert.equal(xoq.scrubToken("failed: ws://h:1/anon?jwt=a%2Bb and a+b", "http://h:1/anon?jwt=a%2Bb"), "failed: ws://h:1/anon?jwt=<redacted> and <redacted>");
+  assert.throws(() => xoq.splitAddress("ftp://h/a?jwt=SECRET"), (e) => e instanceof TypeError && !e.message.includes("SECRET"));
+});

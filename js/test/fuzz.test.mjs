@@ -130,3 +130,115 @@ test(`StatusParser finds packets between random garbage (${seedNote})`, () => {
     assert.deepEqual(got, [{ id, error, params }]);
   }
 });
+
+// --- relay session protocol ----------------------------------------------------------------
+
+const u64 = () => (BigInt(int(2 ** 32)) << 32n) | BigInt(int(2 ** 32));
+const text = (n) => {
+  const alphabet = ["a", "0", "f", " ", "é", "—", "\u{1F916}", "\u0000"];
+  let s = "";
+  for (let i = 0; i < n; i++) s += pick(alphabet);
+  return s;
+};
+const hexWriter = () => Array.from({ length: int(17) }, () => "0123456789abcdef"[int(16)]).join("");
+
+function randomCtl() {
+  switch (int(8)) {
+    case 0:
+      return { kind: "hello", writer: hexWriter(), nonce: u64(), writes: rand() < 0.5, serverUs: u64() };
+    case 1:
+      return { kind: "synced", writer: hexWriter(), nonce: u64(), dataGroup: u64() };
+    case 2:
+      return { kind: "pong", writer: hexWriter(), id: int(2 ** 32), clientUs: u64(), serverUs: u64() };
+    case 3:
+      return { kind: "refused", writer: hexWriter(), code: int(65536), message: text(int(60)) };
+    case 4:
+      return { kind: "busState", code: int(256) };
+    case 5:
+      return { kind: "deviceLost", reason: text(int(30)) };
+    case 6:
+      return { kind: "deviceRestored" };
+    default:
+      return { kind: "bye", reason: text(int(30)) };
+  }
+}
+
+function randomWriterMsg() {
+  switch (int(3)) {
+    case 0:
+      return { kind: "data", payload: bytes(int(40)) };
+    case 1:
+      return { kind: "sync", nonce: u64() };
+    default:
+      return { kind: "ping", id: int(2 ** 32), clientUs: u64() };
+  }
+}
+
+// Valid encodings with a few bytes changed, cut or appended, random bytes, and plausible
+// heads (a known kind, a string length around the limits).
+function mutate(b) {
+  let out = b;
+  const edits = int(4);
+  for (let i = 0; i < edits && out.length > 0; i++) {
+    const op = int(3);
+    if (op === 0) out[int(out.length)] = int(256);
+    else if (op === 1) out = out.subarray(0, int(out.length));
+    else out = new Uint8Array([...out, ...bytes(int(4))]);
+  }
+  return out;
+}
+
+function relayInput(encodeValid) {
+  const mode = int(3);
+  if (mode === 0) return bytes(int(97));
+  if (mode === 1) {
+    const b = bytes(int(96) + 1);
+    b[0] = int(10);
+    if (b.length > 1) b[1] = pick([0, 1, 16, 63, 64, 0x44, 0x40, int(256)]);
+    return b;
+  }
+  return mutate(encodeValid().slice());
+}
+
+test(`relay decoders are total on ${CASES} random inputs each (${seedNote})`, () => {
+  const outcomes = { ctl: [0, 0], writer: [0, 0] };
+  for (let i = 0; i < CASES; i++) {
+    for (const [name, decode, encode, valid] of [
+      ["ctl", xoq.decodeCtl, xoq.encodeCtl, () => xoq.encodeCtl(randomCtl())],
+      ["writer", xoq.decodeWriterMsg, xoq.encodeWriterMsg, () => xoq.encodeWriterMsg(randomWriterMsg())],
+    ]) {
+      const input = relayInput(valid);
+      try {
+        const m = decode(input);
+        outcomes[name][0]++;
+        // Anything accepted re-encodes to bytes that decode the same (varints may have been
+        // non-minimal, so the bytes themselves may differ).
+        assert.deepEqual(decode(encode(m)), m);
+      } catch (e) {
+        if (!(e instanceof xoq.CodecError)) {
+          assert.fail(`${name} decode(${Buffer.from(input).toString("hex")}) threw ${e?.name}: ${e?.message} (${seedNote})`);
+        }
+        outcomes[name][1]++;
+      }
+    }
+  }
+  for (const [name, [ok, refused]] of Object.entries(outcomes)) {
+    assert.ok(ok > CASES / 20, `only ${ok} ${name} inputs decoded`);
+    assert.ok(refused > CASES / 20, `only ${refused} ${name} inputs refused`);
+  }
+});
+
+test(`random relay messages round-trip (${seedNote})`, () => {
+  for (let i = 0; i < 5_000; i++) {
+    const c = randomCtl();
+    const back = xoq.decodeCtl(xoq.encodeCtl(c));
+    // Strings over 1024 UTF-8 bytes would be cut; these are shorter.
+    assert.deepEqual(back, c);
+    const w = randomWriterMsg();
+    assert.deepEqual(xoq.decodeWriterMsg(xoq.encodeWriterMsg(w)), w);
+  }
+  // A long string is cut on a character boundary and still decodes.
+  const long = xoq.decodeCtl(xoq.encodeCtl({ kind: "bye", reason: "\u{1F916}".repeat(300) }));
+  assert.equal(new TextEncoder().encode(long.reason).length, 1024);
+  assert.equal(long.reason, "\u{1F916}".repeat(256));
+});
