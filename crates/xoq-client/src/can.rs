@@ -39,14 +39,13 @@ use xoq_wire::serial::RefuseCode;
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
 use crate::conn::handshake_failed;
-use crate::link::{Identity, Link, LinkState, Reconnect, backoff};
+use crate::link::{Identity, Link, LinkState, Reconnect, attempt_timeout, backoff};
 use crate::relay::{Handlers, RelayPeer};
 use crate::rx::Inbox;
 
 /// Frames buffered on the client before the oldest are dropped.
 pub const INBOX_FRAMES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `close()` waits for the frames it sent to reach the bus.
 const CLOSE_DRAIN: Duration = Duration::from_millis(1500);
 /// Clock probes on a live session.
@@ -756,7 +755,8 @@ async fn supervise(inner: Arc<Inner>, mut run: Run) {
                 inner.inbox.close(r);
                 return;
             }
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, open_session(&inner, false)).await {
+            let limit = attempt_timeout(&inner.clock);
+            match tokio::time::timeout(limit, open_session(&inner, false)).await {
                 Ok(Ok(r)) => break r,
                 Ok(Err(e @ ClientError::Refused { .. })) => {
                     let r = e.to_string();

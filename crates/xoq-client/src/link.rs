@@ -74,11 +74,22 @@ impl Default for Reconnect {
     }
 }
 
-/// Delay before reconnect attempt `n` (0-based): at once, then quickly, then every second,
-/// so a blip heals in well under a second and a long outage costs at most a second more.
+/// Delay before reconnect attempt `n` (0-based): at once, then after short pauses. Each
+/// attempt is itself bounded ([`attempt_timeout`]), so a fresh dial goes out about once a
+/// second during an outage and the link is back within about a second after it heals
+/// (a dial that waits on its own retransmission timer could take several).
 pub fn backoff(attempt: u32) -> Duration {
-    const STEPS_MS: [u64; 5] = [0, 100, 250, 500, 1000];
+    const STEPS_MS: [u64; 3] = [0, 100, 200];
     Duration::from_millis(STEPS_MS[(attempt as usize).min(STEPS_MS.len() - 1)])
+}
+
+/// How long one reconnect attempt may take: long enough for a handshake on this link (three
+/// round trips of the slowest probe seen), never less than 800 ms.
+pub fn attempt_timeout(clock: &crate::clock::Clock) -> Duration {
+    let rtt = clock
+        .estimate()
+        .map_or(Duration::ZERO, |e| Duration::from_micros(e.rtt_us));
+    (rtt * 3).max(Duration::from_millis(800))
 }
 
 /// The state of a client's link.
@@ -272,11 +283,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_starts_at_once_and_caps_at_a_second() {
+    fn backoff_starts_at_once_and_attempts_scale_with_the_link() {
         assert_eq!(backoff(0), Duration::ZERO);
         assert!(backoff(1) > Duration::ZERO);
-        assert_eq!(backoff(4), Duration::from_secs(1));
-        assert_eq!(backoff(1000), Duration::from_secs(1));
+        assert_eq!(backoff(1000), Duration::from_millis(200));
+        let c = crate::clock::Clock::new();
+        assert_eq!(attempt_timeout(&c), Duration::from_millis(800));
+        c.add(0, 0, 600_000);
+        assert_eq!(attempt_timeout(&c), Duration::from_millis(1800));
     }
 
     #[tokio::test]

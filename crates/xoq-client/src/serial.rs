@@ -34,7 +34,7 @@ use xoq_wire::serial::{
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
 use crate::conn::handshake_failed;
-use crate::link::{Identity, Link, LinkState, Reconnect, backoff};
+use crate::link::{Identity, Link, LinkState, Reconnect, attempt_timeout, backoff};
 use crate::relay::{Handlers, RelayPeer};
 use crate::rx::RxBuffer;
 
@@ -42,8 +42,6 @@ use crate::rx::RxBuffer;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting (dial + handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long one reconnect attempt may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `close()` waits for what was written to reach the device.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 /// Clock probes on a live session.
@@ -368,8 +366,11 @@ impl RemoteSerial {
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         let nonblocking = wait.is_some_and(|w| w.is_zero());
         loop {
-            let Some(live) = self.wait_live(deadline, nonblocking).await? else {
-                return Ok(0);
+            let live = match self.wait_live(deadline, nonblocking).await {
+                Ok(Some(l)) => l,
+                // The link did not come back in time: nothing sent (yet).
+                Ok(None) | Err(ClientError::Timeout(_)) => return Ok(0),
+                Err(e) => return Err(e),
             };
             match &*live {
                 Live::P2p(p) => {
@@ -884,7 +885,8 @@ async fn supervise(inner: Arc<Inner>, mut run: Run) {
                 inner.rx.close(r);
                 return;
             }
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, open_session(&inner, false)).await {
+            let limit = attempt_timeout(&inner.clock);
+            match tokio::time::timeout(limit, open_session(&inner, false)).await {
                 Ok(Ok(r)) => break r,
                 Ok(Err(e @ ClientError::Refused { .. })) if !is_busy(&e) => {
                     let r = e.to_string();
