@@ -528,7 +528,7 @@ async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientErro
                 }),
                 notice: Box::new(move |m| {
                     if let Ctl::BusState(c) = m {
-                        let _ = state.send(BusState::from_code(c));
+                        state.send_replace(BusState::from_code(c));
                     }
                 }),
             };
@@ -683,7 +683,7 @@ async fn p2p_session(
         match msg {
             Ok(Some(ServerMsg::Frames(f))) => inner.inbox.extend(f),
             Ok(Some(ServerMsg::State(s))) => {
-                let _ = inner.state.send(s);
+                inner.state.send_replace(s);
             }
             Ok(Some(ServerMsg::Dropped(n))) => {
                 tracing::warn!("server dropped {n} frames: this client reads too slowly")

@@ -436,17 +436,18 @@ async fn rx_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<BusEvent>) {
             }
             BusEvent::State(s) => {
                 tracing::warn!(iface = %shared.name, "bus state: {s:?}");
-                let _ = shared.state.send(s);
+                // `send_replace`: `send` keeps nothing when no client is subscribed.
+                shared.state.send_replace(s);
             }
             BusEvent::Down(reason) => {
                 tracing::error!(iface = %shared.name, "interface down ({reason}); reopening");
                 // Commands queued now would reach the motors late once it is back.
                 shared.send_queue.retain(|p| p.origin == SERVER);
-                let _ = shared.state.send(BusState::Down);
+                shared.state.send_replace(BusState::Down);
             }
             BusEvent::Up => {
                 tracing::info!(iface = %shared.name, "interface is back");
-                let _ = shared.state.send(BusState::ErrorActive);
+                shared.state.send_replace(BusState::ErrorActive);
             }
         }
     }

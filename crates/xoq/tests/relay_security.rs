@@ -919,3 +919,135 @@ async fn fd_frames_on_a_classic_interface_go_as_classic_or_are_refused() {
     let _ = router.shutdown().await;
     let _ = SecretKey::generate();
 }
+
+/// The CAN server above a SocketCAN interface that misbehaves, through the backend's
+/// error-injection seam (a fake kernel on a socketpair: this machine has no SocketCAN).
+#[cfg(target_os = "linux")]
+mod socketcan_faults {
+    use super::*;
+    use xoq::device::can::socketcan::fake::FakeKernel;
+    use xoq::device::can::socketcan::{FaultPlan, SocketCanBackend};
+    use xoq::wire::can::BusState;
+
+    async fn served(
+        kernel: &Arc<FakeKernel>,
+        plan: &Arc<FaultPlan>,
+        max_age: Option<Duration>,
+        safe: &CanFrame,
+    ) -> (CanServer, Router, String) {
+        let backend = SocketCanBackend::new("can9", false)
+            .with_opener(kernel.clone())
+            .with_faults(plan.clone());
+        let server = CanServer::builder(Box::new(backend))
+            .on_disconnect(vec![safe.clone()])
+            .max_cmd_age(max_age)
+            .start()
+            .await
+            .expect("server");
+        let ep = EndpointBuilder::new()
+            .offline(true)
+            .alpns(vec![xoq::wire::can::ALPN.to_vec()])
+            .spawn()
+            .await
+            .expect("endpoint");
+        let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
+        let router = Router::builder(ep)
+            .accept(xoq::wire::can::ALPN, server.clone())
+            .spawn();
+        (server, router, addr)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bus_nobody_acks_is_retried_without_spinning_and_safety_frames_go_first() {
+        let kernel = FakeKernel::new();
+        let plan = FaultPlan::new();
+        let safe = CanFrame::from_candump("001#FFFFFFFFFFFFFFFD").expect("frame");
+        let (server, router, addr) =
+            served(&kernel, &plan, Some(Duration::from_millis(300)), &safe).await;
+        let bus = RemoteCanBus::connect(&addr, CanOptions::new().ephemeral())
+            .await
+            .expect("client");
+        // No node acknowledges: every write fails with ENOBUFS for a while.
+        plan.fail_writes(12, libc::ENOBUFS);
+        let cmd = CanFrame::new(0x101, vec![1]).expect("frame");
+        bus.send(&cmd).await.expect("queued");
+        // The client leaves while its command is stuck: the safety frame goes next, the stuck
+        // command (stale by then) never does.
+        bus.close().await;
+        let first = tokio::time::timeout(Duration::from_secs(10), kernel.read_frame())
+            .await
+            .expect("a frame reached the bus")
+            .expect("read");
+        assert_eq!(first, safe, "the safety frame jumped the queue");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = server.stats();
+        assert!(
+            s.tx_busy.load(Ordering::Relaxed) >= 1,
+            "busy sends were retried"
+        );
+        // Back-off steps, not a spin: a handful of attempts over the whole episode.
+        assert!(
+            plan.write_attempts() <= 30,
+            "{} write attempts",
+            plan.write_attempts()
+        );
+        assert_eq!(
+            s.tx_frames.load(Ordering::Relaxed),
+            1,
+            "only the safety frame went out"
+        );
+        let _ = router.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_error_is_reported_and_the_interface_comes_back() {
+        let kernel = FakeKernel::new();
+        let plan = FaultPlan::new();
+        let safe = CanFrame::from_candump("001#FFFFFFFFFFFFFFFD").expect("frame");
+        let (_server, router, addr) = served(&kernel, &plan, None, &safe).await;
+        let bus = RemoteCanBus::connect(&addr, CanOptions::new().ephemeral())
+            .await
+            .expect("client");
+        // The interface goes away (bus-off needing a restart, `ip link set down`).
+        plan.fail_reads(1, libc::ENETDOWN);
+        kernel
+            .deliver(&CanFrame::new(0x5, vec![1]).expect("f"))
+            .await
+            .expect("deliver");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while bus.state() != BusState::Down {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the client was not told"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Reopened with back-off; frames flow again both ways.
+        kernel.wait_opens(2).await;
+        while bus.state() != BusState::ErrorActive {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the interface did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let f = CanFrame::new(0x6, vec![2]).expect("f");
+        kernel.deliver(&f).await.expect("deliver");
+        let got = bus
+            .recv_timeout(Duration::from_secs(5))
+            .await
+            .expect("recv")
+            .expect("a frame after the reopen");
+        assert_eq!(got.frame, f);
+        let out = CanFrame::new(0x7, vec![3]).expect("f");
+        bus.send(&out).await.expect("send");
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), kernel.read_frame())
+                .await
+                .expect("sent in time")
+                .expect("read"),
+            out
+        );
+        let _ = router.shutdown().await;
+    }
+}
