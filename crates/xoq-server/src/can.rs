@@ -41,6 +41,9 @@ use crate::safety::{Action, ControllerId, Drop as Dropped, Safety};
 pub const CLIENT_QUEUE_FRAMES: usize = 16 * 1024;
 /// Frames buffered for the bus before the oldest are dropped.
 pub const SEND_QUEUE_FRAMES: usize = 4096;
+/// How long a stopping server keeps its relay broadcast up after `Ctl::Bye`, so the goodbye
+/// reaches the clients before the broadcast is retracted.
+const BYE_GRACE: Duration = Duration::from_millis(200);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client that closes cleanly waits for its queued frames to reach the bus.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
@@ -782,6 +785,11 @@ impl CanServer {
                     tracing::warn!("relay state: {e}");
                 }
             }
+            // The queue closes only in `stop`: tell the relay clients now, rather than
+            // leaving them to notice the retracted broadcast.
+            bridge.notice(&Ctl::Bye("the server is stopping".into()));
+            // Retracting the broadcast at once would overtake the goodbye on its way.
+            tokio::time::sleep(BYE_GRACE).await;
         };
         let inp = async {
             loop {

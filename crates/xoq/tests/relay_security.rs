@@ -706,6 +706,43 @@ async fn sigterm_sends_the_disable_frames_and_observers_see_the_motors_disabled(
     let _ = CMD_DISABLE;
 }
 
+/// A relay client learns that the server stopped from the server itself (`Ctl::Bye`), not
+/// only later from the retracted broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_says_goodbye_to_relay_clients() {
+    let relay = relay(None).await;
+    let root = root(&relay, None);
+    let server = CanServer::builder(Box::new(VirtualBackend::new("t-bye")))
+        .on_disconnect(vec![CanFrame::new(0x1, vec![0]).expect("frame")])
+        .start()
+        .await
+        .expect("server");
+    let _bridge = can_bridge(&server, &root, "xoq-can-bye").await;
+    let bus = RemoteCanBus::connect(
+        &address(&root, "xoq-can-bye", None),
+        CanOptions::new().ephemeral(),
+    )
+    .await
+    .expect("client");
+    assert!(bus.link().is_up());
+    let mut link = bus.link().watch();
+    server.stop(Duration::from_secs(1)).await;
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let xoq::client::LinkState::Reconnecting { reason, .. }
+            | xoq::client::LinkState::Closed(reason) = &*link.borrow_and_update()
+            {
+                return reason.clone();
+            }
+            link.changed().await.expect("link watch");
+        }
+    })
+    .await
+    .expect("the client noticed the server stopping");
+    assert!(reason.contains("stopping"), "told by the server: {reason}");
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_dated_commands_are_dropped_and_counted() {
     use xoq::wire::can::{ClientMsg, ServerMsg, VERSION};
