@@ -330,6 +330,12 @@ async fn a_relay_with_an_auth_key_admits_only_valid_tokens_for_the_path() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let err = open(Some(short)).await.expect_err("expired token");
     assert!(err.to_string().contains("credentials"), "{err}");
+    // A token for the right path signed by another key (a forgery) is refused.
+    let other = auth::load_or_create_key(&dir.path().join("other.jwk")).expect("other key");
+    let p = vec!["anon/echo".to_string()];
+    let forged = auth::mint(&other, &p, &p, None).expect("mint");
+    let err = open(Some(forged)).await.expect_err("token signed by another key");
+    assert!(err.to_string().contains("credentials"), "{err}");
     // A token minted by the CLI for this path works end to end.
     let out = std::process::Command::new(xoq_bin())
         .args([
