@@ -254,8 +254,16 @@ impl MoqSession {
     /// Close the session gracefully.
     pub async fn close(self) {
         self.watcher.abort();
-        let _ = self.conn.close().await;
-        self.client.close().await;
+        let _ = self.conn.clone().close().await;
+        self.client.clone().close().await;
+    }
+}
+
+impl Drop for MoqSession {
+    fn drop(&mut self) {
+        // The watcher holds a clone of the connection, and moq-tokio keeps redialing while
+        // any clone lives: without this a dropped session would redial for ever.
+        self.watcher.abort();
     }
 }
 

@@ -106,14 +106,61 @@ pub fn main_with_name(alias: Option<&str>) -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
-        // Our crates at the requested level; dependencies quieter (they log per packet at debug).
-        format!("warn,xoq={filter},xoq_server={filter},xoq_client={filter},xoq_transport={filter},xoq_device={filter}")
-    });
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log_directives(filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The tracing directives for `--log`: a level applies to our crates, and dependencies stay
+/// a step quieter (their warnings about UDP buffers, development certificates or closed
+/// streams are not for the user to act on) until `debug`; directives (`xoq=debug,iroh=info`)
+/// are taken as written, over a quiet default.
+fn log_directives(filter: &str) -> String {
+    const OURS: [&str; 6] = [
+        "xoq",
+        "xoq_server",
+        "xoq_client",
+        "xoq_transport",
+        "xoq_device",
+        "xoq_media",
+    ];
+    let level = filter.trim().to_ascii_lowercase();
+    let deps = match level.as_str() {
+        "off" => "off",
+        "error" | "warn" | "info" => "error",
+        "debug" => "warn",
+        "trace" => "debug",
+        _ => return format!("error,{filter}"),
+    };
+    let ours: Vec<String> = OURS.iter().map(|c| format!("{c}={level}")).collect();
+    format!("{deps},{}", ours.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn log_levels_keep_dependencies_quiet_until_debug() {
+        assert!(log_directives("info").starts_with("error,xoq=info,"));
+        assert!(log_directives("error").starts_with("error,xoq=error,"));
+        assert!(log_directives("debug").starts_with("warn,xoq=debug,"));
+        assert_eq!(log_directives("iroh=info"), "error,iroh=info");
+        // Every directive string parses.
+        for f in [
+            "info",
+            "warn",
+            "error",
+            "debug",
+            "trace",
+            "off",
+            "xoq=debug,iroh=warn",
+        ] {
+            tracing_subscriber::EnvFilter::try_new(log_directives(f)).expect(f);
+        }
+    }
 }
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
