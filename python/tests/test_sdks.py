@@ -134,10 +134,16 @@ def test_damiao_mit_loop_drives_the_simulated_openarm(openarm):
                 msg = bus.recv(timeout=0.0001)
             next_at += period
             time.sleep(max(0.0, next_at - time.monotonic()))
-        # 750 periods in 1.5 s; allow a loaded CI machine to miss a quarter of them.
-        assert sent >= 560, f"loop too slow: {sent} commands in 1.5 s"
-        # Every command got its reply (late ones were still read within the next period).
-        assert replies >= sent - 2, (sent, replies)
+        # How many periods the loop kept is the machine's business (`xoq bench` measures the
+        # rate); what is asserted is that every command was answered, in time or late.
+        assert sent > 0
+        while replies < sent:
+            msg = bus.recv(timeout=2)
+            assert msg is not None, f"{sent - replies} of {sent} commands never answered"
+            if msg.arbitration_id == 0x11:
+                replies += 1
+                last = feedback_position(msg.data)
+        assert replies == sent, (sent, replies)
         assert last is not None and abs(last - target) < 0.05, last
 
         bus.send(can.Message(arbitration_id=0x01, data=DISABLE, is_extended_id=False, is_fd=True))

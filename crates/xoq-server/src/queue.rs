@@ -173,19 +173,35 @@ mod tests {
 
     #[tokio::test]
     async fn block_policy_waits_for_space_and_loses_nothing() {
-        let q = std::sync::Arc::new(ByteQueue::with_policy(4, Overflow::Block));
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let q = ByteQueue::with_policy(4, Overflow::Block);
         q.push_wait(Bytes::from_static(b"abcd")).await;
-        let q2 = q.clone();
-        let producer = tokio::spawn(async move { q2.push_wait(Bytes::from_static(b"ef")).await });
-        tokio::task::yield_now().await;
+        let held = |q: &ByteQueue| q.inner.lock().map(|i| i.bytes).unwrap_or(usize::MAX);
+        let mut producer = std::pin::pin!(q.push_wait(Bytes::from_static(b"ef")));
+        // The producer runs (polled here, not left to a scheduler), finds the queue full and
+        // waits: it is pending and has pushed nothing.
         assert!(
-            !producer.is_finished(),
+            producer
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending(),
             "a full queue makes the producer wait"
         );
+        assert_eq!(held(&q), 4, "a waiting producer pushed nothing");
         let mut out = Vec::new();
         q.pop_all(&mut out).await.expect("data");
-        producer.await.expect("producer");
-        q.pop_all(&mut out).await.expect("data");
+        assert_eq!(out, [Bytes::from_static(b"abcd")]);
+        // The pop made space and said so: the waiting producer completes, and its bytes
+        // arrive after the first ones.
+        tokio::time::timeout(std::time::Duration::from_secs(5), producer)
+            .await
+            .expect("the producer completes once there is space");
+        assert_eq!(held(&q), 2);
+        tokio::time::timeout(std::time::Duration::from_secs(5), q.pop_all(&mut out))
+            .await
+            .expect("the producer's bytes arrive")
+            .expect("data");
         let all: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(all, b"abcdef");
         assert_eq!(q.take_dropped(), 0);

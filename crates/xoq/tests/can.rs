@@ -54,13 +54,12 @@ fn node(bus: &str) -> OpenCan {
     VirtualBackend::new(bus).open().expect("node")
 }
 
-async fn next_frame_opt(n: &mut OpenCan) -> Option<TimedFrame> {
-    loop {
-        match n.rx.recv().await {
-            Some(BusEvent::Frame(f)) => return Some(f),
-            Some(_) => continue,
-            None => return None,
-        }
+/// Poll `cond` until it holds; fail after `limit`.
+async fn wait_until(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -178,6 +177,7 @@ async fn receive_own_and_filters() {
 struct RelayBridge {
     relay: xoq::transport::relay::RelayHandle,
     root: url::Url,
+    server: CanServer,
     bridge: tokio::task::JoinHandle<()>,
     addr: String,
 }
@@ -206,6 +206,7 @@ async fn relay_bridge(bus: &str, path: &str) -> RelayBridge {
     RelayBridge {
         relay,
         root,
+        server,
         bridge,
         addr,
     }
@@ -248,9 +249,9 @@ async fn every_moq_writer_is_read_at_once() {
     let RelayBridge {
         relay,
         root,
+        server,
         bridge,
         addr,
-        ..
     } = relay_bridge("t-writers", "xoq-can-w").await;
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -292,10 +293,23 @@ async fn every_moq_writer_is_read_at_once() {
         let f = next_frame(&mut dev).await.frame;
         seen.entry(f.id).or_default().push(f.data[0]);
     }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), next_frame_opt(&mut dev))
-            .await
-            .is_err(),
+    // The server read every frame of the writer that never synced, and dropped each one
+    // (counted, never submitted to the bus).
+    let replay_dropped = || {
+        server
+            .relay_stats()
+            .replay_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the unsynced writer's frames to be read",
+        || replay_dropped() >= 10,
+    )
+    .await;
+    assert_eq!(
+        replay_dropped(),
+        10,
         "nothing from the writer that never synced"
     );
     for id in [0x100, 0x101, 0x102] {
@@ -306,7 +320,8 @@ async fn every_moq_writer_is_read_at_once() {
         );
     }
 
-    // A writer leaving does not disturb the others.
+    // A writer leaving does not disturb the others. Its frame is also the next one on the
+    // bus: nothing of the unsynced writer is queued before it.
     let first = clients.remove(0);
     first.close().await;
     let f = CanFrame::new(0x101, vec![99]).expect("frame");

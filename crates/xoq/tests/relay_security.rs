@@ -334,7 +334,9 @@ async fn a_relay_with_an_auth_key_admits_only_valid_tokens_for_the_path() {
     let other = auth::load_or_create_key(&dir.path().join("other.jwk")).expect("other key");
     let p = vec!["anon/echo".to_string()];
     let forged = auth::mint(&other, &p, &p, None).expect("mint");
-    let err = open(Some(forged)).await.expect_err("token signed by another key");
+    let err = open(Some(forged))
+        .await
+        .expect_err("token signed by another key");
     assert!(err.to_string().contains("credentials"), "{err}");
     // A token minted by the CLI for this path works end to end.
     let out = std::process::Command::new(xoq_bin())

@@ -472,27 +472,164 @@ fn demo_self_check_passes() {
     assert!(stdout.contains("MoQ  ok   6/6 servos"), "{stdout}");
 }
 
+/// Files that match [`key_material`] on purpose, with the reason. Empty: nothing in the
+/// tree needs it today.
+const KEY_LOOKALIKES: &[(&str, &str)] = &[];
+
+/// Why `text` (the content of `path`) looks like a secret key, if it does.
+fn key_material(path: &str, text: &str) -> Option<&'static str> {
+    // An endpoint identity: 64 hex characters (`xoq_transport::key`).
+    let t = text.trim();
+    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some("a 64-hex secret (an endpoint key file)");
+    }
+    // PEM: `-----BEGIN PRIVATE KEY-----`, `… RSA PRIVATE KEY-----`, `… OPENSSH PRIVATE KEY-----`.
+    if text.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with("-----BEGIN ") && l.ends_with("PRIVATE KEY-----")
+    }) {
+        return Some("a PEM private key block");
+    }
+    // A JWK with secret material: `k` (symmetric, the relay's signing key) or `d` (private
+    // part of an EC/RSA/OKP key), as a whole JSON file or embedded in another file.
+    if path.ends_with(".json") || path.ends_with(".jwk") || text.contains("\"kty\"") {
+        let mut objects = Vec::new();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+            objects.push(v);
+        }
+        for (i, _) in text.match_indices("\"kty\"") {
+            if let Some(v) = enclosing_json_object(text, i) {
+                objects.push(v);
+            }
+        }
+        if objects.iter().any(has_secret_jwk) {
+            return Some("a JWK with a secret (\"k\" or \"d\")");
+        }
+    }
+    None
+}
+
+/// Whether `v` is, or contains, a JWK (an object with `kty`) holding a non-empty `k` or `d`.
+fn has_secret_jwk(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(o) => {
+            let secret = |f: &str| {
+                o.get(f)
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|s| !s.is_empty())
+            };
+            (o.contains_key("kty") && (secret("k") || secret("d")))
+                || o.values().any(has_secret_jwk)
+        }
+        serde_json::Value::Array(a) => a.iter().any(has_secret_jwk),
+        _ => false,
+    }
+}
+
+/// The innermost JSON object around byte `at` of `text`, if it parses.
+fn enclosing_json_object(text: &str, at: usize) -> Option<serde_json::Value> {
+    let open = text[..at].rfind('{')?;
+    let mut depth = 0usize;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return serde_json::from_str(&text[open..=open + i]).ok();
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A JWK as JSON text, built at run time so that this file does not itself contain one.
+fn jwk(fields: &[(&str, &str)]) -> String {
+    let o: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::Value::Object(o).to_string()
+}
+
+#[test]
+fn key_material_is_recognised_by_content() {
+    let hex = "3f".repeat(32);
+    assert!(key_material("a.txt", &format!("{hex}\n")).is_some());
+    assert!(key_material("a.txt", &"3f".repeat(31)).is_none());
+    let pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n";
+    assert!(key_material("x.pem", pem).is_some());
+    let public = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n";
+    assert!(key_material("x.pem", public).is_none());
+    let (kty, secret, private) = ("kty", "k", "d");
+    let oct = jwk(&[(kty, "oct"), ("alg", "HS256"), (secret, "c2VjcmV0")]);
+    assert!(key_material("relay.jwk", &oct).is_some());
+    assert!(key_material("notes.md", &format!("key:\n```json\n{oct}\n```\n")).is_some());
+    let okp = jwk(&[
+        (kty, "OKP"),
+        ("crv", "Ed25519"),
+        ("x", "11qY"),
+        (private, "nWGx"),
+    ]);
+    let set = format!(r#"{{"keys":[{okp}]}}"#);
+    assert!(key_material("keys.json", &set).is_some());
+    let public_jwk = jwk(&[(kty, "OKP"), ("crv", "Ed25519"), ("x", "11qY")]);
+    assert!(key_material("pub.json", &public_jwk).is_none());
+    assert!(key_material("Cargo.lock", "checksum = \"00ff\"\n").is_none());
+}
+
 #[test]
 fn no_private_key_is_committed() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::process::Command::new("git")
-        .args(["ls-files"])
+        .args(["ls-files", "-z", "--cached"])
         .current_dir(&root)
         .output()
-        .expect("git ls-files");
-    let files = String::from_utf8_lossy(&out.stdout);
-    for f in files.lines() {
-        assert!(!f.ends_with(".key"), "key file committed: {f}");
-        let p = root.join(f);
-        if let Ok(text) = std::fs::read_to_string(&p) {
-            // A key file is exactly 64 hex characters.
-            let t = text.trim();
-            assert!(
-                !(t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())),
-                "{f} looks like a private key"
-            );
+        .unwrap_or_else(|e| {
+            panic!("cannot run git ({e}): this test needs git and a checkout of the repository")
+        });
+    assert!(
+        out.status.success(),
+        "`git ls-files` failed in {} ({}): this test needs a checkout of the repository\n{}",
+        root.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<String> = out
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "Cargo.toml"),
+        "`git ls-files` listed no Cargo.toml: not this repository's checkout"
+    );
+    let mut found = Vec::new();
+    for f in &files {
+        if KEY_LOOKALIKES.iter().any(|(p, _)| p == f) {
+            continue;
+        }
+        if f.ends_with(".key") || f.ends_with(".jwk") {
+            found.push(format!("{f}: a key file by its name"));
+            continue;
+        }
+        // Unreadable (deleted in the work tree) or binary: not a text key.
+        let Ok(text) = std::fs::read_to_string(root.join(f)) else {
+            continue;
+        };
+        if let Some(why) = key_material(f, &text) {
+            found.push(format!("{f}: {why}"));
         }
     }
+    assert!(
+        found.is_empty(),
+        "key material in the repository (allowlist a public test vector in KEY_LOOKALIKES, \
+         with the reason):\n{}",
+        found.join("\n")
+    );
     let gitignore = std::fs::read_to_string(root.join(".gitignore")).expect(".gitignore");
     assert!(gitignore.lines().any(|l| l.trim() == "*.key"));
 }

@@ -138,6 +138,30 @@ fn log_directives(filter: &str) -> String {
     format!("{deps},{}", ours.join(","))
 }
 
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Id(a) => common::id(a),
+        Command::Relay(a) => relay::run(a).await,
+        Command::Token(a) => relay::token(a),
+        Command::SerialServer(a) => serial::server(a).await,
+        Command::FakeSerialServer(a) => serial::fake_server(a).await,
+        Command::SerialPty(a) => pty::run(a).await,
+        Command::SerialClient(a) => serial::client(a).await,
+        Command::CanServer(a) => can::server(a).await,
+        Command::FakeCanServer(a) => can::fake_server(a).await,
+        Command::CanClient(a) => can::client(a).await,
+        Command::CanBridge(a) => can::bridge(a).await,
+        Command::CameraServer(a) => camera::server(a).await,
+        Command::CameraClient(a) => camera::client(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
+        Command::Vectors => {
+            print!("{}", vectors::json()?);
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::log_directives;
@@ -159,30 +183,6 @@ mod tests {
             "xoq=debug,iroh=warn",
         ] {
             tracing_subscriber::EnvFilter::try_new(log_directives(f)).expect(f);
-        }
-    }
-}
-
-async fn run(cmd: Command) -> anyhow::Result<()> {
-    match cmd {
-        Command::Id(a) => common::id(a),
-        Command::Relay(a) => relay::run(a).await,
-        Command::Token(a) => relay::token(a),
-        Command::SerialServer(a) => serial::server(a).await,
-        Command::FakeSerialServer(a) => serial::fake_server(a).await,
-        Command::SerialPty(a) => pty::run(a).await,
-        Command::SerialClient(a) => serial::client(a).await,
-        Command::CanServer(a) => can::server(a).await,
-        Command::FakeCanServer(a) => can::fake_server(a).await,
-        Command::CanClient(a) => can::client(a).await,
-        Command::CanBridge(a) => can::bridge(a).await,
-        Command::CameraServer(a) => camera::server(a).await,
-        Command::CameraClient(a) => camera::client(a).await,
-        Command::Demo(a) => demo::run(a).await,
-        Command::Bench(a) => bench::run(a).await,
-        Command::Vectors => {
-            print!("{}", vectors::json()?);
-            Ok(())
         }
     }
 }
