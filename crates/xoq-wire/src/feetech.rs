@@ -3,7 +3,9 @@
 //! Instruction: `FF FF id len instr params… chk`; status: `FF FF id len err params… chk`;
 //! `len` = params + 2; `chk` = `!(id + len + instr_or_err + Σparams)`. Used by the demo's
 //! self-check, benchmarks and the browser pages' test vectors; the simulator in xoq-device
-//! parses the same format.
+//! parses and answers with these functions ([`checksum`], [`put_packet`]).
+
+use bytes::BufMut;
 
 use crate::DecodeError;
 
@@ -13,6 +15,12 @@ pub const PING: u8 = 0x01;
 pub const READ: u8 = 0x02;
 /// WRITE instruction (addr, data…).
 pub const WRITE: u8 = 0x03;
+/// REG_WRITE instruction (addr, data…): stored until [`ACTION`].
+pub const REG_WRITE: u8 = 0x04;
+/// ACTION instruction: apply the writes stored by [`REG_WRITE`].
+pub const ACTION: u8 = 0x05;
+/// RESET instruction.
+pub const RESET: u8 = 0x06;
 /// SYNC_READ instruction (addr, len, ids…).
 pub const SYNC_READ: u8 = 0x82;
 /// SYNC_WRITE instruction (addr, len, then id + data per servo).
@@ -28,18 +36,36 @@ pub const TORQUE_ENABLE: u8 = 40;
 /// Address of Model_Number (2 bytes; 777 for STS3215).
 pub const MODEL_NUMBER: u8 = 3;
 
-fn checksum(bytes: &[u8]) -> u8 {
-    !bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b))
+/// Most params one packet carries: the length byte holds params + 2.
+pub const MAX_PARAMS: usize = 253;
+
+fn byte_sum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b))
 }
 
-/// Encode an instruction packet. Params longer than 253 bytes are truncated (the length
-/// byte cannot express more).
+/// Protocol checksum of a packet's bytes after the header (`id len instr_or_err params…`):
+/// the bitwise NOT of their wrapping byte sum.
+pub fn checksum(bytes: &[u8]) -> u8 {
+    !byte_sum(bytes)
+}
+
+/// Append one packet to `buf`: an instruction (`code` = the instruction) or a status packet
+/// (`code` = the error bits), which share a layout. Params longer than [`MAX_PARAMS`] are
+/// truncated (the length byte cannot express more).
+pub fn put_packet(buf: &mut impl BufMut, id: u8, code: u8, params: &[u8]) {
+    let params = &params[..params.len().min(MAX_PARAMS)];
+    // At most MAX_PARAMS + 2 = 255, so the cast is exact.
+    let len = params.len() as u8 + 2;
+    buf.put_slice(&[0xFF, 0xFF, id, len, code]);
+    buf.put_slice(params);
+    let sum = byte_sum(&[id, len, code]).wrapping_add(byte_sum(params));
+    buf.put_u8(!sum);
+}
+
+/// Encode an instruction packet. Params longer than [`MAX_PARAMS`] are truncated.
 pub fn instruction(id: u8, instr: u8, params: &[u8]) -> Vec<u8> {
-    let params = &params[..params.len().min(253)];
-    let mut p = Vec::with_capacity(params.len() + 6);
-    p.extend_from_slice(&[0xFF, 0xFF, id, params.len() as u8 + 2, instr]);
-    p.extend_from_slice(params);
-    p.push(checksum(&p[2..]));
+    let mut p = Vec::with_capacity(params.len().min(MAX_PARAMS) + 6);
+    put_packet(&mut p, id, instr, params);
     p
 }
 
@@ -108,6 +134,29 @@ mod tests {
         assert_eq!((s.id, s.error, s.params.len(), n), (1, 0, 0, 7));
     }
 
+    #[test]
+    fn checksum_snapshot() {
+        assert_eq!(checksum(&[0x01, 0x02, 0x01]), 0xFB);
+        // The sum wraps: 0xFE + 0x04 + 0x03 + 0xFF + 0xFF = 0x303.
+        assert_eq!(checksum(&[0xFE, 0x04, 0x03, 0xFF, 0xFF]), 0xFC);
+        assert_eq!(checksum(&[]), 0xFF);
+    }
+
+    #[test]
+    fn put_packet_appends_status_packets() {
+        // A status packet after other bytes: READ of Model_Number answered with 777 (0x0309).
+        let mut out = vec![0xAA];
+        put_packet(&mut out, 1, 0, &[0x09, 0x03]);
+        assert_eq!(out, [0xAA, 0xFF, 0xFF, 0x01, 0x04, 0x00, 0x09, 0x03, 0xEE]);
+        // Params past MAX_PARAMS are cut so the length byte stays truthful.
+        let mut long = Vec::new();
+        put_packet(&mut long, 2, 0, &[7; MAX_PARAMS + 5]);
+        assert_eq!(long.len(), MAX_PARAMS + 6);
+        assert_eq!(long[3], 0xFF);
+        let (s, n) = decode_status(&long).expect("status");
+        assert_eq!((s.id, s.params.len(), n), (2, MAX_PARAMS, long.len()));
+    }
+
     proptest! {
         #[test]
         fn decoder_total(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -124,6 +173,20 @@ mod tests {
             let (s, n) = decode_status(&p).expect("decodes");
             prop_assert_eq!(n, p.len());
             prop_assert_eq!(s, Status { id, error: err, params });
+        }
+
+        #[test]
+        fn checksum_closes_every_packet(
+            id: u8,
+            code: u8,
+            params in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut p = Vec::new();
+            put_packet(&mut p, id, code, &params);
+            prop_assert_eq!(&p, &instruction(id, code, &params));
+            prop_assert_eq!(p.len(), params.len().min(MAX_PARAMS) + 6);
+            let (chk, body) = p[2..].split_last().expect("non-empty");
+            prop_assert_eq!(checksum(body), *chk);
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod camera;
 pub mod can;
 pub mod coding;
+pub mod damiao;
 pub mod feetech;
 pub mod frame;
 pub mod relay;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use iroh::protocol::Router;
 use xoq::can::{CanFrame, CanOptions, CanServer, RemoteCanBus};
-use xoq::device::sim::damiao::{CMD_DISABLE, CMD_ENABLE, MotorModel, decode_feedback, encode_mit};
 use xoq::transport::p2p::EndpointBuilder;
 use xoq::wire::can::ALPN;
+use xoq::wire::damiao::{CMD_DISABLE, CMD_ENABLE, MotorModel, decode_feedback, encode_mit};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

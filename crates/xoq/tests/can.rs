@@ -11,15 +11,13 @@ use iroh::SecretKey;
 use iroh::protocol::Router;
 use xoq::client::can::{CanOptions, RemoteCanBus};
 use xoq::device::can::{BusEvent, CanBackend, OpenCan, SimCanBackend, VirtualBackend};
-use xoq::device::sim::damiao::{
-    self, CMD_DISABLE, CMD_ENABLE, MotorModel, decode_feedback, encode_mit,
-};
 use xoq::server::can::{CanServer, CanServerBuilder};
 use xoq::transport::RelayUrl;
 use xoq::transport::moq::{MoqSession, Redial};
 use xoq::transport::p2p::{Allowlist, EndpointBuilder};
 use xoq::transport::relay::RelayConfig;
 use xoq::wire::can::{ALPN, CanFrame, ClientMsg, ServerMsg, TimedFrame, VERSION};
+use xoq::wire::damiao::{self, CMD_DISABLE, CMD_ENABLE, MotorModel, decode_feedback, encode_mit};
 
 struct Served {
     server: CanServer,

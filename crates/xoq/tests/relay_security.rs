@@ -18,13 +18,13 @@ use xoq::client::ClientError;
 use xoq::client::can::{CanOptions, RemoteCanBus};
 use xoq::client::serial::{RemoteSerial, SerialOptions};
 use xoq::device::can::{BusEvent, CanBackend, OpenCan, SimCanBackend, VirtualBackend};
-use xoq::device::sim::damiao::{CMD_DISABLE, CMD_ENABLE, STATE_DISABLED, decode_feedback};
 use xoq::server::can::CanServer;
 use xoq::transport::moq::{DATA_TRACK, MoqSession, ReaderEvent, Redial};
 use xoq::transport::p2p::EndpointBuilder;
 use xoq::transport::relay::{RelayConfig, RelayHandle};
 use xoq::transport::{RelayUrl, auth};
 use xoq::wire::can::{CanFrame, TimedFrame, encode_track_frame};
+use xoq::wire::damiao::{CMD_DISABLE, CMD_ENABLE, STATE_DISABLED, decode_feedback};
 use xoq::wire::feetech;
 use xoq::wire::relay::{CTL_TRACK, Ctl, WriterMsg};
 
@@ -686,8 +686,7 @@ async fn sigterm_sends_the_disable_frames_and_observers_see_the_motors_disabled(
     loop {
         match bus.recv_timeout(Duration::from_secs(5)).await {
             Ok(Some(f)) if (0x11..=0x18).contains(&f.frame.id) => {
-                let model =
-                    xoq::device::sim::damiao::OPENARM_MOTORS[(f.frame.id - 0x11) as usize].2;
+                let model = xoq::wire::damiao::OPENARM_MOTORS[(f.frame.id - 0x11) as usize].2;
                 let fb = decode_feedback(model, &f.frame.data).expect("feedback");
                 if fb.state == STATE_DISABLED {
                     disabled.insert(f.frame.id);

@@ -113,7 +113,7 @@ impl CanTx for SimTx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::damiao::CMD_ENABLE;
+    use xoq_wire::damiao::CMD_ENABLE;
 
     #[tokio::test]
     async fn enable_gets_feedback_on_the_master_id() {

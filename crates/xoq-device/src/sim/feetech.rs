@@ -8,7 +8,8 @@
 //! It speaks Feetech "protocol 0" closely enough for the vendor `scservo_sdk` and LeRobot's
 //! Feetech bus: PING, READ, WRITE, REG_WRITE/ACTION, SYNC_READ, SYNC_WRITE and RESET, over a
 //! 256-byte control table per servo with STS3215 defaults, plus first-order position dynamics
-//! (speed-limited, optionally acceleration-limited moves toward the goal).
+//! (speed-limited, optionally acceleration-limited moves toward the goal). Packet framing and
+//! checksums are [`xoq_wire::feetech`]'s.
 //!
 //! Choices where the real servo's behaviour is unknown or unhelpful for a simulation:
 //! - A READ or SYNC_READ that reaches past address 255, or whose reply would exceed the
@@ -28,6 +29,13 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use xoq_wire::feetech::{
+    ACTION as INST_ACTION, BROADCAST as BROADCAST_ID, MAX_PARAMS, PING as INST_PING,
+    READ as INST_READ, REG_WRITE as INST_REG_WRITE, RESET as INST_RESET,
+    SYNC_READ as INST_SYNC_READ, SYNC_WRITE as INST_SYNC_WRITE, WRITE as INST_WRITE, checksum,
+    put_packet,
+};
+
 /// Model number an STS3215 reports at address 3; hosts identify the servo type by it.
 pub const STS3215_MODEL: u16 = 777;
 
@@ -35,7 +43,6 @@ pub const STS3215_MODEL: u16 = 777;
 pub const SO101_IDS: [u8; 6] = [1, 2, 3, 4, 5, 6];
 
 const HEADER: u8 = 0xFF;
-const BROADCAST_ID: u8 = 0xFE;
 /// Highest id a servo can hold: 0xFE is broadcast and 0xFF would look like a header byte.
 const MAX_SERVO_ID: u8 = 0xFD;
 /// Largest LEN field accepted, the same limit the vendor SDK applies to packets it receives.
@@ -49,15 +56,6 @@ const RX_BUFFER_MAX: usize = 1024;
 const RX_CHUNK: usize = RX_BUFFER_MAX - MAX_PACKET;
 /// Reply bytes one `write` call may produce (about 0.3 s of line time at 1 Mbaud).
 const MAX_OUTPUT_PER_WRITE: usize = 32 * 1024;
-
-const INST_PING: u8 = 0x01;
-const INST_READ: u8 = 0x02;
-const INST_WRITE: u8 = 0x03;
-const INST_REG_WRITE: u8 = 0x04;
-const INST_ACTION: u8 = 0x05;
-const INST_RESET: u8 = 0x06;
-const INST_SYNC_READ: u8 = 0x82;
-const INST_SYNC_WRITE: u8 = 0x83;
 
 const TABLE_LEN: usize = 256;
 const ADDR_FIRMWARE_MAJOR: usize = 0;
@@ -625,23 +623,11 @@ fn read_range(addr: u8, len: u8) -> Option<Range<usize>> {
 
 /// Append a status packet (error 0) unless it would exceed `limit`; true if appended.
 fn push_status(out: &mut Vec<u8>, limit: usize, id: u8, params: &[u8]) -> bool {
-    let Ok(len) = u8::try_from(params.len() + 2) else {
-        return false;
-    };
-    if out.len() + params.len() + 6 > limit {
+    if params.len() > MAX_PARAMS || out.len() + params.len() + 6 > limit {
         return false;
     }
-    let start = out.len();
-    out.extend_from_slice(&[HEADER, HEADER, id, len, 0]);
-    out.extend_from_slice(params);
-    let chk = checksum(out.get(start + 2..).unwrap_or_default());
-    out.push(chk);
+    put_packet(out, id, 0, params);
     true
-}
-
-/// Protocol checksum: bitwise NOT of the wrapping byte sum of everything after the header.
-fn checksum(bytes: &[u8]) -> u8 {
-    !bytes.iter().fold(0u8, |sum, &b| sum.wrapping_add(b))
 }
 
 fn decode_sign_magnitude(raw: u16, sign_bit: u32) -> i32 {

@@ -264,8 +264,8 @@ pub(crate) async fn transact(
 /// Enable and disable every OpenArm motor through `addr`; report the feedback round trip.
 async fn check_arm(addr: &str) -> anyhow::Result<String> {
     use xoq_client::can::{CanOptions, RemoteCanBus};
-    use xoq_device::sim::damiao::{CMD_DISABLE, CMD_ENABLE};
     use xoq_wire::can::CanFrame;
+    use xoq_wire::damiao::{CMD_DISABLE, CMD_ENABLE};
     let bus = RemoteCanBus::connect(addr, CanOptions::new().offline(true)).await?;
     let mut rtts = Vec::new();
     for cmd in [CMD_ENABLE, CMD_DISABLE] {

@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use xoq_device::sim::damiao::{self, CMD_DISABLE, CMD_ENABLE, CMD_SET_ZERO, Feedback, MotorModel};
 use xoq_wire::can::{CanFrame, TimedFrame, encode_track_frame};
+use xoq_wire::damiao::{self, CMD_DISABLE, CMD_ENABLE, CMD_SET_ZERO, Feedback, MotorModel};
 use xoq_wire::feetech;
 
 fn hex(b: &[u8]) -> String {
