@@ -1,5 +1,5 @@
 // Damiao DM-series motors (the OpenArm's joints) in MIT mode, as LeRobot's DamiaoMotorsBus
-// and xoq's simulator (crates/xoq-device/src/sim/damiao.rs) speak it. Scaling is done the
+// and xoq (crates/xoq-wire/src/damiao.rs, used by the simulator) speak it. Scaling is done the
 // simulator's way (float32 inputs, double arithmetic, truncation), so commands built here
 // are bit-identical to the Rust ones; the unit tests compare against its vectors.
 
