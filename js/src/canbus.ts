@@ -10,7 +10,7 @@ import { LinkClosedError, type NoticeEvent, type RelaySession } from "./session.
 
 /** Received frames held for a slow reader before the oldest are dropped. */
 export const CAN_INBOX_FRAMES = 16384;
-/** Refusal code of the CAN protocol for "writes are off" (`WRITES_OFF`). */
+/** Refusal code for "writes off" (`RefuseCode::WritesOff`, shared by every service). */
 const WRITES_OFF = 6;
 
 /** Options of {@link openCan}. */

@@ -15,8 +15,8 @@ export const SERIAL_MAX_CHUNK = 64 * 1024;
 export const SERIAL_WRITE_WAIT_MS = 2000;
 /** Writes waiting for the link at most; more fail at once. */
 export const SERIAL_WRITES_WAITING = 256;
-/** Refusal code of the serial protocol for "not allowed" (writes off). */
-const NOT_ALLOWED = 2;
+/** Refusal code for "writes off" (`RefuseCode::WritesOff`, shared by every service). */
+const WRITES_OFF = 6;
 
 /** Options of {@link openSerial}. */
 export interface SerialOptions extends OpenOptions {
@@ -81,7 +81,7 @@ export async function openSerial(relayUrl: string | URL, path: string, opts: Ser
     {
       up: "c2s",
       down: "s2c",
-      writesOffCode: NOT_ALLOWED,
+      writesOffCode: WRITES_OFF,
       deliver: (chunk) => inbox.push(chunk),
       missing: `no serial server publishes ${path}: start one with \`xoq serial-server … --relay <url> --moq <path>\``,
     },

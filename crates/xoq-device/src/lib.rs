@@ -13,3 +13,11 @@ pub mod serial;
 pub mod sim;
 
 pub use error::DeviceError;
+
+/// Microseconds since the Unix epoch: the device's (the robot's) clock, which stamps every
+/// frame and picture end to end and which clients estimate their offset to.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

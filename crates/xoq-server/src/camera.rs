@@ -33,7 +33,7 @@ use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::MoqSession;
 use xoq_wire::camera::{CLOSE_CAMERA_FAILED, Codec, MAX_CREDIT, VideoFrame, ViewerMsg};
 
-use crate::serial::ServerError;
+use crate::ServerError;
 
 /// Frames a codec's channel holds for viewers that are momentarily busy; a viewer further
 /// behind has lagged and resumes at the next keyframe.

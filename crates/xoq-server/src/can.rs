@@ -28,11 +28,12 @@ use xoq_device::can::{BusEvent, CanBackend, CanTx, now_us};
 use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::MoqSession;
 use xoq_wire::can::{
-    BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, ServerMsg, TimedFrame, VERSION,
-    decode_track_frame, encode_track_frame, filters_accept, refuse_code,
+    BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, RefuseCode, ServerMsg, TimedFrame, VERSION,
+    decode_track_frame, encode_track_frame, filters_accept,
 };
 use xoq_wire::relay::Ctl;
 
+use crate::ServerError;
 use crate::queue::ItemQueue;
 use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
 use crate::safety::{Action, ControllerId, Drop as Dropped, Safety};
@@ -51,18 +52,6 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 pub const STOP_DRAIN: Duration = Duration::from_millis(500);
 /// Origin of frames the server sends itself (safety frames).
 const SERVER: ControllerId = 0;
-
-/// Errors starting a CAN server.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CanServerError {
-    /// The interface could not be opened.
-    #[error(transparent)]
-    Device(#[from] DeviceError),
-    /// The configuration cannot work.
-    #[error("{0}")]
-    Config(String),
-}
 
 /// Counters, for logs, tests and benchmarks.
 #[derive(Debug, Default)]
@@ -136,9 +125,9 @@ impl CanServerBuilder {
     }
 
     /// Open the interface and start serving it.
-    pub async fn start(self) -> Result<CanServer, CanServerError> {
+    pub async fn start(self) -> Result<CanServer, ServerError> {
         if self.deadman.is_some() && self.on_disconnect.is_empty() {
-            return Err(CanServerError::Config(
+            return Err(ServerError::Config(
                 "a deadman needs on-disconnect frames: give --on-disconnect <file> with the frames to send when it trips".into(),
             ));
         }
@@ -601,13 +590,13 @@ impl CanServer {
                 ..
             }))) => {
                 if version != VERSION {
-                    refuse(&mut send, refuse_code::VERSION, format!("protocol version {version} not supported (server speaks {VERSION}); upgrade the older side")).await;
+                    refuse(&mut send, RefuseCode::Version, format!("protocol version {version} not supported (server speaks {VERSION}); upgrade the older side")).await;
                     return;
                 }
                 if !interface.is_empty() && interface != shared.name {
                     refuse(
                         &mut send,
-                        refuse_code::INTERFACE_UNAVAILABLE,
+                        RefuseCode::Unavailable,
                         format!("this endpoint serves {}, not {interface}", shared.name),
                     )
                     .await;
@@ -692,7 +681,7 @@ impl CanServer {
                         let refused = shared.submit(frames, id);
                         if refused.fd > 0 {
                             let msg = ServerMsg::Error {
-                                code: refuse_code::UNSUPPORTED,
+                                code: RefuseCode::Unsupported.to_code(),
                                 count: refused.fd,
                                 message: shared.fd_refusal_message(refused.fd),
                             };
@@ -752,7 +741,6 @@ impl CanServer {
                 down: "state",
                 up: "cmd",
                 writes: shared.relay_writes,
-                writes_off_code: refuse_code::WRITES_OFF,
             },
             Arc::new(move || ids_from.next_id.fetch_add(1, Ordering::Relaxed)),
             shared.relay_stats.clone(),
@@ -807,7 +795,7 @@ impl CanServer {
                                 if refused.fd > 0
                                     && let Some(w) = writer_names.get(&id)
                                 {
-                                    bridge.refuse(w, refuse_code::UNSUPPORTED, shared.fd_refusal_message(refused.fd));
+                                    bridge.refuse(w, RefuseCode::Unsupported.to_code(), shared.fd_refusal_message(refused.fd));
                                 }
                             }
                             Err(_) => {
@@ -841,11 +829,14 @@ impl CanServer {
     }
 }
 
-async fn refuse(send: &mut iroh::endpoint::SendStream, code: u16, message: String) {
+async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
     let mut out = BytesMut::new();
-    ServerMsg::Refused { code, message }.encode(&mut out);
-    let _ = send.write_all(&out).await;
-    let _ = send.finish();
+    ServerMsg::Refused {
+        code: code.to_code(),
+        message,
+    }
+    .encode(&mut out);
+    crate::session::send_final(send, &out).await;
 }
 
 /// A P2P session's sink and controller: removed when the session ends, however it ends.

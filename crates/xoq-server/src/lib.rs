@@ -10,9 +10,13 @@
 
 pub mod camera;
 pub mod can;
+mod error;
 pub mod queue;
 pub mod relay;
 pub mod safety;
 pub mod serial;
+mod session;
+
+pub use error::ServerError;
 
 pub use serial::{SerialServer, SerialServerBuilder};

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use xoq_device::now_us;
 use xoq_transport::TransportError;
 use xoq_transport::moq::{DATA_TRACK, MoqSession, TrackWriter, WriterEvent, broadcast};
 use xoq_wire::relay::{CTL_TRACK, Ctl, WriterMsg};
@@ -37,8 +38,6 @@ pub struct BridgeConfig {
     pub up: &'static str,
     /// Whether relay writers may write to the device (`--moq-writes on`).
     pub writes: bool,
-    /// Refusal code sent when writes are off (the service's code for it).
-    pub writes_off_code: u16,
 }
 
 /// What the bridge hands to the service.
@@ -195,12 +194,6 @@ fn write_ctl(ctl: &Mutex<TrackWriter>, msg: &Ctl) {
     }
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 struct Link {
     data: Arc<Mutex<TrackWriter>>,
     ctl: Arc<Mutex<TrackWriter>>,
@@ -342,7 +335,7 @@ async fn run(
                                 &link.ctl,
                                 &Ctl::Refused {
                                     writer: writer.clone(),
-                                    code: cfg.writes_off_code,
+                                    code: xoq_wire::RefuseCode::WritesOff.to_code(),
                                     message: "this server does not accept writes through the relay (started with --moq-writes off, the default); connect P2P, or restart it with --moq-writes on behind a relay that checks tokens".into(),
                                 },
                             );

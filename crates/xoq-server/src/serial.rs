@@ -43,6 +43,7 @@ use xoq_wire::serial::{
 
 use crate::queue::{ByteQueue, Overflow};
 use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
+use xoq_device::now_us;
 
 /// Bytes buffered per client between the device and the network before the oldest are dropped.
 pub const CLIENT_QUEUE_BYTES: usize = 1 << 20;
@@ -62,17 +63,7 @@ const STALLED: Duration = Duration::from_millis(100);
 /// How long a client that closes cleanly waits for its bytes to reach the device.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
-/// Errors starting a serial server.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// The device could not be opened at startup.
-    #[error(transparent)]
-    Device(#[from] DeviceError),
-    /// Relay publishing failed.
-    #[error(transparent)]
-    Transport(#[from] xoq_transport::TransportError),
-}
+pub use crate::error::ServerError;
 
 /// Configures and starts a [`SerialServer`].
 #[must_use]
@@ -712,7 +703,7 @@ impl SerialServer {
         if let Some(s) = settings
             && let Err(e) = shared.control(&Command::SetSettings(s), None).await
         {
-            refuse(&mut send, RefuseCode::BadSettings, e.clone()).await;
+            refuse(&mut send, RefuseCode::Unsupported, e.clone()).await;
             return Err(SessionError::Refused(e));
         }
         // Subscribe before Welcome: no byte the device sends after the handshake is missed.
@@ -852,7 +843,6 @@ impl SerialServer {
                 down: "s2c",
                 up: "c2s",
                 writes: shared.relay_writes,
-                writes_off_code: RefuseCode::NotAllowed.to_code(),
             },
             Arc::new(move || ids_from.next_session.fetch_add(1, Ordering::Relaxed)),
             shared.relay_stats.clone(),
@@ -915,17 +905,10 @@ fn classify(e: xoq_transport::framed::FramedError) -> SessionError {
     }
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
     let mut out = BytesMut::new();
     ServerMsg::Refused { code, message }.encode(&mut out);
-    let _ = send.write_all(&out).await;
-    let _ = send.finish();
+    crate::session::send_final(send, &out).await;
 }
 
 /// Releases the port and the client's queue when a session ends, however it ends.
@@ -960,7 +943,7 @@ impl Drop for SinkGuard {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The client was refused (busy, version, bad settings).
+    /// The client was refused (busy, version, unsupported settings).
     #[error("refused: {0}")]
     Refused(String),
     /// The client broke the protocol.

@@ -14,8 +14,10 @@ pub mod coding;
 pub mod damiao;
 pub mod feetech;
 pub mod frame;
+pub mod refuse;
 pub mod relay;
 pub mod serial;
 
 pub use coding::DecodeError;
 pub use frame::{Frame, MAX_PAYLOAD};
+pub use refuse::RefuseCode;

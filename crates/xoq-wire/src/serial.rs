@@ -213,49 +213,8 @@ pub struct Welcome {
     pub server_us: u64,
 }
 
-/// Why a server refused a session. The numeric value is the stable wire code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RefuseCode {
-    /// Another client controls the port and the server does not allow takeover.
-    Busy,
-    /// The client's endpoint id is not on the server's allowlist.
-    NotAllowed,
-    /// Incompatible protocol version.
-    Version,
-    /// The device is not available right now (unplugged); retry later.
-    DeviceUnavailable,
-    /// The requested settings cannot be applied.
-    BadSettings,
-    /// A code this version does not know.
-    Other(u16),
-}
-
-impl RefuseCode {
-    /// Stable wire code.
-    pub fn to_code(self) -> u16 {
-        match self {
-            RefuseCode::Busy => 1,
-            RefuseCode::NotAllowed => 2,
-            RefuseCode::Version => 3,
-            RefuseCode::DeviceUnavailable => 4,
-            RefuseCode::BadSettings => 5,
-            RefuseCode::Other(c) => c,
-        }
-    }
-
-    /// Inverse of [`to_code`](Self::to_code); unknown codes are kept as `Other`.
-    pub fn from_code(c: u16) -> Self {
-        match c {
-            1 => RefuseCode::Busy,
-            2 => RefuseCode::NotAllowed,
-            3 => RefuseCode::Version,
-            4 => RefuseCode::DeviceUnavailable,
-            5 => RefuseCode::BadSettings,
-            c => RefuseCode::Other(c),
-        }
-    }
-}
+/// Why a server refused a session: the codes shared by every service.
+pub use crate::refuse::RefuseCode;
 
 /// Which buffers to discard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

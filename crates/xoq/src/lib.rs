@@ -24,6 +24,11 @@ pub use xoq_server as server;
 pub use xoq_transport as transport;
 pub use xoq_wire as wire;
 
+/// Why a server could not start (every service).
+pub use xoq_server::ServerError;
+/// Why a server refused a session or a request (every service shares these codes).
+pub use xoq_wire::RefuseCode;
+
 /// Cameras: serve one ([`camera::CameraServer`]) and watch one ([`camera::RemoteCamera`]).
 pub mod camera {
     pub use xoq_client::camera::{CameraOptions, RemoteCamera};
@@ -40,7 +45,7 @@ pub mod camera {
 pub mod can {
     pub use xoq_client::can::{CanClientStats, CanOptions, RemoteCanBus};
     pub use xoq_device::can::{CanBackend, backend};
-    pub use xoq_server::can::{CanServer, CanServerBuilder, CanServerError};
+    pub use xoq_server::can::{CanServer, CanServerBuilder};
     pub use xoq_wire::can::{BusState, CanFrame, Filter, TimedFrame};
 }
 

@@ -873,7 +873,7 @@ async fn a_skewed_client_clock_is_corrected_for_the_age_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fd_frames_on_a_classic_interface_go_as_classic_or_are_refused() {
-    use xoq::wire::can::{ClientMsg, ServerMsg, VERSION, refuse_code};
+    use xoq::wire::can::{ClientMsg, RefuseCode, ServerMsg, VERSION};
     let server = CanServer::builder(Box::new(VirtualBackend::classic("t-classic")))
         .start()
         .await
@@ -943,7 +943,7 @@ async fn fd_frames_on_a_classic_interface_go_as_classic_or_are_refused() {
                 count,
                 message,
             })) => {
-                assert_eq!((code, count), (refuse_code::UNSUPPORTED, 1));
+                assert_eq!((code, count), (RefuseCode::Unsupported.to_code(), 1));
                 assert!(message.contains("classic"), "{message}");
                 break;
             }

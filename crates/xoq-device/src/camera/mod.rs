@@ -111,9 +111,5 @@ pub trait CameraSource: Send {
     fn set_mode(&mut self, req: ModeRequest) -> Result<Mode, DeviceError>;
 }
 
-/// Microseconds since the Unix epoch, the clock frames are stamped with.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+/// The clock frames are stamped with.
+pub use crate::now_us;

@@ -96,12 +96,8 @@ pub trait CanBackend: Send + Sync + 'static {
     fn open(&self) -> Result<OpenCan, DeviceError>;
 }
 
-/// Microseconds since the Unix epoch: the timestamp carried with every frame end to end.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+/// The clock every frame is stamped with, end to end.
+pub use crate::now_us;
 
 /// Open a backend by the name users type (`virtual:NAME`, `sim:openarm`, `can0[:fd]`).
 pub fn backend(spec: &str) -> Result<Box<dyn CanBackend>, DeviceError> {

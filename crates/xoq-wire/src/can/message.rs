@@ -61,20 +61,6 @@ impl BusState {
     }
 }
 
-/// Stable codes of [`ServerMsg::Refused`], numbered like the serial protocol's.
-pub mod refuse_code {
-    /// The client is not allowed to use this interface.
-    pub const NOT_ALLOWED: u16 = 2;
-    /// Incompatible protocol version.
-    pub const VERSION: u16 = 3;
-    /// The interface is missing or down; retry later.
-    pub const INTERFACE_UNAVAILABLE: u16 = 4;
-    /// The request cannot be served (e.g. CAN FD on a classic interface, unknown interface).
-    pub const UNSUPPORTED: u16 = 5;
-    /// The server does not accept writes through this path (relay writes off).
-    pub const WRITES_OFF: u16 = 6;
-}
-
 /// Messages from client to server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMsg {
@@ -126,7 +112,7 @@ pub enum ServerMsg {
     },
     /// Handshake refused; the server closes the stream after this.
     Refused {
-        /// Stable reason code (see [`refuse_code`]).
+        /// Stable reason code (a [`RefuseCode`](crate::RefuseCode) value).
         code: u16,
         /// Human-readable explanation with what to do.
         message: String,
@@ -149,7 +135,7 @@ pub enum ServerMsg {
         server_us: u64,
     },
     /// Frames this client sent were not transmitted (the session goes on): `count` frames
-    /// since the previous notice, for the reason `code` (see [`refuse_code`]) and `message`.
+    /// since the previous notice, for the reason `code` (a [`RefuseCode`](crate::RefuseCode) value) and `message`.
     Error {
         /// Stable reason code.
         code: u16,

@@ -43,10 +43,11 @@ mod message;
 mod testing;
 mod text;
 
+pub use crate::refuse::RefuseCode;
 pub use codec::{
     MAX_BATCH, TIMED_HEADER_LEN, decode_timed, decode_track_frame, encode_timed,
     encode_track_frame, timed_len, track_frame_len,
 };
 pub use filter::{Filter, MAX_FILTERS, filters_accept};
 pub use frame::{CanFrame, EFF_MAX, FrameError, SFF_MAX, TimedFrame, fd_len_round_up};
-pub use message::{ALPN, BusState, ClientMsg, ServerMsg, VERSION, refuse_code};
+pub use message::{ALPN, BusState, ClientMsg, ServerMsg, VERSION};
