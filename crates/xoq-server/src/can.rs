@@ -34,7 +34,7 @@ use xoq_wire::can::{
 use xoq_wire::relay::Ctl;
 
 use crate::ServerError;
-use crate::queue::ItemQueue;
+use crate::queue::Queue;
 use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
 use crate::safety::{Action, ControllerId, Drop as Dropped, Safety};
 
@@ -137,7 +137,7 @@ impl CanServerBuilder {
             name: self.backend.name().to_string(),
             fd: open.fd,
             sinks: Mutex::new(Vec::new()),
-            send_queue: ItemQueue::new(SEND_QUEUE_FRAMES),
+            send_queue: Queue::items(SEND_QUEUE_FRAMES),
             next_id: AtomicU64::new(1),
             stats: CanStats::default(),
             state: state_tx,
@@ -192,7 +192,7 @@ impl std::fmt::Debug for CanServer {
 
 struct Sink {
     id: u64,
-    queue: Arc<ItemQueue<TimedFrame>>,
+    queue: Arc<Queue<TimedFrame>>,
     receive_own: bool,
     filters: Arc<Mutex<Vec<Filter>>>,
 }
@@ -219,7 +219,7 @@ struct Shared {
     name: String,
     fd: bool,
     sinks: Mutex<Vec<Sink>>,
-    send_queue: ItemQueue<Pending>,
+    send_queue: Queue<Pending>,
     next_id: AtomicU64,
     stats: CanStats,
     state: watch::Sender<BusState>,
@@ -607,7 +607,7 @@ impl CanServer {
             _ => return,
         };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(ItemQueue::new(CLIENT_QUEUE_FRAMES));
+        let queue = Arc::new(Queue::items(CLIENT_QUEUE_FRAMES));
         let filters = Arc::new(Mutex::new(filters));
         shared.add_sink(Sink {
             id,
@@ -746,7 +746,7 @@ impl CanServer {
             shared.relay_stats.clone(),
         )?;
         let sink_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(ItemQueue::new(CLIENT_QUEUE_FRAMES));
+        let queue = Arc::new(Queue::items(CLIENT_QUEUE_FRAMES));
         shared.add_sink(Sink {
             id: sink_id,
             queue: queue.clone(),

@@ -1,10 +1,16 @@
-//! Bounded queues between a device and its clients.
+//! Bounded queues between a device and its clients: one type, [`Queue`], with the policy
+//! stated where each queue is made ([`Overflow`]).
 //!
-//! [`ByteQueue`] carries device bytes to one client with one of two stated policies
-//! ([`Overflow`]): *block* (the P2P controller: the device reader waits, so the kernel's own
-//! buffer and flow control apply exactly as for a local program that stops reading), or
-//! *drop-oldest* with a counter (the MoQ track: the relay side must never hold the device
-//! back). Readers wait on a `Notify`, so the first byte wakes them immediately.
+//! - *Block*: the producer waits for space. The serial P2P controller's queue: the device
+//!   reader waits, so the kernel's own buffer and flow control apply exactly as for a local
+//!   program that stops reading.
+//! - *Drop-oldest*, counted: the relay's byte stream (the relay side must never hold the
+//!   device back) and every frame queue (for robot commands and telemetry the newest are the
+//!   ones worth keeping).
+//!
+//! A byte queue ([`Queue::bytes`]) is bounded in bytes and drops only the excess of its
+//! oldest chunk; an item queue ([`Queue::items`]) is bounded in items. Readers wait on a
+//! `Notify`, so the first item wakes them immediately.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -18,58 +24,94 @@ use tokio::sync::Notify;
 pub enum Overflow {
     /// The producer waits for space.
     Block,
-    /// The oldest bytes are dropped and counted.
+    /// The oldest contents are dropped and counted.
     DropOldest,
 }
 
-/// Bounded multi-producer single-consumer queue of byte chunks.
-#[derive(Debug)]
-pub struct ByteQueue {
-    inner: Mutex<Inner>,
+/// Bounded multi-producer single-consumer queue.
+pub struct Queue<T> {
+    inner: Mutex<Inner<T>>,
     notify: Notify,
     space: Notify,
     dropped: AtomicU64,
     closed: AtomicBool,
     capacity: usize,
     policy: Overflow,
+    /// How much of the capacity an element takes (bytes of a chunk, or 1).
+    size: fn(&T) -> usize,
+    /// Drop the first `n` units of an element, keeping the rest (bytes only).
+    trim: Option<fn(&mut T, usize)>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    chunks: VecDeque<Bytes>,
-    bytes: usize,
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("capacity", &self.capacity)
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
-impl ByteQueue {
-    /// A drop-oldest queue holding at most `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
-        Self::with_policy(capacity, Overflow::DropOldest)
+struct Inner<T> {
+    items: VecDeque<T>,
+    /// Sum of `size` over `items`.
+    size: usize,
+}
+
+impl Queue<Bytes> {
+    /// A queue of byte chunks holding at most `capacity` bytes.
+    pub fn bytes(capacity: usize, policy: Overflow) -> Self {
+        Self::with(
+            capacity,
+            policy,
+            Bytes::len,
+            Some(|b: &mut Bytes, n| {
+                let _ = b.split_to(n);
+            }),
+        )
+    }
+}
+
+impl<T> Queue<T> {
+    /// A drop-oldest queue of at most `capacity` items.
+    pub fn items(capacity: usize) -> Self {
+        Self::with(capacity, Overflow::DropOldest, |_| 1, None)
     }
 
-    /// A queue of `capacity` bytes with the given overflow policy.
-    pub fn with_policy(capacity: usize, policy: Overflow) -> Self {
+    fn with(
+        capacity: usize,
+        policy: Overflow,
+        size: fn(&T) -> usize,
+        trim: Option<fn(&mut T, usize)>,
+    ) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                items: VecDeque::new(),
+                size: 0,
+            }),
             notify: Notify::new(),
             space: Notify::new(),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity,
             policy,
+            size,
+            trim,
         }
     }
 
-    /// Append a chunk following the queue's policy: wait for space (block) or drop the
-    /// oldest bytes (drop-oldest). A chunk is always accepted into an empty queue, so a chunk
-    /// larger than the capacity cannot wait forever.
-    pub async fn push_wait(&self, chunk: Bytes) {
+    /// Append following the queue's policy: wait for space (block) or drop the oldest
+    /// (drop-oldest). An element is always accepted into an empty queue, so one larger than
+    /// the capacity cannot wait forever.
+    pub async fn push_wait(&self, item: T) {
         if self.policy == Overflow::Block {
+            let n = (self.size)(&item);
             loop {
                 let space = self.space.notified();
                 let full = self
                     .inner
                     .lock()
-                    .map(|q| q.bytes > 0 && q.bytes + chunk.len() > self.capacity)
+                    .map(|q| q.size > 0 && q.size + n > self.capacity)
                     .unwrap_or(false);
                 if !full || self.closed.load(Ordering::Relaxed) {
                     break;
@@ -77,32 +119,38 @@ impl ByteQueue {
                 space.await;
             }
         }
-        self.push(chunk);
+        self.push(item);
     }
 
-    /// Append a chunk, dropping the oldest bytes beyond capacity.
-    pub fn push(&self, chunk: Bytes) {
-        if chunk.is_empty() || self.closed.load(Ordering::Relaxed) {
+    /// Append, dropping the oldest contents beyond capacity (whatever the policy: this is
+    /// the call for producers that must never wait).
+    pub fn push(&self, item: T) {
+        let n = (self.size)(&item);
+        if n == 0 || self.closed.load(Ordering::Relaxed) {
             return;
         }
         let mut dropped = 0u64;
         if let Ok(mut q) = self.inner.lock() {
-            q.bytes += chunk.len();
-            q.chunks.push_back(chunk);
-            while q.bytes > self.capacity {
-                let Some(mut front) = q.chunks.pop_front() else {
+            q.size += n;
+            q.items.push_back(item);
+            while q.size > self.capacity {
+                let Some(mut front) = q.items.pop_front() else {
                     break;
                 };
-                let excess = q.bytes - self.capacity;
-                if front.len() > excess {
-                    // Drop only the excess from the front chunk, keep its tail.
-                    let _ = front.split_to(excess);
-                    q.bytes -= excess;
-                    dropped += excess as u64;
-                    q.chunks.push_front(front);
-                } else {
-                    q.bytes -= front.len();
-                    dropped += front.len() as u64;
+                let excess = q.size - self.capacity;
+                let len = (self.size)(&front);
+                match self.trim {
+                    Some(trim) if len > excess => {
+                        // Drop only the excess from the front chunk, keep its tail.
+                        trim(&mut front, excess);
+                        q.size -= excess;
+                        dropped += excess as u64;
+                        q.items.push_front(front);
+                    }
+                    _ => {
+                        q.size -= len;
+                        dropped += len as u64;
+                    }
                 }
             }
         }
@@ -112,16 +160,25 @@ impl ByteQueue {
         self.notify.notify_one();
     }
 
-    /// Take everything queued, waiting until something is there. `None` once closed and empty.
-    pub async fn pop_all(&self, out: &mut Vec<Bytes>) -> Option<()> {
+    /// Take up to `max` elements, waiting until at least one is there. `None` once closed
+    /// and empty.
+    pub async fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> Option<()> {
         loop {
             let notified = self.notify.notified();
             if let Ok(mut q) = self.inner.lock()
-                && !q.chunks.is_empty()
+                && !q.items.is_empty()
             {
-                out.extend(q.chunks.drain(..));
-                q.bytes = 0;
-                // One producer (the device reader): a stored permit cannot be missed.
+                let n = q.items.len().min(max);
+                let size = self.size;
+                let taken: usize = q.items.iter().take(n).map(size).sum();
+                out.extend(q.items.drain(..n));
+                q.size -= taken;
+                if !q.items.is_empty() {
+                    // More remain: make sure the next call does not wait.
+                    self.notify.notify_one();
+                }
+                // One producer waits at most (the device reader): a stored permit cannot be
+                // missed.
                 self.space.notify_one();
                 return Some(());
             }
@@ -132,21 +189,41 @@ impl ByteQueue {
         }
     }
 
-    /// Discard queued bytes (reset_input_buffer).
+    /// Take everything queued, waiting until something is there. `None` once closed and
+    /// empty.
+    pub async fn pop_all(&self, out: &mut Vec<T>) -> Option<()> {
+        self.pop_batch(out, usize::MAX).await
+    }
+
+    /// Discard everything queued (reset_input_buffer).
     pub fn clear(&self) {
+        self.retain(|_| false);
+    }
+
+    /// Keep only the elements matching `pred` (e.g. drop a departed client's commands).
+    pub fn retain(&self, pred: impl FnMut(&T) -> bool) {
         if let Ok(mut q) = self.inner.lock() {
-            q.chunks.clear();
-            q.bytes = 0;
+            q.items.retain(pred);
+            let size = self.size;
+            q.size = q.items.iter().map(size).sum();
         }
         self.space.notify_one();
     }
 
-    /// Bytes dropped since the last call (and reset the counter).
+    /// Number of queued elements matching `pred`.
+    pub fn count(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        self.inner
+            .lock()
+            .map(|q| q.items.iter().filter(|x| pred(x)).count())
+            .unwrap_or(0)
+    }
+
+    /// Units dropped (bytes, or items) since the last call; resets the counter.
     pub fn take_dropped(&self) -> u64 {
         self.dropped.swap(0, Ordering::Relaxed)
     }
 
-    /// Wake the consumer (and a blocked producer) for good.
+    /// Wake the consumer (and a waiting producer) for good.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.notify.notify_one();
@@ -160,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn drops_oldest_and_counts() {
-        let q = ByteQueue::new(10);
+        let q = Queue::bytes(10, Overflow::DropOldest);
         q.push(Bytes::from_static(b"0123456789"));
         q.push(Bytes::from_static(b"abcd"));
         let mut out = Vec::new();
@@ -175,9 +252,9 @@ mod tests {
     async fn block_policy_waits_for_space_and_loses_nothing() {
         use std::future::Future;
         use std::task::{Context, Waker};
-        let q = ByteQueue::with_policy(4, Overflow::Block);
+        let q = Queue::bytes(4, Overflow::Block);
         q.push_wait(Bytes::from_static(b"abcd")).await;
-        let held = |q: &ByteQueue| q.inner.lock().map(|i| i.bytes).unwrap_or(usize::MAX);
+        let held = |q: &Queue<Bytes>| q.inner.lock().map(|i| i.size).unwrap_or(usize::MAX);
         let mut producer = std::pin::pin!(q.push_wait(Bytes::from_static(b"ef")));
         // The producer runs (polled here, not left to a scheduler), finds the queue full and
         // waits: it is pending and has pushed nothing.
@@ -209,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_reader() {
-        let q = std::sync::Arc::new(ByteQueue::new(10));
+        let q = std::sync::Arc::new(Queue::bytes(10, Overflow::DropOldest));
         let q2 = q.clone();
         let t = tokio::spawn(async move {
             let mut out = Vec::new();
@@ -221,101 +298,13 @@ mod tests {
     }
 }
 
-/// Bounded multi-producer single-consumer queue of items with a drop-oldest policy, for
-/// frames going to one client (or to the bus). The oldest items are the stalest: for robot
-/// commands and telemetry, the newest are the ones worth keeping.
-#[derive(Debug)]
-pub struct ItemQueue<T> {
-    inner: Mutex<VecDeque<T>>,
-    notify: Notify,
-    dropped: AtomicU64,
-    closed: AtomicBool,
-    capacity: usize,
-}
-
-impl<T> ItemQueue<T> {
-    /// A queue of at most `capacity` items.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            inner: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            dropped: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            capacity,
-        }
-    }
-
-    /// Append, dropping the oldest item when full.
-    pub fn push(&self, item: T) {
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Ok(mut q) = self.inner.lock() {
-            if q.len() >= self.capacity {
-                q.pop_front();
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            q.push_back(item);
-        }
-        self.notify.notify_one();
-    }
-
-    /// Take up to `max` items, waiting until at least one is there. `None` once closed.
-    pub async fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> Option<()> {
-        loop {
-            let notified = self.notify.notified();
-            if let Ok(mut q) = self.inner.lock()
-                && !q.is_empty()
-            {
-                let n = q.len().min(max);
-                out.extend(q.drain(..n));
-                if !q.is_empty() {
-                    // More remain: make sure the next call does not wait.
-                    self.notify.notify_one();
-                }
-                return Some(());
-            }
-            if self.closed.load(Ordering::Relaxed) {
-                return None;
-            }
-            notified.await;
-        }
-    }
-
-    /// Remove every queued item matching `pred` (e.g. a departed client's commands).
-    pub fn retain(&self, pred: impl FnMut(&T) -> bool) {
-        if let Ok(mut q) = self.inner.lock() {
-            q.retain(pred);
-        }
-    }
-
-    /// Items dropped since the last call.
-    pub fn take_dropped(&self) -> u64 {
-        self.dropped.swap(0, Ordering::Relaxed)
-    }
-
-    /// Number of queued items matching `pred`.
-    pub fn count(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
-        self.inner
-            .lock()
-            .map(|q| q.iter().filter(|x| pred(x)).count())
-            .unwrap_or(0)
-    }
-
-    /// Wake the consumer for good.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        self.notify.notify_one();
-    }
-}
-
 #[cfg(test)]
 mod item_tests {
     use super::*;
 
     #[tokio::test]
     async fn drop_oldest_items() {
-        let q = ItemQueue::new(2);
+        let q = Queue::items(2);
         q.push(1);
         q.push(2);
         q.push(3);

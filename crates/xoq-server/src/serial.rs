@@ -1,7 +1,7 @@
 //! The serial bridge server.
 //!
 //! Data path, device to clients: a device reader task pushes bytes into one bounded
-//! [`ByteQueue`] per client: the P2P controller's queue *blocks* (the device reader waits, so
+//! [`Queue`] per client: the P2P controller's queue *blocks* (the device reader waits, so
 //! the kernel buffer and flow control behave as for a local program that stops reading), the
 //! relay's queue drops the oldest bytes (counted) so the relay side never holds the device
 //! back.
@@ -41,7 +41,7 @@ use xoq_wire::serial::{
     VERSION, Welcome,
 };
 
-use crate::queue::{ByteQueue, Overflow};
+use crate::queue::{Overflow, Queue};
 use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
 use xoq_device::now_us;
 
@@ -278,7 +278,7 @@ struct Shared {
     device_writer: tokio::sync::Mutex<Option<SerialWriter>>,
     writes: WriteQueue,
     settings: Mutex<LineSettings>,
-    sinks: Mutex<Vec<(u64, Arc<ByteQueue>)>>,
+    sinks: Mutex<Vec<(u64, Arc<Queue<Bytes>>)>>,
     controller: Mutex<Option<Controller>>,
     events: broadcast::Sender<Event>,
     next_session: AtomicU64,
@@ -288,7 +288,7 @@ struct Shared {
 
 impl Shared {
     async fn fanout(&self, data: Bytes) {
-        let sinks: Vec<Arc<ByteQueue>> = match self.sinks.lock() {
+        let sinks: Vec<Arc<Queue<Bytes>>> = match self.sinks.lock() {
             Ok(s) => s.iter().map(|(_, q)| q.clone()).collect(),
             Err(_) => return,
         };
@@ -297,7 +297,7 @@ impl Shared {
         }
     }
 
-    fn add_sink(&self, id: u64, q: Arc<ByteQueue>) {
+    fn add_sink(&self, id: u64, q: Arc<Queue<Bytes>>) {
         if let Ok(mut s) = self.sinks.lock() {
             s.push((id, q));
         }
@@ -340,7 +340,7 @@ impl Shared {
     }
 
     /// Run a control command; `Err` carries the message for the client.
-    async fn control(&self, cmd: &Command, own_queue: Option<&ByteQueue>) -> Result<(), String> {
+    async fn control(&self, cmd: &Command, own_queue: Option<&Queue<Bytes>>) -> Result<(), String> {
         match cmd {
             Command::SetSettings(s) => {
                 // After the bytes written before it, as on a local port, unless the device
@@ -699,7 +699,7 @@ impl SerialServer {
             session,
         };
 
-        let queue = Arc::new(ByteQueue::with_policy(CLIENT_QUEUE_BYTES, Overflow::Block));
+        let queue = Arc::new(Queue::bytes(CLIENT_QUEUE_BYTES, Overflow::Block));
         if let Some(s) = settings
             && let Err(e) = shared.control(&Command::SetSettings(s), None).await
         {
@@ -848,7 +848,7 @@ impl SerialServer {
             shared.relay_stats.clone(),
         )?;
         let session_id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(ByteQueue::new(CLIENT_QUEUE_BYTES));
+        let queue = Arc::new(Queue::bytes(CLIENT_QUEUE_BYTES, Overflow::DropOldest));
         shared.add_sink(session_id, queue.clone());
         let _guard = SinkGuard {
             shared: shared.clone(),
