@@ -1,4 +1,5 @@
-//! The client's receive buffer: bytes from the device waiting for `read`.
+//! What a client has received and not yet read: one bounded buffer type, [`Inbox`], for
+//! frames (`Inbox<TimedFrame>`) and, through [`RxBuffer`], for bytes.
 //!
 //! Bounded (drop-oldest, counted), readable from async code (a `Notify`) and from blocking
 //! code (a `Condvar`, so a Python thread waits without a runtime hop).
@@ -9,65 +10,69 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// Default capacity: far more than any serial protocol leaves unread.
+/// Default capacity of a byte buffer: far more than any serial protocol leaves unread.
 pub const RX_CAPACITY: usize = 4 << 20;
 
-#[derive(Debug, Default)]
-struct State {
-    data: VecDeque<u8>,
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
     dropped: u64,
     closed: Option<String>,
 }
 
-/// Bounded receive buffer shared by the network task and readers.
+/// A bounded inbox shared by the network task (producer) and readers, drop-oldest with a
+/// counter.
 #[derive(Debug)]
-pub struct RxBuffer {
-    state: Mutex<State>,
+pub struct Inbox<T> {
+    state: Mutex<State<T>>,
     cond: Condvar,
     notify: Notify,
     capacity: usize,
 }
 
-impl Default for RxBuffer {
-    fn default() -> Self {
-        Self::new(RX_CAPACITY)
-    }
-}
-
-impl RxBuffer {
-    /// A buffer of `capacity` bytes.
+impl<T> Inbox<T> {
+    /// An inbox of at most `capacity` items.
     pub fn new(capacity: usize) -> Self {
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                dropped: 0,
+                closed: None,
+            }),
             cond: Condvar::new(),
             notify: Notify::new(),
             capacity,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// Append received bytes, dropping the oldest beyond capacity.
-    pub fn push(&self, bytes: &[u8]) {
-        {
-            let mut s = self.lock();
-            s.data.extend(bytes);
-            let over = s.data.len().saturating_sub(self.capacity);
-            if over > 0 {
-                s.data.drain(..over);
-                s.dropped += over as u64;
-            }
-        }
+    /// Wake every reader: they look again.
+    fn wake_all(&self) {
         self.cond.notify_all();
         self.notify.notify_waiters();
     }
 
-    /// Mark the stream ended; readers get `reason` once the buffer is empty.
+    /// Append items, dropping the oldest beyond capacity.
+    pub fn extend(&self, items: impl IntoIterator<Item = T>) {
+        {
+            let mut s = self.lock();
+            s.items.extend(items);
+            let over = s.items.len().saturating_sub(self.capacity);
+            if over > 0 {
+                s.items.drain(..over);
+                s.dropped += over as u64;
+            }
+        }
+        self.wake_all();
+    }
+
+    /// Mark the stream ended; readers get `reason` once the inbox is empty.
     pub fn close(&self, reason: String) {
         {
             let mut s = self.lock();
@@ -75,8 +80,7 @@ impl RxBuffer {
                 s.closed = Some(reason);
             }
         }
-        self.cond.notify_all();
-        self.notify.notify_waiters();
+        self.wake_all();
     }
 
     /// Why the stream ended, if it did.
@@ -84,62 +88,44 @@ impl RxBuffer {
         self.lock().closed.clone()
     }
 
-    /// Bytes ready to read.
-    pub fn available(&self) -> usize {
-        self.lock().data.len()
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
     }
 
-    /// Bytes dropped because nobody read them in time.
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Items dropped because nobody read them in time.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
     }
 
-    /// Discard everything buffered.
+    /// Discard everything waiting.
     pub fn clear(&self) {
-        self.lock().data.clear();
+        self.lock().items.clear();
     }
 
-    /// Wake every blocked reader (they look again, and return 0 on a timed read): lets a
-    /// caller cancel a read from another thread.
+    /// Wake every blocked reader (they look again, and return nothing on a timed read):
+    /// lets a caller cancel a read from another thread.
     pub fn wake(&self) {
-        self.cond.notify_all();
-        self.notify.notify_waiters();
+        self.wake_all();
     }
 
-    fn take(s: &mut State, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(s.data.len());
-        for (dst, src) in buf.iter_mut().zip(s.data.drain(..n)) {
-            *dst = src;
-        }
-        n
-    }
-
-    /// Take what is there without waiting (may be 0).
-    pub fn try_read(&self, buf: &mut [u8]) -> Result<usize, String> {
-        let mut s = self.lock();
-        if s.data.is_empty()
-            && let Some(r) = &s.closed
-        {
-            return Err(r.clone());
-        }
-        Ok(Self::take(&mut s, buf))
-    }
-
-    /// Wait until at least one byte is there (or `timeout` passes: `Ok(0)`), then take up to
-    /// `buf.len()`. `None` waits forever. Blocking: call from a plain thread.
-    pub fn read_blocking(
+    /// Blocking: wait until `take` gets something from a non-empty inbox, or `timeout`
+    /// passes (`Ok(None)`; `None` waits forever). `Err` once closed and empty.
+    fn take_blocking<R>(
         &self,
-        buf: &mut [u8],
         timeout: Option<Duration>,
-    ) -> Result<usize, String> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
+        mut take: impl FnMut(&mut VecDeque<T>) -> R,
+    ) -> Result<Option<R>, String> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut s = self.lock();
         loop {
-            if !s.data.is_empty() {
-                return Ok(Self::take(&mut s, buf));
+            if !s.items.is_empty() {
+                return Ok(Some(take(&mut s.items)));
             }
             if let Some(r) = &s.closed {
                 return Err(r.clone());
@@ -152,7 +138,7 @@ impl RxBuffer {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Ok(0);
+                        return Ok(None);
                     }
                     match self.cond.wait_timeout(s, d - now) {
                         Ok((g, _)) => g,
@@ -163,17 +149,15 @@ impl RxBuffer {
         }
     }
 
-    /// Async: wait until at least one byte is there, then take up to `buf.len()`.
-    pub async fn read(&self, buf: &mut [u8]) -> Result<usize, String> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
+    /// Async: wait until the inbox is non-empty, then `take` from it. `Err` once closed and
+    /// empty.
+    async fn take<R>(&self, mut take: impl FnMut(&mut VecDeque<T>) -> R) -> Result<R, String> {
         loop {
             let notified = self.notify.notified();
             {
                 let mut s = self.lock();
-                if !s.data.is_empty() {
-                    return Ok(Self::take(&mut s, buf));
+                if !s.items.is_empty() {
+                    return Ok(take(&mut s.items));
                 }
                 if let Some(r) = &s.closed {
                     return Err(r.clone());
@@ -181,6 +165,120 @@ impl RxBuffer {
             }
             notified.await;
         }
+    }
+
+    /// Blocking: the next item, waiting up to `timeout` (`None` = forever). `Ok(None)` on
+    /// timeout, `Err` once closed and empty.
+    pub fn pop_blocking(&self, timeout: Option<Duration>) -> Result<Option<T>, String> {
+        self.take_blocking(timeout, |q| q.pop_front())
+            .map(Option::flatten)
+    }
+
+    /// Async: the next item.
+    pub async fn pop(&self) -> Result<T, String> {
+        loop {
+            if let Some(x) = self.take(|q| q.pop_front()).await? {
+                return Ok(x);
+            }
+        }
+    }
+}
+
+/// The byte stream from a device waiting for `read`: an [`Inbox`] of bytes with
+/// read-into-a-buffer calls (pyserial's `read(n)` semantics are built on these).
+#[derive(Debug)]
+pub struct RxBuffer(Inbox<u8>);
+
+impl Default for RxBuffer {
+    fn default() -> Self {
+        Self::new(RX_CAPACITY)
+    }
+}
+
+/// Move up to `buf.len()` bytes from the front of `q` into `buf`.
+fn take_into(q: &mut VecDeque<u8>, buf: &mut [u8]) -> usize {
+    let n = buf.len().min(q.len());
+    for (dst, src) in buf.iter_mut().zip(q.drain(..n)) {
+        *dst = src;
+    }
+    n
+}
+
+impl RxBuffer {
+    /// A buffer of `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        Self(Inbox::new(capacity))
+    }
+
+    /// Append received bytes, dropping the oldest beyond capacity.
+    pub fn push(&self, bytes: &[u8]) {
+        self.0.extend(bytes.iter().copied());
+    }
+
+    /// Mark the stream ended; readers get `reason` once the buffer is empty.
+    pub fn close(&self, reason: String) {
+        self.0.close(reason);
+    }
+
+    /// Why the stream ended, if it did.
+    pub fn closed(&self) -> Option<String> {
+        self.0.closed()
+    }
+
+    /// Bytes ready to read.
+    pub fn available(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Bytes dropped because nobody read them in time.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped()
+    }
+
+    /// Discard everything buffered.
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+
+    /// Wake every blocked reader (they look again, and return 0 on a timed read): lets a
+    /// caller cancel a read from another thread.
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+
+    /// Take what is there without waiting (may be 0).
+    pub fn try_read(&self, buf: &mut [u8]) -> Result<usize, String> {
+        let mut s = self.0.lock();
+        if s.items.is_empty()
+            && let Some(r) = &s.closed
+        {
+            return Err(r.clone());
+        }
+        Ok(take_into(&mut s.items, buf))
+    }
+
+    /// Wait until at least one byte is there (or `timeout` passes: `Ok(0)`), then take up to
+    /// `buf.len()`. `None` waits forever. Blocking: call from a plain thread.
+    pub fn read_blocking(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<usize, String> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .0
+            .take_blocking(timeout, |q| take_into(q, buf))?
+            .unwrap_or(0))
+    }
+
+    /// Async: wait until at least one byte is there, then take up to `buf.len()`.
+    pub async fn read(&self, buf: &mut [u8]) -> Result<usize, String> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.0.take(|q| take_into(q, buf)).await
     }
 }
 
@@ -214,137 +312,24 @@ mod tests {
     }
 }
 
-/// A bounded inbox of items (CAN frames) readable from async and blocking code, drop-oldest
-/// with a counter, like [`RxBuffer`] for bytes.
-#[derive(Debug)]
-pub struct Inbox<T> {
-    state: Mutex<InboxState<T>>,
-    cond: Condvar,
-    notify: Notify,
-    capacity: usize,
-}
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
 
-#[derive(Debug)]
-struct InboxState<T> {
-    items: VecDeque<T>,
-    dropped: u64,
-    closed: Option<String>,
-}
-
-impl<T> Inbox<T> {
-    /// An inbox of at most `capacity` items.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            state: Mutex::new(InboxState {
-                items: VecDeque::new(),
-                dropped: 0,
-                closed: None,
-            }),
-            cond: Condvar::new(),
-            notify: Notify::new(),
-            capacity,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, InboxState<T>> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Append items, dropping the oldest beyond capacity.
-    pub fn extend(&self, items: impl IntoIterator<Item = T>) {
-        {
-            let mut s = self.lock();
-            s.items.extend(items);
-            let over = s.items.len().saturating_sub(self.capacity);
-            if over > 0 {
-                s.items.drain(..over);
-                s.dropped += over as u64;
-            }
-        }
-        self.cond.notify_all();
-        self.notify.notify_waiters();
-    }
-
-    /// Mark the stream ended.
-    pub fn close(&self, reason: String) {
-        {
-            let mut s = self.lock();
-            if s.closed.is_none() {
-                s.closed = Some(reason);
-            }
-        }
-        self.cond.notify_all();
-        self.notify.notify_waiters();
-    }
-
-    /// Why the stream ended, if it did.
-    pub fn closed(&self) -> Option<String> {
-        self.lock().closed.clone()
-    }
-
-    /// Items waiting.
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
-    /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Items dropped because nobody read them in time.
-    pub fn dropped(&self) -> u64 {
-        self.lock().dropped
-    }
-
-    /// Blocking: the next item, waiting up to `timeout` (`None` = forever). `Ok(None)` on
-    /// timeout, `Err` once closed and empty.
-    pub fn pop_blocking(&self, timeout: Option<Duration>) -> Result<Option<T>, String> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut s = self.lock();
-        loop {
-            if let Some(x) = s.items.pop_front() {
-                return Ok(Some(x));
-            }
-            if let Some(r) = &s.closed {
-                return Err(r.clone());
-            }
-            s = match deadline {
-                None => match self.cond.wait(s) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                },
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(None);
-                    }
-                    match self.cond.wait_timeout(s, d - now) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    }
-                }
-            };
-        }
-    }
-
-    /// Async: the next item.
-    pub async fn pop(&self) -> Result<T, String> {
-        loop {
-            let notified = self.notify.notified();
-            {
-                let mut s = self.lock();
-                if let Some(x) = s.items.pop_front() {
-                    return Ok(x);
-                }
-                if let Some(r) = &s.closed {
-                    return Err(r.clone());
-                }
-            }
-            notified.await;
-        }
+    #[tokio::test]
+    async fn items_in_order_drop_oldest_and_close_after_drain() {
+        let inbox = Inbox::new(2);
+        inbox.extend([1, 2, 3]);
+        assert_eq!(inbox.dropped(), 1);
+        assert_eq!(inbox.pop().await, Ok(2));
+        assert_eq!(
+            inbox.pop_blocking(Some(Duration::from_millis(1))),
+            Ok(Some(3))
+        );
+        assert_eq!(inbox.pop_blocking(Some(Duration::from_millis(5))), Ok(None));
+        inbox.extend([4]);
+        inbox.close("gone".into());
+        assert_eq!(inbox.pop().await, Ok(4));
+        assert_eq!(inbox.pop().await, Err("gone".into()));
     }
 }
