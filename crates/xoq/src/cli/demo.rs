@@ -19,8 +19,11 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:4443")]
     pub listen: SocketAddr,
     /// Also publish through iroh discovery (default: loopback only, no network needed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "offline")]
     pub online: bool,
+    /// Loopback only, no discovery (the default; accepted like every command's `--offline`).
+    #[arg(long)]
+    pub offline: bool,
     /// Run the self-check and exit (used by tests and CI).
     #[arg(long)]
     pub check: bool,
@@ -38,6 +41,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         auth_public: vec![],
         auth_public_subscribe: vec![],
         auth_public_publish: vec![],
+        offline: true,
     })
     .start()
     .await

@@ -34,6 +34,10 @@ pub struct RelayArgs {
     /// Paths anonymous clients may only publish to (repeatable).
     #[arg(long = "auth-public-publish", value_name = "PATTERN")]
     pub auth_public_publish: Vec<String>,
+    /// Accepted like every command's `--offline` (also XOQ_OFFLINE=1): the relay never uses
+    /// discovery or public relays in any mode, it only answers its own clients.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Normalise moq-relay style prefixes: `anon` means `anon/**`.
