@@ -125,5 +125,14 @@ cargo run --quiet --bin xoq -- bench serial --count 300 --bulk 1048576
 cargo run --quiet --bin xoq -- bench can --count 300 --frames 5000 --seconds 0.5
 cargo run --quiet --bin xoq -- bench python --count 300 --python "$VENV/bin/python"
 cargo run --quiet --bin xoq -- bench camera --sizes 320x240 --seconds 0.5
+cargo run --quiet --bin xoq -- bench connect --count 10 --python "$VENV/bin/python"
+# Impaired links run in a private network namespace (root); about a minute together.
+if [ "$(id -u)" = 0 ]; then
+    cargo run --quiet --bin xoq -- bench link --rtts 0,50 --losses 0,1 --outages 2 --repeats 1 --count 50 \
+        --camera-sizes 320x240 --camera-seconds 1
+    cargo run --quiet --bin xoq -- bench clock --seconds 3
+else
+    echo "skipped: bench link and bench clock need root (network namespaces, nftables)" >&2
+fi
 
 log "all tests passed"

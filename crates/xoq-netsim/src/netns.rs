@@ -103,6 +103,15 @@ fn in_new_netns(cmd: &mut Command) {
     }
 }
 
+/// Makes `cmd` start in a new network namespace with [`MARKER_ENV`] set, so the child is
+/// [`inside`] one and [`nft`](crate::nft) works there. For a program (not a test) that
+/// re-executes itself isolated, e.g. `xoq bench link`; the child brings `lo` up itself
+/// (`ip link set lo up`). Needs what [`available`] checks.
+pub fn isolate_command(cmd: &mut Command) -> &mut Command {
+    in_new_netns(cmd);
+    cmd.env(MARKER_ENV, "1")
+}
+
 /// The libtest name of the running test (`module::test_fn`), read from the thread name libtest
 /// gives each test. `None` off a test thread (e.g. inside a spawned thread or Tokio worker).
 pub fn current_test() -> Option<String> {

@@ -64,15 +64,11 @@ use std::time::Duration;
 
 use xoq_wire::damiao::{
     CMD_CLEAR_ERROR, CMD_DISABLE, CMD_ENABLE, CMD_SET_ZERO, Feedback, MODE_MIT, MODE_TORQUE_POS,
-    MitCommand, OPENARM_MOTORS, PARAM_ID, PARAM_READ, PARAM_REFRESH, PARAM_SAVE, PARAM_WRITE,
-    REG_CTRL_MODE, REG_ESC_ID, REG_MST_ID, REG_PMAX, REG_TIMEOUT, REG_TMAX, REG_VMAX,
+    MitCommand, MotorModel, OPENARM_MOTORS, PARAM_ID, PARAM_READ, PARAM_REFRESH, PARAM_SAVE,
+    PARAM_WRITE, REG_CTRL_MODE, REG_ESC_ID, REG_MST_ID, REG_PMAX, REG_TIMEOUT, REG_TMAX, REG_VMAX,
     STATE_COMM_LOSS, STATE_DISABLED, STATE_ENABLED, STATE_OVER_VOLTAGE, STATE_OVERLOAD,
     TIMEOUT_UNIT, decode_mit_with, encode_feedback_with,
 };
-
-// Temporary: the benchmarks import the codec from here until they move to xoq_wire::damiao.
-// This also brings `MotorModel` into scope for this module: import it above when removing.
-pub use xoq_wire::damiao::{MotorModel, encode_mit};
 
 /// Largest data field of a CAN FD frame.
 const MAX_FD_DATA: usize = 64;
@@ -759,8 +755,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use xoq_wire::damiao::{
-        MODE_VEL, STATE_OVER_CURRENT, decode_feedback, param_request, read_register_request,
-        refresh_request, save_request, write_register_request,
+        MODE_VEL, STATE_OVER_CURRENT, decode_feedback, encode_mit, param_request,
+        read_register_request, refresh_request, save_request, write_register_request,
     };
 
     fn ms(n: u64) -> Duration {

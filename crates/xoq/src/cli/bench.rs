@@ -21,6 +21,12 @@ use xoq_transport::p2p::EndpointBuilder;
 use xoq_transport::relay::RelayConfig;
 use xoq_wire::serial::{ALPN, LineSettings};
 
+// Declared here rather than in cli/mod.rs: both belong to `xoq bench` and reuse its helpers.
+#[path = "bench_clock.rs"]
+mod bench_clock;
+#[path = "bench_link.rs"]
+mod bench_link;
+
 /// `xoq bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -90,6 +96,27 @@ pub enum BenchWhat {
         #[arg(long, env = "XOQ_PYTHON", default_value = "python3")]
         python: String,
     },
+    /// Serial and CAN round trips on impaired links (RTT x loss) vs the raw QUIC path
+    /// through the same link, resume after outages, camera under a bandwidth cap. Needs root
+    /// (runs in a private network namespace).
+    Link(bench_link::LinkArgs),
+    /// Opening a port or a bus, up to its first reply, vs the raw iroh connect + echo; idle
+    /// and with every core busy (libraries that open a bus per test need this fast).
+    Connect {
+        /// Opens per measurement.
+        #[arg(long, default_value_t = 30)]
+        count: usize,
+        /// Busy threads for the loaded half (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        load: usize,
+        /// Also measure pyserial and python-can opens with this interpreter (the xoq
+        /// package installed).
+        #[arg(long, env = "XOQ_PYTHON")]
+        python: Option<String>,
+    },
+    /// The client's estimate of the server's clock: error on loopback, symmetric, jittered
+    /// and asymmetric delays, and with a skewed client clock. Needs root, like `link`.
+    Clock(bench_clock::ClockArgs),
     /// Client half of `bench python` (run by it in a separate process).
     #[command(hide = true)]
     Client {
@@ -194,6 +221,13 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             rounds,
             python,
         } => super::bench_python::run(count, rounds, &python).await,
+        BenchWhat::Link(a) => bench_link::run(a).await,
+        BenchWhat::Connect {
+            count,
+            load,
+            python,
+        } => super::bench_connect::run(count, load, python.as_deref()).await,
+        BenchWhat::Clock(a) => bench_clock::run(a).await,
         BenchWhat::Client { serial, can, count } => {
             super::bench_python::client(serial.as_deref(), &can, count).await
         }

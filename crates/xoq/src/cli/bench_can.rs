@@ -7,12 +7,12 @@ use anyhow::Context;
 use iroh::protocol::Router;
 use xoq_client::can::{CanOptions, RemoteCanBus};
 use xoq_device::can::{BusEvent, CanBackend, SimCanBackend, VirtualBackend, now_us};
-use xoq_device::sim::damiao::{MotorModel, encode_mit};
 use xoq_server::can::CanServer;
 use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p::EndpointBuilder;
 use xoq_transport::relay::RelayConfig;
 use xoq_wire::can::{ALPN, CanFrame};
+use xoq_wire::damiao::{MotorModel, encode_mit};
 
 use super::bench::{BENCH_ALPN, EchoHandler, Lat, cpu_seconds, peak_rss_mib, summarize, us};
 

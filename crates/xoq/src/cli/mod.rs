@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_camera;
 mod bench_can;
+mod bench_connect;
 mod bench_python;
 mod camera;
 mod can;
