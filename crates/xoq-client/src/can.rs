@@ -39,7 +39,7 @@ use xoq_wire::serial::RefuseCode;
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
 use crate::conn::handshake_failed;
-use crate::link::{Identity, Link, LinkState, Reconnect, attempt_timeout, backoff};
+use crate::link::{Identity, Link, LinkState, Reconnect, redial};
 use crate::relay::{Handlers, RelayPeer};
 use crate::rx::Inbox;
 
@@ -740,32 +740,23 @@ async fn supervise(inner: Arc<Inner>, mut run: Run) {
             return;
         }
         inner.link.down(reason.clone());
-        let mut attempt = 0u32;
-        run = loop {
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
-            let down = inner.link.down_for().unwrap_or_default();
-            if down >= inner.opts.reconnect.deadline {
-                let r = format!(
-                    "{} unreachable for {:.0} s (last error: {reason}); reopen the bus once it is back",
-                    inner.peer,
-                    down.as_secs_f64()
-                );
-                inner.link.close(r.clone());
-                inner.inbox.close(r);
+        let redialed = redial(
+            &inner.link,
+            &inner.opts.reconnect,
+            &inner.clock,
+            &inner.peer,
+            "bus",
+            &reason,
+            || open_session(&inner, false),
+            |e| matches!(e, ClientError::Refused { .. }),
+        )
+        .await;
+        run = match redialed {
+            Ok(r) => r,
+            Err(why) => {
+                inner.link.close(why.clone());
+                inner.inbox.close(why);
                 return;
-            }
-            let limit = attempt_timeout(&inner.clock);
-            match tokio::time::timeout(limit, open_session(&inner, false)).await {
-                Ok(Ok(r)) => break r,
-                Ok(Err(e @ ClientError::Refused { .. })) => {
-                    let r = e.to_string();
-                    inner.link.close(r.clone());
-                    inner.inbox.close(r);
-                    return;
-                }
-                Ok(Err(e)) => tracing::debug!("reconnect attempt {attempt} failed: {e}"),
-                Err(_) => tracing::debug!("reconnect attempt {attempt} timed out"),
             }
         };
         inner.link.up();

@@ -75,21 +75,61 @@ impl Default for Reconnect {
 }
 
 /// Delay before reconnect attempt `n` (0-based): at once, then after short pauses. Each
-/// attempt is itself bounded ([`attempt_timeout`]), so a fresh dial goes out about once a
-/// second during an outage and the link is back within about a second after it heals
-/// (a dial that waits on its own retransmission timer could take several).
+/// attempt is itself bounded ([`attempt_timeout`]), so a fresh dial goes out every 0.5 s
+/// during an outage and the link is back within about that after it heals (a dial that
+/// waits on its own retransmission timer could take several seconds).
 pub fn backoff(attempt: u32) -> Duration {
-    const STEPS_MS: [u64; 3] = [0, 100, 200];
+    const STEPS_MS: [u64; 3] = [0, 100, 100];
     Duration::from_millis(STEPS_MS[(attempt as usize).min(STEPS_MS.len() - 1)])
 }
 
 /// How long one reconnect attempt may take: long enough for a handshake on this link (three
-/// round trips of the slowest probe seen), never less than 800 ms.
+/// round trips of the slowest probe seen), never less than 400 ms (a QUIC handshake on a
+/// loaded machine takes tens of milliseconds; the floor leaves room for a slow CPU).
 pub fn attempt_timeout(clock: &crate::clock::Clock) -> Duration {
     let rtt = clock
         .estimate()
         .map_or(Duration::ZERO, |e| Duration::from_micros(e.rtt_us));
-    (rtt * 3).max(Duration::from_millis(800))
+    (rtt * 3).max(Duration::from_millis(400))
+}
+
+/// Dial again until `open` gives a session, the reconnect deadline passes, or `open` fails
+/// in a way `is_final` says retrying cannot fix (a refusal). The link must already be down
+/// (its `down_for` is the deadline's clock). `Err` is the reason to close the device with.
+/// Shared by every client, so they all retry the same way. `peer` and `device` (`port`,
+/// `bus`) word the message.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn redial<R, Fut>(
+    link: &Link,
+    reconnect: &Reconnect,
+    clock: &crate::clock::Clock,
+    peer: &str,
+    device: &str,
+    last_error: &str,
+    mut open: impl FnMut() -> Fut,
+    is_final: impl Fn(&ClientError) -> bool,
+) -> Result<R, String>
+where
+    Fut: std::future::Future<Output = Result<R, ClientError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+        let down = link.down_for().unwrap_or_default();
+        if down >= reconnect.deadline {
+            return Err(format!(
+                "{peer} unreachable for {:.0} s (last error: {last_error}); reopen the {device} once it is back",
+                down.as_secs_f64()
+            ));
+        }
+        match tokio::time::timeout(attempt_timeout(clock), open()).await {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) if is_final(&e) => return Err(e.to_string()),
+            Ok(Err(e)) => tracing::debug!("reconnect attempt {attempt} failed: {e}"),
+            Err(_) => tracing::debug!("reconnect attempt {attempt} timed out"),
+        }
+    }
 }
 
 /// The state of a client's link.
@@ -286,9 +326,9 @@ mod tests {
     fn backoff_starts_at_once_and_attempts_scale_with_the_link() {
         assert_eq!(backoff(0), Duration::ZERO);
         assert!(backoff(1) > Duration::ZERO);
-        assert_eq!(backoff(1000), Duration::from_millis(200));
+        assert_eq!(backoff(1000), Duration::from_millis(100));
         let c = crate::clock::Clock::new();
-        assert_eq!(attempt_timeout(&c), Duration::from_millis(800));
+        assert_eq!(attempt_timeout(&c), Duration::from_millis(400));
         c.add(0, 0, 600_000);
         assert_eq!(attempt_timeout(&c), Duration::from_millis(1800));
     }

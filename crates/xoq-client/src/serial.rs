@@ -34,7 +34,7 @@ use xoq_wire::serial::{
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
 use crate::conn::handshake_failed;
-use crate::link::{Identity, Link, LinkState, Reconnect, attempt_timeout, backoff};
+use crate::link::{Identity, Link, LinkState, Reconnect, redial};
 use crate::relay::{Handlers, RelayPeer};
 use crate::rx::RxBuffer;
 
@@ -870,32 +870,24 @@ async fn supervise(inner: Arc<Inner>, mut run: Run) {
             return;
         }
         inner.link.down(reason.clone());
-        let mut attempt = 0u32;
-        run = loop {
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
-            let down = inner.link.down_for().unwrap_or_default();
-            if down >= inner.opts.reconnect.deadline {
-                let r = format!(
-                    "{} unreachable for {:.0} s (last error: {reason}); reopen the port once it is back",
-                    inner.peer,
-                    down.as_secs_f64()
-                );
-                inner.link.close(r.clone());
-                inner.rx.close(r);
+        let redialed = redial(
+            &inner.link,
+            &inner.opts.reconnect,
+            &inner.clock,
+            &inner.peer,
+            "port",
+            &reason,
+            || open_session(&inner, false),
+            // Busy: the server has not noticed yet that our old session is gone.
+            |e| matches!(e, ClientError::Refused { .. }) && !is_busy(e),
+        )
+        .await;
+        run = match redialed {
+            Ok(r) => r,
+            Err(why) => {
+                inner.link.close(why.clone());
+                inner.rx.close(why);
                 return;
-            }
-            let limit = attempt_timeout(&inner.clock);
-            match tokio::time::timeout(limit, open_session(&inner, false)).await {
-                Ok(Ok(r)) => break r,
-                Ok(Err(e @ ClientError::Refused { .. })) if !is_busy(&e) => {
-                    let r = e.to_string();
-                    inner.link.close(r.clone());
-                    inner.rx.close(r);
-                    return;
-                }
-                Ok(Err(e)) => tracing::debug!("reconnect attempt {attempt} failed: {e}"),
-                Err(_) => tracing::debug!("reconnect attempt {attempt} timed out"),
             }
         };
         inner.link.up();
@@ -906,7 +898,7 @@ fn is_busy(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Refused {
-            code: xoq_wire::serial::RefuseCode::Busy,
+            code: xoq_wire::RefuseCode::Busy,
             ..
         }
     )

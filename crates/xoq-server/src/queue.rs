@@ -189,6 +189,22 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Take everything queued without waiting; whether there was anything.
+    pub fn try_pop_all(&self, out: &mut Vec<T>) -> bool {
+        let taken = match self.inner.lock() {
+            Ok(mut q) if !q.items.is_empty() => {
+                out.extend(q.items.drain(..));
+                q.size = 0;
+                true
+            }
+            _ => false,
+        };
+        if taken {
+            self.space.notify_one();
+        }
+        taken
+    }
+
     /// Take everything queued, waiting until something is there. `None` once closed and
     /// empty.
     pub async fn pop_all(&self, out: &mut Vec<T>) -> Option<()> {
