@@ -912,7 +912,7 @@ pub(super) async fn run(a: LinkArgs) -> anyhow::Result<()> {
     if !outages.is_empty() {
         println!();
         println!(
-            "resume after a silent outage (forwarder drops everything), link {} ms RTT / {} % loss: time from the heal to the first completed round trip; {} runs per length, run n of N lasting n/N s longer (the heal then falls at different phases of the 1 s redial cycle); each client runs a 50 Hz control loop (a round trip started every 20 ms, answered or not); a connection idle for 6 s is closed and the clients redial",
+            "resume after a silent outage (forwarder drops everything), link {} ms RTT / {} % loss: time from the heal to the first completed round trip; {} runs per length, run n of N lasting n/N s longer (the heal then falls at different phases of the clients' redial cycle); each client runs a 50 Hz control loop (a round trip started every 20 ms, answered or not); a connection idle for 6 s is closed and the clients redial",
             a.outage_rtt,
             a.outage_loss,
             a.repeats.max(1)
