@@ -47,6 +47,19 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "build"
 cargo build --workspace --all-targets --quiet
 
+log "feature sets (each service alone builds neither OpenH264 nor moq-relay unless it needs them)"
+for features in serial can camera relay-server serial,can; do
+    cargo check --quiet -p xoq --no-default-features --features "$features"
+done
+cargo check --quiet -p xoq --no-default-features
+cargo check --quiet -p xoq-client --no-default-features
+cargo check --quiet -p xoq-server --no-default-features
+# A serial-only user must not get the relay server or the C codec.
+if cargo tree -e normal -p xoq --no-default-features --features serial --prefix none \
+    | grep -qE '^(moq-relay|openh264|axum|clap) '; then
+    echo "a serial-only build pulls in a relay server, a C codec or the CLI" >&2; exit 1
+fi
+
 log "rust tests"
 cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use iroh::Endpoint;
 use xoq_transport::p2p;
 
 use crate::ClientError;
@@ -17,13 +16,15 @@ pub(crate) async fn handshake_failed(conn: &iroh::endpoint::Connection, peer: &s
     }
 }
 
+#[cfg(feature = "camera")]
 /// Closes the connection when a client is dropped without `close()`, so the server frees
 /// the device (and runs its safety actions) at once instead of after the idle timeout.
 pub(crate) struct ConnGuard {
     pub(crate) conn: Option<iroh::endpoint::Connection>,
-    pub(crate) endpoint: Option<Endpoint>,
+    pub(crate) endpoint: Option<iroh::Endpoint>,
 }
 
+#[cfg(feature = "camera")]
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {

@@ -9,6 +9,7 @@
 //! estimate of the robot's clock), [`rx`] (bounded receive buffers).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "camera")]
 pub mod camera;
 pub mod can;
 pub mod clock;

@@ -8,6 +8,7 @@
 //! (controllers, deadman, command ages), [`queue`] (bounded queues with stated policies).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "camera")]
 pub mod camera;
 pub mod can;
 mod error;

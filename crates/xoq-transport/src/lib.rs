@@ -4,20 +4,20 @@
 //! - [`address`]: the address strings users paste (`<id>`, `<id>@ip:port`, `<relay-url>/<path>`).
 //! - [`p2p`]: iroh endpoints, offline mode, allowlists.
 //! - [`moq`]: MoQ sessions through a relay (development certificates pinned by fingerprint).
-//! - [`relay`]: the embedded moq-relay (`xoq relay`, `xoq demo`, tests).
+//!
+//! The embedded relay server and relay credentials live in `xoq-relay`, so nothing that only
+//! dials a relay builds one.
 //!
 //! Services above this crate see only QUIC streams (P2P) and MoQ origins (relay); they never
 //! configure iroh or TLS themselves.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;
-pub mod auth;
 pub mod error;
 pub mod framed;
 pub mod key;
 pub mod moq;
 pub mod p2p;
-pub mod relay;
 
 pub use address::{Address, RelayUrl, TOKEN_ENV};
 pub use error::TransportError;

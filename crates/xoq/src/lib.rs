@@ -12,14 +12,25 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, top to bottom: front ends ([`cli`]), services ([`server`], [`client`] over
-//! [`device`] backends), wire codecs ([`wire`]), transport ([`transport`]).
+//! Layers, top to bottom: front ends (the `xoq` binary), services ([`server`], [`client`]
+//! over [`device`] backends), wire codecs ([`wire`]), transport ([`transport`]).
+//!
+//! Cargo features build only what is used: `serial`, `can`, `camera` (pulls in OpenH264,
+//! built from C), `relay-server` (the embedded moq-relay and relay tokens) and `cli` (the
+//! binaries; the default, with everything). A program that only drives serial servos:
+//! `xoq = { version = "0.4", default-features = false, features = ["serial"] }`.
 
+/// The `xoq` command line (the binaries' code), not a library API: it changes with the CLI.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
 
 pub use xoq_client as client;
 pub use xoq_device as device;
+#[cfg(feature = "camera")]
 pub use xoq_media as media;
+#[cfg(feature = "relay-server")]
+pub use xoq_relay as relay;
 pub use xoq_server as server;
 pub use xoq_transport as transport;
 pub use xoq_wire as wire;
@@ -29,6 +40,7 @@ pub use xoq_server::ServerError;
 /// Why a server refused a session or a request (every service shares these codes).
 pub use xoq_wire::RefuseCode;
 
+#[cfg(feature = "camera")]
 /// Cameras: serve one ([`camera::CameraServer`]) and watch one ([`camera::RemoteCamera`]).
 pub mod camera {
     pub use xoq_client::camera::{CameraOptions, RemoteCamera};
@@ -41,6 +53,7 @@ pub mod camera {
     pub use xoq_wire::camera::{Codec, VideoFrame};
 }
 
+#[cfg(feature = "can")]
 /// CAN buses over the network: the client, the server, frames and the simulator's helpers.
 pub mod can {
     pub use xoq_client::can::{CanClientStats, CanOptions, RemoteCanBus};
@@ -49,6 +62,7 @@ pub mod can {
     pub use xoq_wire::can::{BusState, CanFrame, Filter, TimedFrame};
 }
 
+#[cfg(feature = "serial")]
 /// Serial ports over the network: the client, the server and their settings.
 pub mod serial {
     pub use xoq_client::serial::{BlockingSerial, RemoteSerial, SerialOptions};

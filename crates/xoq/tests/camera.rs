@@ -357,8 +357,8 @@ async fn damaged_frames_are_reported_and_the_stream_recovers_at_the_next_keyfram
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_broadcast_is_hang_h264_that_a_relay_viewer_decodes() {
+    use xoq::relay::RelayConfig;
     use xoq::transport::moq::MoqSession;
-    use xoq::transport::relay::RelayConfig;
     let relay = RelayConfig::ephemeral()
         .expect("port")
         .start()

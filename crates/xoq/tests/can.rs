@@ -11,11 +11,11 @@ use iroh::SecretKey;
 use iroh::protocol::Router;
 use xoq::client::can::{CanOptions, RemoteCanBus};
 use xoq::device::can::{BusEvent, CanBackend, OpenCan, SimCanBackend, VirtualBackend};
+use xoq::relay::RelayConfig;
 use xoq::server::can::{CanServer, CanServerBuilder};
 use xoq::transport::RelayUrl;
 use xoq::transport::moq::{MoqSession, Redial};
 use xoq::transport::p2p::{Allowlist, EndpointBuilder};
-use xoq::transport::relay::RelayConfig;
 use xoq::wire::can::{ALPN, CanFrame, ClientMsg, ServerMsg, TimedFrame, VERSION};
 use xoq::wire::damiao::{self, CMD_DISABLE, CMD_ENABLE, MotorModel, decode_feedback, encode_mit};
 
@@ -173,7 +173,7 @@ async fn receive_own_and_filters() {
 
 /// A relay, and a CAN server on virtual bus `bus` publishing broadcast `path` through it.
 struct RelayBridge {
-    relay: xoq::transport::relay::RelayHandle,
+    relay: xoq::relay::RelayHandle,
     root: url::Url,
     server: CanServer,
     bridge: tokio::task::JoinHandle<()>,

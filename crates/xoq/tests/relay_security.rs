@@ -18,11 +18,12 @@ use xoq::client::ClientError;
 use xoq::client::can::{CanOptions, RemoteCanBus};
 use xoq::client::serial::{RemoteSerial, SerialOptions};
 use xoq::device::can::{BusEvent, CanBackend, OpenCan, SimCanBackend, VirtualBackend};
+use xoq::relay::auth;
+use xoq::relay::{RelayConfig, RelayHandle};
 use xoq::server::can::CanServer;
+use xoq::transport::RelayUrl;
 use xoq::transport::moq::{DATA_TRACK, MoqSession, ReaderEvent, Redial};
 use xoq::transport::p2p::EndpointBuilder;
-use xoq::transport::relay::{RelayConfig, RelayHandle};
-use xoq::transport::{RelayUrl, auth};
 use xoq::wire::can::{CanFrame, TimedFrame, encode_track_frame};
 use xoq::wire::damiao::{CMD_DISABLE, CMD_ENABLE, STATE_DISABLED, decode_feedback};
 use xoq::wire::feetech;
@@ -1094,4 +1095,39 @@ mod socketcan_faults {
         );
         let _ = router.shutdown().await;
     }
+}
+
+/// A deadman with nothing to send when it trips would protect nothing: refused at start.
+#[tokio::test]
+async fn a_deadman_without_on_disconnect_frames_is_refused() {
+    let started = CanServer::builder(Box::new(VirtualBackend::new("t-deadman-cfg")))
+        .deadman(Some(Duration::from_millis(100)))
+        .start()
+        .await;
+    let Err(err) = started else {
+        panic!("a deadman alone is a configuration error");
+    };
+    assert!(err.to_string().contains("on-disconnect"), "{err}");
+}
+
+/// The old cleartext relay write token is refused with a pointer to relay tokens, instead of
+/// being accepted and ignored.
+#[test]
+fn the_cleartext_moq_cmd_token_is_refused() {
+    let home = tempfile::tempdir().expect("home");
+    let out = std::process::Command::new(xoq_bin())
+        .args([
+            "can-server",
+            "virtual:t-token",
+            "--offline",
+            "--moq-cmd-token",
+            "secret",
+        ])
+        .env("XOQ_HOME", home.path())
+        .output()
+        .expect("run xoq");
+    assert!(!out.status.success(), "the server must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--auth-key"), "points to relay tokens: {err}");
+    assert!(!err.contains("secret"), "the token is not echoed: {err}");
 }

@@ -10,10 +10,10 @@ use common::*;
 use iroh::SecretKey;
 use xoq::client::ClientError;
 use xoq::client::serial::RemoteSerial;
+use xoq::relay::RelayConfig;
 use xoq::serial::{DataBits, FlowControl, LineSettings, Parity, StopBits};
 use xoq::transport::RelayUrl;
 use xoq::transport::moq::{MoqSession, Redial};
-use xoq::transport::relay::RelayConfig;
 use xoq::wire::serial::RefuseCode;
 
 const MIB: usize = 1 << 20;

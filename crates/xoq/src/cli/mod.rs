@@ -9,10 +9,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_camera;
-mod bench_can;
-mod bench_connect;
-mod bench_python;
 mod camera;
 mod can;
 mod common;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use xoq_transport::relay::RelayConfig;
+use xoq_relay::RelayConfig;
 
 /// `xoq relay --listen 127.0.0.1:4443`.
 #[derive(Debug, Args)]
@@ -138,10 +138,10 @@ pub(super) fn token(a: TokenArgs) -> anyhow::Result<()> {
         !a.publish.is_empty() || !a.subscribe.is_empty(),
         "a token must grant something: give --publish <path> and/or --subscribe <path>"
     );
-    let key = xoq_transport::auth::load_or_create_key(&a.key)?;
+    let key = xoq_relay::auth::load_or_create_key(&a.key)?;
     println!(
         "{}",
-        xoq_transport::auth::mint(&key, &a.publish, &a.subscribe, a.expires)?
+        xoq_relay::auth::mint(&key, &a.publish, &a.subscribe, a.expires)?
     );
     Ok(())
 }

@@ -13,15 +13,15 @@ use xoq_client::camera::{CameraOptions, RemoteCamera};
 use xoq_device::camera::TestPattern;
 use xoq_media::h264::{H264Config, H264Encoder};
 use xoq_media::{ChannelOrder, VideoDecoder};
+use xoq_relay::RelayConfig;
 use xoq_server::camera::CameraServer;
 use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p::EndpointBuilder;
-use xoq_transport::relay::RelayConfig;
 use xoq_wire::camera::Codec;
 
-use super::bench::{cpu_seconds, peak_rss_mib};
+use super::common::{cpu_seconds, peak_rss_mib};
 
-const SCRIPT: &str = include_str!("bench_camera.py");
+const SCRIPT: &str = include_str!("camera.py");
 
 /// Run the Python client (cv2.VideoCapture through xoq) on `addr`; its printed figures.
 async fn python_client(python: &str, addr: &str, seconds: f64) -> anyhow::Result<Run> {

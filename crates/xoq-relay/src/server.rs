@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::TransportError;
+use xoq_transport::TransportError;
+
 use crate::auth::Policy;
 
 /// How to run the embedded relay.

@@ -17,10 +17,10 @@ use xoq_server::SerialServer;
 use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::serial::{ALPN, LineSettings};
 
-use super::bench::{peak_rss_mib, rtt_remote, summarize, us};
-use super::bench_can::{reply_rtt, serve_p2p};
+use super::common::{peak_rss_mib, rtt_remote, summarize, us};
+use super::common::{reply_rtt, serve_p2p};
 
-const SCRIPT: &str = include_str!("bench_python.py");
+const SCRIPT: &str = include_str!("python.py");
 
 /// One client's figures, parsed from its `key=value` output line.
 #[derive(Debug, Default, Clone, Copy)]

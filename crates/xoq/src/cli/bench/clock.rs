@@ -24,7 +24,7 @@ use xoq_server::SerialServer;
 use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::serial::ALPN as SERIAL_ALPN;
 
-use super::bench_link::{
+use super::link::{
     SERVER_IP, build_line, check_isolation, cpu_line, enter_namespace, forwarder, run_isolated,
 };
 

@@ -44,7 +44,7 @@ use xoq_wire::can::{ALPN as CAN_ALPN, CanFrame};
 use xoq_wire::damiao::{MotorModel, encode_mit};
 use xoq_wire::serial::ALPN as SERIAL_ALPN;
 
-use super::{BENCH_ALPN, EchoHandler, cpu_seconds, peak_rss_mib, summarize};
+use super::common::{BENCH_ALPN, EchoHandler, cpu_seconds, peak_rss_mib, summarize};
 
 /// The server's address inside the namespace.
 pub(super) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);

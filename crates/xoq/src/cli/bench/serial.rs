@@ -10,255 +10,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
-use iroh::endpoint::Connection;
-use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+use iroh::protocol::Router;
 use serialport::SerialPort;
 use xoq_client::serial::{RemoteSerial, SerialOptions};
+use xoq_relay::RelayConfig;
 use xoq_server::SerialServer;
 use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p::EndpointBuilder;
-use xoq_transport::relay::RelayConfig;
 use xoq_wire::serial::{ALPN, LineSettings};
 
-// Declared here rather than in cli/mod.rs: both belong to `xoq bench` and reuse its helpers.
-#[path = "bench_clock.rs"]
-mod bench_clock;
-#[path = "bench_link.rs"]
-mod bench_link;
-
-/// `xoq bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-/// Benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchWhat {
-    /// Serial bridge round trips and throughput vs raw iroh/MoQ.
-    Serial {
-        /// Round trips per measurement.
-        #[arg(long, default_value_t = 2000)]
-        count: usize,
-        /// Bytes per round trip.
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        /// Bytes for the throughput test.
-        #[arg(long, default_value_t = 4 << 20)]
-        bulk: usize,
-    },
-    /// CAN bridge latency, frames/s and relay fan-out vs raw iroh/MoQ.
-    Can {
-        /// Round trips per latency measurement.
-        #[arg(long, default_value_t = 2000)]
-        count: usize,
-        /// Frames per throughput measurement.
-        #[arg(long, default_value_t = 50_000)]
-        frames: usize,
-        /// MoQ subscribers for the fan-out test.
-        #[arg(long, default_value_t = 4)]
-        subscribers: usize,
-        /// Seconds of 1 kHz traffic for the fan-out test.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
-    },
-    /// Camera latency (capture -> decoded picture), frames/s and CPU per size, codec and
-    /// link, next to the raw codec cost.
-    Camera {
-        /// Picture sizes, comma-separated.
-        #[arg(long, default_value = "640x480,1280x720,1920x1080")]
-        sizes: String,
-        /// Camera frame rate.
-        #[arg(long, default_value_t = 30)]
-        fps: u32,
-        /// Seconds measured per row.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        /// Skip the relay rows (P2P only).
-        #[arg(long)]
-        no_relay: bool,
-        /// Also measure `cv2.VideoCapture` through this interpreter (xoq and OpenCV installed).
-        #[arg(long)]
-        python: Option<String>,
-    },
-    /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
-    Python {
-        /// Round trips per measurement.
-        #[arg(long, default_value_t = 2000)]
-        count: usize,
-        /// Turns per client (Rust and Python alternate; Rust also runs last).
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Interpreter with the xoq package installed.
-        #[arg(long, env = "XOQ_PYTHON", default_value = "python3")]
-        python: String,
-    },
-    /// Serial and CAN round trips on impaired links (RTT x loss) vs the raw QUIC path
-    /// through the same link, resume after outages, camera under a bandwidth cap. Needs root
-    /// (runs in a private network namespace).
-    Link(bench_link::LinkArgs),
-    /// Opening a port or a bus, up to its first reply, vs the raw iroh connect + echo; idle
-    /// and with every core busy (libraries that open a bus per test need this fast).
-    Connect {
-        /// Opens per measurement.
-        #[arg(long, default_value_t = 30)]
-        count: usize,
-        /// Busy threads for the loaded half (0: one per core).
-        #[arg(long, default_value_t = 0)]
-        load: usize,
-        /// Also measure pyserial and python-can opens with this interpreter (the xoq
-        /// package installed).
-        #[arg(long, env = "XOQ_PYTHON")]
-        python: Option<String>,
-    },
-    /// The client's estimate of the server's clock: error on loopback, symmetric, jittered
-    /// and asymmetric delays, and with a skewed client clock. Needs root, like `link`.
-    Clock(bench_clock::ClockArgs),
-    /// Client half of `bench python` (run by it in a separate process).
-    #[command(hide = true)]
-    Client {
-        /// Serial server address (omit to measure CAN only).
-        #[arg(long)]
-        serial: Option<String>,
-        /// CAN server address.
-        #[arg(long)]
-        can: String,
-        /// Round trips per measurement.
-        #[arg(long)]
-        count: usize,
-    },
-}
-
-pub(super) const BENCH_ALPN: &[u8] = b"xoq/bench-echo/1";
-
-#[derive(Debug, Clone)]
-pub(super) struct EchoHandler;
-
-impl ProtocolHandler for EchoHandler {
-    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(Some(n)) = recv.read(&mut buf).await {
-                    if send.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Latency summary of one measurement.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Lat {
-    pub(super) p50: Duration,
-    pub(super) p99: Duration,
-}
-
-pub(super) fn summarize(mut v: Vec<Duration>) -> Lat {
-    v.sort();
-    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    Lat {
-        p50: at(0.5),
-        p99: at(0.99),
-    }
-}
-
-pub(super) fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-pub(super) fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|k| k.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-pub(super) fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let u: f64 = f.get(11)?.parse().ok()?;
-            let st: f64 = f.get(12)?.parse().ok()?;
-            Some((u + st) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    match a.what {
-        BenchWhat::Serial { count, size, bulk } => serial(count, size, bulk).await,
-        BenchWhat::Can {
-            count,
-            frames,
-            subscribers,
-            seconds,
-        } => super::bench_can::run(count, frames, subscribers, seconds).await,
-        BenchWhat::Camera {
-            sizes,
-            fps,
-            seconds,
-            no_relay,
-            python,
-        } => super::bench_camera::run(&sizes, fps, seconds, !no_relay, python.as_deref()).await,
-        BenchWhat::Python {
-            count,
-            rounds,
-            python,
-        } => super::bench_python::run(count, rounds, &python).await,
-        BenchWhat::Link(a) => bench_link::run(a).await,
-        BenchWhat::Connect {
-            count,
-            load,
-            python,
-        } => super::bench_connect::run(count, load, python.as_deref()).await,
-        BenchWhat::Clock(a) => bench_clock::run(a).await,
-        BenchWhat::Client { serial, can, count } => {
-            super::bench_python::client(serial.as_deref(), &can, count).await
-        }
-    }
-}
-
-pub(super) async fn rtt_remote(
-    port: &RemoteSerial,
-    size: usize,
-    count: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    let mut buf = vec![0u8; size.max(4096)];
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count + count / 10 {
-        let t = Instant::now();
-        port.write(&payload).await?;
-        let mut got = 0;
-        while got < size {
-            got += tokio::time::timeout(Duration::from_secs(5), port.read(&mut buf[got..size]))
-                .await
-                .context("echo timed out")??;
-        }
-        // The first 10% warm up caches and congestion windows.
-        if i >= count / 10 {
-            out.push(t.elapsed());
-        }
-        anyhow::ensure!(buf[..size] == payload[..], "echo corrupted");
-    }
-    Ok(out)
-}
+use super::common::{
+    BENCH_ALPN, EchoHandler, Lat, cpu_seconds, peak_rss_mib, raw_iroh_rtt, rtt_remote, summarize,
+    us,
+};
 
 async fn bulk_remote(port: &Arc<RemoteSerial>, total: usize) -> anyhow::Result<f64> {
     let data: Arc<Vec<u8>> = Arc::new((0..total).map(|i| (i * 7 + 3) as u8).collect());
@@ -307,7 +71,7 @@ fn pty_echo() -> anyhow::Result<(String, std::thread::JoinHandle<()>, serialport
     Ok((name, t, slave))
 }
 
-async fn serial(count: usize, size: usize, bulk: usize) -> anyhow::Result<()> {
+pub(super) async fn run(count: usize, size: usize, bulk: usize) -> anyhow::Result<()> {
     let cpu0 = cpu_seconds();
     let wall0 = Instant::now();
     println!(
@@ -478,7 +242,7 @@ async fn serial(count: usize, size: usize, bulk: usize) -> anyhow::Result<()> {
 
     // The baseline again, last: run order (caches, CPU frequency, background load) must not
     // favour the bridge. The faster of the two runs is the baseline.
-    let raw2 = super::bench_can::raw_iroh_rtt(count, size).await?;
+    let raw2 = raw_iroh_rtt(count, size).await?;
     let raw_first = raw;
     let raw = if raw2.p50 < raw.p50 { raw2 } else { raw };
     let cpu = cpu_seconds() - cpu0;

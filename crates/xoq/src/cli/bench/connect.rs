@@ -28,10 +28,10 @@ use xoq_wire::can::CanFrame;
 use xoq_wire::damiao::{MotorModel, encode_mit};
 use xoq_wire::serial::{ALPN, LineSettings};
 
-use super::bench::{BENCH_ALPN, EchoHandler, Lat, summarize, us};
-use super::bench_can::serve_p2p;
+use super::common::serve_p2p;
+use super::common::{BENCH_ALPN, EchoHandler, Lat, summarize, us};
 
-const SCRIPT: &str = include_str!("bench_connect.py");
+const SCRIPT: &str = include_str!("connect.py");
 const SIZE: usize = 64;
 
 /// Busy threads on every core until dropped: a loaded machine.

@@ -3,87 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use iroh::protocol::Router;
 use xoq_client::can::{CanOptions, RemoteCanBus};
 use xoq_device::can::{BusEvent, CanBackend, SimCanBackend, VirtualBackend, now_us};
+use xoq_relay::RelayConfig;
 use xoq_server::can::CanServer;
 use xoq_transport::moq::MoqSession;
-use xoq_transport::p2p::EndpointBuilder;
-use xoq_transport::relay::RelayConfig;
-use xoq_wire::can::{ALPN, CanFrame};
-use xoq_wire::damiao::{MotorModel, encode_mit};
+use xoq_wire::can::CanFrame;
 
-use super::bench::{BENCH_ALPN, EchoHandler, Lat, cpu_seconds, peak_rss_mib, summarize, us};
-
-pub(super) async fn serve_p2p(
-    backend: Box<dyn CanBackend>,
-) -> anyhow::Result<(CanServer, Router, String)> {
-    let server = CanServer::builder(backend).start().await?;
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
-    Ok((server, router, addr))
-}
-
-/// Raw iroh echo of one frame's wire size (a 64-byte FD frame is 78 bytes on the wire).
-pub(super) async fn raw_iroh_rtt(count: usize, size: usize) -> anyhow::Result<Lat> {
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![BENCH_ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let addr: xoq_transport::Address = format!("{}@{}", ep.id(), ep.bound_sockets()[0]).parse()?;
-    let router = Router::builder(ep).accept(BENCH_ALPN, EchoHandler).spawn();
-    let cep = xoq_transport::p2p::client_endpoint(None, &addr, true).await?;
-    let conn = xoq_transport::p2p::connect(&cep, &addr, BENCH_ALPN, true).await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let payload = vec![7u8; size];
-    let mut buf = vec![0u8; size];
-    let mut v = Vec::new();
-    for i in 0..count + count / 10 {
-        let t = Instant::now();
-        send.write_all(&payload).await?;
-        recv.read_exact(&mut buf).await?;
-        if i >= count / 10 {
-            v.push(t.elapsed());
-        }
-    }
-    conn.close(0u32.into(), b"done");
-    cep.close().await;
-    let _ = router.shutdown().await;
-    Ok(summarize(v))
-}
-
-/// Command → motor reply round trips through a bus client.
-pub(super) async fn reply_rtt(bus: &RemoteCanBus, count: usize) -> anyhow::Result<Lat> {
-    let cmd = CanFrame::new(
-        0x07,
-        encode_mit(MotorModel::DM4310, 0.0, 0.0, 0.0, 0.0, 0.0).to_vec(),
-    )?;
-    let mut v = Vec::new();
-    for i in 0..count + count / 10 {
-        let t = Instant::now();
-        bus.send(&cmd).await?;
-        loop {
-            let f = bus
-                .recv_timeout(Duration::from_secs(5))
-                .await?
-                .context("motor reply timed out")?;
-            if f.frame.id == 0x17 {
-                break;
-            }
-        }
-        if i >= count / 10 {
-            v.push(t.elapsed());
-        }
-    }
-    Ok(summarize(v))
-}
+use super::common::{
+    Lat, cpu_seconds, peak_rss_mib, raw_iroh_rtt, reply_rtt, serve_p2p, summarize, us,
+};
 
 /// Bus → client frames/s over `n` interfaces at once (one server and client each).
 /// Returns (frames/s delivered, frames delivered, frames sent).

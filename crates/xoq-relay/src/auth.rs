@@ -6,7 +6,7 @@
 //! - [`Policy`]: what the embedded relay admits: sessions presenting a valid token get what
 //!   it grants; anonymous sessions get only the public patterns (nothing by default).
 //!
-//! Clients present a token as `?jwt=TOKEN` in the relay URL ([`crate::RelayUrl`]).
+//! Clients present a token as `?jwt=TOKEN` in the relay URL ([`xoq_transport::RelayUrl`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use moq_auth::{Algorithm, Claims, Key, KeyId, Pattern, Patterns, Permissions};
 
-use crate::TransportError;
+use xoq_transport::TransportError;
 
 fn key_err(path: &Path, reason: impl std::fmt::Display) -> TransportError {
     TransportError::RelayAuth(format!("relay key {}: {reason}", path.display()))
