@@ -114,6 +114,10 @@ impl MoqSession {
             url: relay.to_string(),
             reason,
         };
+        // An `http://` relay URL fetches its certificate fingerprint with reqwest, which finds
+        // no rustls provider unless one is the process default (a build without the relay
+        // server, e.g. the Python wheel, has none). Already installed is fine.
+        let _ = moq_tokio::crypto::install_default();
         let mut cfg = moq_tokio::connect::Config::default();
         // Reach a loopback relay from a loopback socket: tests never send elsewhere, and the
         // default [::]:0 dual-stack socket is refused on hosts without IPv6.
