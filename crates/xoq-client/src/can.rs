@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use iroh::{Endpoint, SecretKey};
+use iroh::SecretKey;
 use tokio::sync::watch;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
@@ -38,8 +38,8 @@ use xoq_wire::serial::RefuseCode;
 
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
-use crate::conn::handshake_failed;
-use crate::link::{Identity, Link, LinkState, Reconnect, redial};
+use crate::conn::{Dialer, End, Run, until_link_closed};
+use crate::link::{Identity, Link, Reconnect, redial};
 use crate::relay::{Handlers, RelayPeer};
 use crate::rx::Inbox;
 
@@ -214,7 +214,7 @@ struct Inner {
     link: Link,
     clock: Clock,
     live: Mutex<Option<Arc<Live>>>,
-    endpoint: Mutex<Option<Endpoint>>,
+    dialer: Dialer,
     closing: AtomicBool,
     /// A refusal the server reported, handed to the next `send`.
     refusal: Mutex<Option<String>>,
@@ -264,20 +264,9 @@ impl Drop for RemoteCanBus {
             conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
         }
         self.inner.set_live(None);
-        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take())
-            && let Ok(h) = tokio::runtime::Handle::try_current()
-        {
-            h.spawn(async move { ep.close().await });
-        }
+        self.inner.dialer.close_soon();
     }
 }
-
-enum End {
-    Lost(String),
-    Final(String),
-}
-
-type Run = tokio::task::JoinHandle<End>;
 
 impl RemoteCanBus {
     /// Connect to a remote bus by address (`<id>@ip:port`, `<id>`, or `<relay-url>/<path>`).
@@ -294,7 +283,7 @@ impl RemoteCanBus {
             link: Link::connecting(),
             clock: Clock::new(),
             live: Mutex::new(None),
-            endpoint: Mutex::new(None),
+            dialer: Dialer::new(addr.clone(), opts.identity.clone(), opts.offline),
             closing: AtomicBool::new(false),
             refusal: Mutex::new(None),
             stats: CanClientStats::default(),
@@ -493,9 +482,7 @@ impl RemoteCanBus {
         }
         self.inner.link.close("the bus was closed");
         self.inner.inbox.close("the bus was closed".into());
-        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take()) {
-            ep.close().await;
-        }
+        self.inner.dialer.close().await;
     }
 }
 
@@ -548,107 +535,60 @@ async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientErro
                 *i = name.clone();
             }
             inner.set_live(Some(Arc::new(Live::Relay { peer, own })));
-            let link = inner.link.clone();
-            Ok(tokio::spawn(async move {
-                let mut w = link.watch();
-                loop {
-                    if let LinkState::Closed(r) = &*w.borrow_and_update() {
-                        return End::Final(r.clone());
-                    }
-                    if w.changed().await.is_err() {
-                        return End::Final("the client was dropped".into());
-                    }
-                }
-            }))
+            Ok(until_link_closed(inner.link.clone()))
         }
     }
 }
 
 async fn open_p2p(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
-    let addr = &inner.addr;
-    let endpoint = {
-        let existing = inner.endpoint.lock().ok().and_then(|e| e.clone());
-        match existing {
-            Some(ep) => ep,
-            None => {
-                let secret = inner.opts.identity.secret()?;
-                let ep = p2p::client_endpoint(secret, addr, inner.opts.offline).await?;
-                if let Ok(mut e) = inner.endpoint.lock() {
-                    *e = Some(ep.clone());
-                }
-                ep
-            }
-        }
-    };
-    let conn = p2p::connect(&endpoint, addr, ALPN, inner.opts.offline).await?;
-    let peer = inner.peer.clone();
-    let t0 = local_now_us();
-    let handshake = async {
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let mut out = BytesMut::new();
-        ClientMsg::Hello {
-            version: VERSION,
-            interface: inner.opts.interface.clone(),
-            receive_own: inner.opts.receive_own,
-            fd: true,
-            filters: inner.filters(),
-        }
-        .encode(&mut out);
-        send.write_all(&out).await.map_err(|e| e.to_string())?;
-        let mut reader = FramedReader::new(recv);
-        let first = reader
-            .next(ServerMsg::decode)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((send, reader, first))
-    };
-    let (send, reader) = match handshake.await {
-        Ok((
-            send,
-            reader,
-            Some(ServerMsg::Welcome {
-                version,
-                interface,
-                fd,
-                server_us,
-            }),
-        )) => {
+    let peer = &inner.peer;
+    let mut hello = BytesMut::new();
+    ClientMsg::Hello {
+        version: VERSION,
+        interface: inner.opts.interface.clone(),
+        receive_own: inner.opts.receive_own,
+        fd: true,
+        filters: inner.filters(),
+    }
+    .encode(&mut hello);
+    let opened = inner
+        .dialer
+        .open(ALPN, &hello, ServerMsg::decode, first)
+        .await?;
+    let conn = opened.conn;
+    match opened.first {
+        ServerMsg::Welcome {
+            version,
+            interface,
+            fd,
+            server_us,
+        } => {
             if version != VERSION {
                 conn.close(p2p::CLOSE_NORMAL.into(), b"version");
                 return Err(ClientError::Connect(format!(
                     "{peer} speaks CAN protocol version {version} and this client {VERSION}: upgrade the older side"
                 )));
             }
-            inner.clock.hint(t0, server_us, local_now_us());
+            inner.clock.hint(opened.t0, server_us, local_now_us());
             if let Ok(mut i) = inner.interface.lock() {
                 *i = interface;
             }
             inner.fd.store(fd, Ordering::Relaxed);
-            (send, reader)
         }
-        Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
+        ServerMsg::Refused { code, message } => {
             conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
             return Err(ClientError::Refused {
                 code: RefuseCode::from_code(code),
                 message,
             });
         }
-        Ok((_, _, other)) => {
+        other => {
             return Err(ClientError::Connect(format!(
                 "{peer}: unexpected first message {other:?}"
             )));
         }
-        Err(_) => {
-            let e = handshake_failed(&conn, &peer).await;
-            if first {
-                endpoint.close().await;
-                if let Ok(mut ep) = inner.endpoint.lock() {
-                    *ep = None;
-                }
-            }
-            return Err(e);
-        }
-    };
+    }
+    let (send, reader) = (opened.send, opened.reader);
     let live = Arc::new(Live::P2p {
         send: tokio::sync::Mutex::new(send),
         conn: conn.clone(),

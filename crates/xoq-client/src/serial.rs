@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh::{Endpoint, SecretKey};
+use iroh::SecretKey;
 use tokio::sync::{oneshot, watch};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
@@ -33,7 +33,7 @@ use xoq_wire::serial::{
 
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
-use crate::conn::handshake_failed;
+use crate::conn::{Dialer, End, Run, until_link_closed};
 use crate::link::{Identity, Link, LinkState, Reconnect, redial};
 use crate::relay::{Handlers, RelayPeer};
 use crate::rx::RxBuffer;
@@ -170,8 +170,8 @@ struct Inner {
     link: Link,
     clock: Clock,
     live: Mutex<Option<Arc<Live>>>,
-    /// The endpoint P2P sessions are dialled from (kept across reconnects).
-    endpoint: Mutex<Option<Endpoint>>,
+    /// Where P2P sessions are dialled from (one endpoint, kept across reconnects).
+    dialer: Dialer,
     /// `close()` was called: a session end is not a drop.
     closing: AtomicBool,
 }
@@ -219,20 +219,8 @@ impl Drop for RemoteSerial {
             p.conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
         }
         self.inner.set_live(None);
-        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take())
-            && let Ok(h) = tokio::runtime::Handle::try_current()
-        {
-            h.spawn(async move { ep.close().await });
-        }
+        self.inner.dialer.close_soon();
     }
-}
-
-/// How a session ended.
-enum End {
-    /// The link dropped or the server went away: reconnect.
-    Lost(String),
-    /// For good (taken over, reopened elsewhere): tell the user.
-    Final(String),
 }
 
 impl RemoteSerial {
@@ -249,7 +237,7 @@ impl RemoteSerial {
             link: Link::connecting(),
             clock: Clock::new(),
             live: Mutex::new(None),
-            endpoint: Mutex::new(None),
+            dialer: Dialer::new(addr.clone(), opts.identity.clone(), opts.offline),
             closing: AtomicBool::new(false),
             opts,
             addr,
@@ -617,15 +605,11 @@ impl RemoteSerial {
         }
         self.inner.link.close("the port was closed");
         self.inner.rx.close("the port was closed".into());
-        if let Some(ep) = self.inner.endpoint.lock().ok().and_then(|mut e| e.take()) {
-            ep.close().await;
-        }
+        self.inner.dialer.close().await;
     }
 }
 
 /// A session being served: resolves when it ends.
-type Run = tokio::task::JoinHandle<End>;
-
 /// Open one session (P2P dial + handshake, or the relay peer) and start serving it.
 async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
     match &inner.addr {
@@ -663,80 +647,37 @@ async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientErro
             }
             inner.set_live(Some(Arc::new(Live::Relay(peer))));
             // The relay peer keeps itself in sync; the run ends when its link closes.
-            let link = inner.link.clone();
-            Ok(tokio::spawn(async move {
-                let mut w = link.watch();
-                loop {
-                    if let LinkState::Closed(r) = &*w.borrow_and_update() {
-                        return End::Final(r.clone());
-                    }
-                    if w.changed().await.is_err() {
-                        return End::Final("the client was dropped".into());
-                    }
-                }
-            }))
+            Ok(until_link_closed(inner.link.clone()))
         }
     }
 }
 
 async fn open_p2p(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
-    let addr = &inner.addr;
-    let endpoint = {
-        let existing = inner.endpoint.lock().ok().and_then(|e| e.clone());
-        match existing {
-            Some(ep) => ep,
-            None => {
-                let secret = inner.opts.identity.secret()?;
-                let ep = p2p::client_endpoint(secret, addr, inner.opts.offline).await?;
-                if let Ok(mut e) = inner.endpoint.lock() {
-                    *e = Some(ep.clone());
-                }
-                ep
-            }
-        }
-    };
-    let conn = p2p::connect(&endpoint, addr, ALPN, inner.opts.offline).await?;
-    let peer = inner.peer.clone();
-    let t0 = local_now_us();
-    let handshake = async {
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let mut out = BytesMut::new();
-        ClientMsg::Hello(Hello {
-            version: VERSION,
-            settings: inner.settings(),
-            client: inner.opts.client_name.clone(),
-            handle: inner.handle,
-            exclusive: inner.opts.exclusive,
-        })
-        .encode(&mut out);
-        send.write_all(&out).await.map_err(|e| e.to_string())?;
-        let mut reader = FramedReader::new(recv);
-        let first = reader
-            .next(ServerMsg::decode)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((send, reader, first))
-    };
-    let (send, reader, welcome) = match handshake.await {
-        Ok((send, reader, Some(ServerMsg::Welcome(w)))) => (send, reader, w),
-        Ok((_, _, Some(ServerMsg::Refused { code, message }))) => {
+    let peer = &inner.peer;
+    let mut hello = BytesMut::new();
+    ClientMsg::Hello(Hello {
+        version: VERSION,
+        settings: inner.settings(),
+        client: inner.opts.client_name.clone(),
+        handle: inner.handle,
+        exclusive: inner.opts.exclusive,
+    })
+    .encode(&mut hello);
+    let opened = inner
+        .dialer
+        .open(ALPN, &hello, ServerMsg::decode, first)
+        .await?;
+    let (conn, send, reader, t0) = (opened.conn, opened.send, opened.reader, opened.t0);
+    let welcome = match opened.first {
+        ServerMsg::Welcome(w) => w,
+        ServerMsg::Refused { code, message } => {
             conn.close(p2p::CLOSE_NORMAL.into(), b"refused");
             return Err(ClientError::Refused { code, message });
         }
-        Ok((_, _, Some(other))) => {
+        other => {
             return Err(ClientError::Connect(format!(
                 "{peer}: unexpected first message {other:?}"
             )));
-        }
-        Ok((_, _, None)) | Err(_) => {
-            let e = handshake_failed(&conn, &peer).await;
-            if first {
-                endpoint.close().await;
-                if let Ok(mut ep) = inner.endpoint.lock() {
-                    *ep = None;
-                }
-            }
-            return Err(e);
         }
     };
     if welcome.version != VERSION {
