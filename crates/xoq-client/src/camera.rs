@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use iroh::SecretKey;
 use xoq_media::{Picture, RgbImage, VideoDecoder};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
@@ -66,23 +65,7 @@ impl CameraOptions {
         self
     }
 
-    /// Client identity (for servers with an allowlist).
-    pub fn key(mut self, key: SecretKey) -> Self {
-        self.identity = crate::link::Identity::Key(key);
-        self
-    }
-
-    /// Choose the identity (default: the user's, as `xoq id` prints it).
-    pub fn identity(mut self, identity: crate::link::Identity) -> Self {
-        self.identity = identity;
-        self
-    }
-
-    /// Offline mode (no discovery).
-    pub fn offline(mut self, offline: bool) -> Self {
-        self.offline = offline;
-        self
-    }
+    identity_setters!("camera");
 
     /// Refuse to decode pictures larger than this many pixels.
     pub fn max_pixels(mut self, max: usize) -> Self {

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use iroh::SecretKey;
 use tokio::sync::watch;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
@@ -146,28 +145,7 @@ impl CanOptions {
         self
     }
 
-    /// Use this key as the client identity (for servers with an allowlist).
-    pub fn key(mut self, key: SecretKey) -> Self {
-        self.identity = Identity::Key(key);
-        self
-    }
-
-    /// Choose the identity (default: the user's, as `xoq id` prints it).
-    pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = identity;
-        self
-    }
-
-    /// A throw-away identity for this bus only.
-    pub fn ephemeral(self) -> Self {
-        self.identity(Identity::Ephemeral)
-    }
-
-    /// Offline mode (no discovery).
-    pub fn offline(mut self, offline: bool) -> Self {
-        self.offline = offline;
-        self
-    }
+    identity_setters!("bus");
 
     /// How the bus comes back after the link drops (default: for up to 60 s).
     pub fn reconnect(mut self, r: Reconnect) -> Self {

@@ -9,6 +9,35 @@
 //! estimate of the robot's clock), [`rx`] (bounded receive buffers).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// The identity setters every client's options share (key, identity, ephemeral, offline),
+/// defined once so each service's options read and behave alike. `$device` words the docs.
+macro_rules! identity_setters {
+    ($device:literal) => {
+        /// Use this key as the client identity (servers with `--allow` check it).
+        pub fn key(mut self, key: iroh::SecretKey) -> Self {
+            self.identity = $crate::link::Identity::Key(key);
+            self
+        }
+
+        /// Choose the identity (default: the user's, as `xoq id` prints it).
+        pub fn identity(mut self, identity: $crate::link::Identity) -> Self {
+            self.identity = identity;
+            self
+        }
+
+        #[doc = concat!("A throw-away identity for this ", $device, " only.")]
+        pub fn ephemeral(self) -> Self {
+            self.identity($crate::link::Identity::Ephemeral)
+        }
+
+        /// Offline mode: no discovery, direct addresses only (default: `XOQ_OFFLINE`).
+        pub fn offline(mut self, offline: bool) -> Self {
+            self.offline = offline;
+            self
+        }
+    };
+}
+
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod can;

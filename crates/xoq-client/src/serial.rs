@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh::SecretKey;
 use tokio::sync::{oneshot, watch};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
@@ -87,28 +86,7 @@ impl SerialOptions {
         self
     }
 
-    /// Use this key as the client identity (servers with `--allow` check it).
-    pub fn key(mut self, key: SecretKey) -> Self {
-        self.identity = Identity::Key(key);
-        self
-    }
-
-    /// Choose the identity (default: the user's, as `xoq id` prints it).
-    pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = identity;
-        self
-    }
-
-    /// A throw-away identity for this port only.
-    pub fn ephemeral(self) -> Self {
-        self.identity(Identity::Ephemeral)
-    }
-
-    /// Offline mode (no discovery); defaults to `XOQ_OFFLINE`.
-    pub fn offline(mut self, offline: bool) -> Self {
-        self.offline = offline;
-        self
-    }
+    identity_setters!("port");
 
     /// Name shown in the server's logs.
     pub fn client_name(mut self, name: &str) -> Self {

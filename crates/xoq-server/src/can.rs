@@ -161,17 +161,8 @@ impl CanServerBuilder {
         }
         Ok(CanServer {
             shared,
-            _tasks: Arc::new(Tasks(tasks)),
+            _tasks: Arc::new(crate::session::Tasks(tasks)),
         })
-    }
-}
-
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
     }
 }
 
@@ -179,7 +170,7 @@ impl Drop for Tasks {
 #[derive(Clone)]
 pub struct CanServer {
     shared: Arc<Shared>,
-    _tasks: Arc<Tasks>,
+    _tasks: Arc<crate::session::Tasks>,
 }
 
 impl std::fmt::Debug for CanServer {
@@ -830,13 +821,8 @@ impl CanServer {
 }
 
 async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
-    let mut out = BytesMut::new();
-    ServerMsg::Refused {
-        code: code.to_code(),
-        message,
-    }
-    .encode(&mut out);
-    crate::session::send_final(send, &out).await;
+    let code = code.to_code();
+    crate::session::refuse(send, |out| ServerMsg::Refused { code, message }.encode(out)).await;
 }
 
 /// A P2P session's sink and controller: removed when the session ends, however it ends.

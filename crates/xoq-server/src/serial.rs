@@ -118,17 +118,8 @@ impl SerialServerBuilder {
         let writer = tokio::spawn(writer_task(shared.clone()));
         Ok(SerialServer {
             shared,
-            _tasks: Arc::new(AbortOnDrop(vec![reader, writer])),
+            _tasks: Arc::new(crate::session::Tasks(vec![reader, writer])),
         })
-    }
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
     }
 }
 
@@ -136,7 +127,7 @@ impl Drop for AbortOnDrop {
 #[derive(Clone)]
 pub struct SerialServer {
     shared: Arc<Shared>,
-    _tasks: Arc<AbortOnDrop>,
+    _tasks: Arc<crate::session::Tasks>,
 }
 
 impl std::fmt::Debug for SerialServer {
@@ -918,9 +909,7 @@ fn classify(e: xoq_transport::framed::FramedError) -> SessionError {
 }
 
 async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
-    let mut out = BytesMut::new();
-    ServerMsg::Refused { code, message }.encode(&mut out);
-    crate::session::send_final(send, &out).await;
+    crate::session::refuse(send, |out| ServerMsg::Refused { code, message }.encode(out)).await;
 }
 
 /// Releases the port and the client's queue when a session ends, however it ends.

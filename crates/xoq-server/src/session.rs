@@ -1,4 +1,4 @@
-//! Pieces every P2P session of every service shares.
+//! Pieces every server shares: its device tasks' lifetime, and the end of a P2P session.
 
 use iroh::endpoint::SendStream;
 
@@ -7,4 +7,23 @@ use iroh::endpoint::SendStream;
 pub(crate) async fn send_final(send: &mut SendStream, encoded: &[u8]) {
     let _ = send.write_all(encoded).await;
     let _ = send.finish();
+}
+
+/// A server's device tasks: aborted when the last clone of the server drops, so a server
+/// dropped without `stop()` does not leave its device driven.
+pub(crate) struct Tasks(pub(crate) Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Encode a service's refusal with `encode` and send it as the session's last message.
+pub(crate) async fn refuse(send: &mut SendStream, encode: impl FnOnce(&mut bytes::BytesMut)) {
+    let mut out = bytes::BytesMut::new();
+    encode(&mut out);
+    send_final(send, &out).await;
 }

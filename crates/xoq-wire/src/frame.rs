@@ -12,6 +12,22 @@ use crate::coding::{DecodeError, get_varint, put_varint, varint_len};
 /// declares more is refused before anything is buffered.
 pub const MAX_PAYLOAD: usize = 256 * 1024;
 
+/// Message kinds every service's session uses the same way: the opening exchange
+/// (hello → welcome or refusal) and the clock probe. A service numbers its own kinds from
+/// `0x10` up, clear of these.
+pub mod session_kind {
+    /// Client → server: the first message of a session (version, what it wants).
+    pub const HELLO: u8 = 0x01;
+    /// Server → client: the session is accepted.
+    pub const WELCOME: u8 = 0x02;
+    /// Server → client: the session is refused (a [`RefuseCode`](crate::RefuseCode) and a message); the last message.
+    pub const REFUSED: u8 = 0x03;
+    /// Client → server: a clock probe.
+    pub const PING: u8 = 0x40;
+    /// Server → client: the answer to a probe, with the server's clock.
+    pub const PONG: u8 = 0x41;
+}
+
 /// One framed message: a kind byte and its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

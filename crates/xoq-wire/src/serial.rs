@@ -329,16 +329,12 @@ pub enum ServerMsg {
 }
 
 mod kind {
-    pub(super) const HELLO: u8 = 0x01;
-    pub(super) const WELCOME: u8 = 0x02;
-    pub(super) const REFUSED: u8 = 0x03;
+    pub(super) use crate::frame::session_kind::*;
     pub(super) const DATA: u8 = 0x10;
     pub(super) const ACK: u8 = 0x11;
     pub(super) const REQUEST: u8 = 0x20;
     pub(super) const REPLY: u8 = 0x21;
     pub(super) const EVENT: u8 = 0x30;
-    pub(super) const PING: u8 = 0x40;
-    pub(super) const PONG: u8 = 0x41;
 }
 
 impl ClientMsg {

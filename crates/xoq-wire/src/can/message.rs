@@ -147,16 +147,12 @@ pub enum ServerMsg {
 }
 
 mod kind {
-    pub(super) const HELLO: u8 = 0x01;
-    pub(super) const WELCOME: u8 = 0x02;
-    pub(super) const REFUSED: u8 = 0x03;
+    pub(super) use crate::frame::session_kind::*;
     pub(super) const FRAMES: u8 = 0x10;
     pub(super) const SET_FILTERS: u8 = 0x20;
     pub(super) const STATE: u8 = 0x30;
     pub(super) const DROPPED: u8 = 0x31;
     pub(super) const ERROR: u8 = 0x32;
-    pub(super) const PING: u8 = 0x40;
-    pub(super) const PONG: u8 = 0x41;
 }
 
 impl ClientMsg {
