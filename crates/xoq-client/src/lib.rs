@@ -7,6 +7,8 @@
 //!
 //! Shared by every client: [`link`] (identity, link state, reconnect policy), [`clock`] (the
 //! estimate of the robot's clock), [`rx`] (bounded receive buffers).
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 /// The identity setters every client's options share (key, identity, ephemeral, offline),

@@ -4,6 +4,8 @@
 //! [`serial::SerialControl`]) with a real backend (a tty) and simulated ones. The simulated
 //! devices in [`sim`] are product features — `xoq demo`, robot CI without hardware — not
 //! test-only code.
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod camera;

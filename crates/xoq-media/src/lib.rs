@@ -2,6 +2,8 @@
 //! carry. Encoders take what a camera source produces; decoders take bytes from the network,
 //! so they are total (any bytes give a picture or an error, never a panic) and bounded (the
 //! picture size is checked against a limit from the header, before anything is allocated).
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 
 pub mod convert;
 pub mod h264;

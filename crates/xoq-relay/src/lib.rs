@@ -5,6 +5,8 @@
 //!   certificate pinned by fingerprint or a real one.
 //! - [`auth`]: moq-auth JWTs: the relay's signing key (created `0600`), minting tokens, and the
 //!   admission policy the embedded relay applies.
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;

@@ -6,6 +6,8 @@
 //!
 //! Shared pieces: [`relay`] (the relay session protocol every bridge speaks), [`safety`]
 //! (controllers, deadman, command ages), [`queue`] (bounded queues with stated policies).
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 #[cfg(feature = "camera")]

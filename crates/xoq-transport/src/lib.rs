@@ -10,6 +10,8 @@
 //!
 //! Services above this crate see only QUIC streams (P2P) and MoQ origins (relay); they never
 //! configure iroh or TLS themselves.
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;

@@ -6,6 +6,8 @@
 //! anything is allocated). Stream adapters loop "decode → [`DecodeError::Short`] → read more".
 //!
 //! The byte layout of every message is documented in `docs/protocol.md`.
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod camera;

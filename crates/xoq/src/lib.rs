@@ -19,6 +19,8 @@
 //! built from C), `relay-server` (the embedded moq-relay and relay tokens) and `cli` (the
 //! binaries; the default, with everything). A program that only drives serial servos:
 //! `xoq = { version = "0.4", default-features = false, features = ["serial"] }`.
+// Every public item says what it is for: these crates are read from their docs.
+#![deny(missing_docs)]
 
 /// The `xoq` command line (the binaries' code), not a library API: it changes with the CLI.
 #[cfg(feature = "cli")]
