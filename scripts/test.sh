@@ -48,7 +48,7 @@ log "build"
 cargo build --workspace --all-targets --quiet
 
 log "feature sets (each service alone builds neither OpenH264 nor moq-relay unless it needs them)"
-for features in serial can camera relay-server serial,can; do
+for features in serial can camera audio relay-server serial,can; do
     cargo check --quiet -p xoq --no-default-features --features "$features"
 done
 cargo check --quiet -p xoq --no-default-features
@@ -58,6 +58,11 @@ cargo check --quiet -p xoq-server --no-default-features
 if cargo tree -e normal -p xoq --no-default-features --features serial --prefix none \
     | grep -qE '^(moq-relay|openh264|axum|clap) '; then
     echo "a serial-only build pulls in a relay server, a C codec or the CLI" >&2; exit 1
+fi
+# Audio is pure Rust (libopus translated): it must not pull in OpenH264 or the relay server.
+if cargo tree -e normal -p xoq --no-default-features --features audio --prefix none \
+    | grep -qE '^(moq-relay|openh264|axum|clap) '; then
+    echo "an audio-only build pulls in a relay server, a C codec or the CLI" >&2; exit 1
 fi
 
 log "rust tests"

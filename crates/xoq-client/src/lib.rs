@@ -40,6 +40,8 @@ macro_rules! identity_setters {
     };
 }
 
+#[cfg(feature = "audio")]
+pub mod audio;
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod can;

@@ -10,6 +10,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "audio")]
+pub mod audio;
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod can;

@@ -574,8 +574,7 @@ impl SerialServer {
             }
             Err(e) => tracing::info!(%peer, port = %self.shared.name, "client session ended: {e}"),
         }
-        // Give the last messages (a refusal) time to reach the peer before closing.
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        crate::session::linger(&conn).await;
         r
     }
 

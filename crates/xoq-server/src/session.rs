@@ -27,3 +27,9 @@ pub(crate) async fn refuse(send: &mut SendStream, encode: impl FnOnce(&mut bytes
     encode(&mut out);
     send_final(send, &out).await;
 }
+
+/// After a session ends, keep the connection until the peer closes it (at most 2 s), so its
+/// last messages (a refusal) reach the client before the connection goes.
+pub(crate) async fn linger(conn: &iroh::endpoint::Connection) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+}

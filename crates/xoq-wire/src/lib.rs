@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod audio;
 pub mod camera;
 pub mod can;
 pub mod coding;

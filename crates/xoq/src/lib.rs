@@ -16,7 +16,7 @@
 //! over [`device`] backends), wire codecs ([`wire`]), transport ([`transport`]).
 //!
 //! Cargo features build only what is used: `serial`, `can`, `camera` (pulls in OpenH264,
-//! built from C), `relay-server` (the embedded moq-relay and relay tokens) and `cli` (the
+//! built from C), `audio` (Opus, pure Rust), `relay-server` (the embedded moq-relay and relay tokens) and `cli` (the
 //! binaries; the default, with everything). A program that only drives serial servos:
 //! `xoq = { version = "0.4", default-features = false, features = ["serial"] }`.
 // Every public item says what it is for: these crates are read from their docs.
@@ -41,6 +41,18 @@ pub use xoq_wire as wire;
 pub use xoq_server::ServerError;
 /// Why a server refused a session or a request (every service shares these codes).
 pub use xoq_wire::RefuseCode;
+
+#[cfg(feature = "audio")]
+/// Microphones and speakers: serve one ([`audio::AudioServer`]) and use one
+/// ([`audio::RemoteAudio`]).
+pub mod audio {
+    pub use xoq_client::audio::{AudioChunk, AudioClientStats, AudioOptions, RemoteAudio};
+    pub use xoq_device::audio::{AudioBlock, AudioSink, AudioSource};
+    pub use xoq_device::sim::audio::{Recording, ToneSource, tone_sample};
+    pub use xoq_media::audio::{JitterBuffer, JitterStats};
+    pub use xoq_server::audio::{AudioServer, AudioServerBuilder, AudioStats};
+    pub use xoq_wire::audio::{AudioCodec, AudioFormat};
+}
 
 #[cfg(feature = "camera")]
 /// Cameras: serve one ([`camera::CameraServer`]) and watch one ([`camera::RemoteCamera`]).

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audio;
 mod bench;
 mod camera;
 mod can;
@@ -62,6 +63,10 @@ pub enum Command {
     CameraServer(camera::CameraServerCmd),
     /// Watch a remote camera: print frames with their latency, or save them.
     CameraClient(camera::CameraClientCmd),
+    /// Serve a microphone and speaker (sim:tone) over P2P: Opus or PCM, one talker at a time.
+    AudioServer(audio::AudioServerCmd),
+    /// Listen to a remote microphone (level, gaps, latency); optionally talk a tone back.
+    AudioClient(audio::AudioClientCmd),
     /// Simulated robot + embedded relay, ready to try.
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
@@ -150,6 +155,8 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::CanBridge(a) => can::bridge(a).await,
         Command::CameraServer(a) => camera::server(a).await,
         Command::CameraClient(a) => camera::client(a).await,
+        Command::AudioServer(a) => audio::server(a).await,
+        Command::AudioClient(a) => audio::client(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Vectors => {

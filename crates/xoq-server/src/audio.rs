@@ -1,0 +1,470 @@
+//! The audio server: one device's microphone to any number of listeners, and one talker at a
+//! time to its speaker, over P2P sessions (ALPN [`ALPN`]).
+//!
+//! The microphone is read by one capture thread in 10 ms blocks and fanned out through a
+//! bounded broadcast (a listener that falls behind by more than [`MIC_BACKLOG`] blocks skips
+//! them: counted, and visible to the client as a jump in the sample counter). Each session
+//! re-chunks to its own frame size and codec. The speaker plays through a [`JitterBuffer`]
+//! ticked every 10 ms by a playout thread, so a talker's network jitter up to the target
+//! never reaches the device.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use tokio::sync::{Notify, broadcast};
+use xoq_device::audio::{AudioBlock, AudioSink, AudioSource};
+use xoq_device::now_us;
+use xoq_device::sim::audio::Recording;
+use xoq_media::audio::{JitterBuffer, JitterStats, SoundCodec, SoundDecoder, SoundEncoder};
+use xoq_transport::framed::FramedReader;
+use xoq_wire::RefuseCode;
+pub use xoq_wire::audio::ALPN;
+use xoq_wire::audio::{AudioCodec, AudioFormat, AudioPacket, ClientMsg, ServerMsg, VERSION};
+
+use crate::ServerError;
+
+/// Blocks of 10 ms a listener may fall behind before it skips (half a second).
+pub const MIC_BACKLOG: usize = 50;
+/// Capture and playout step.
+const BLOCK_MS: u32 = 10;
+/// Speaker jitter buffer: playout starts at this depth (a steady loopback or LAN stream
+/// needs one 20 ms frame plus scheduling slack; WebRTC settles near 20 ms too).
+pub const SPEAKER_TARGET_MS: u32 = 40;
+/// Speaker jitter buffer bound: beyond it the oldest samples go (counted as overruns).
+pub const SPEAKER_MAX_MS: u32 = 500;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn sound_codec(c: AudioCodec) -> SoundCodec {
+    match c {
+        AudioCodec::Opus => SoundCodec::Opus,
+        AudioCodec::PcmS16 => SoundCodec::PcmS16,
+        AudioCodec::PcmF32 => SoundCodec::PcmF32,
+    }
+}
+
+/// Counters of an audio server.
+#[derive(Debug, Default)]
+pub struct AudioStats {
+    /// Microphone blocks captured.
+    pub captured: AtomicU64,
+    /// Blocks listeners skipped because they fell behind (summed over listeners).
+    pub listener_skipped: AtomicU64,
+    /// Speaker packets that could not be decoded (dropped).
+    pub decode_errors: AtomicU64,
+}
+
+/// Builds an [`AudioServer`].
+#[must_use]
+pub struct AudioServerBuilder {
+    name: String,
+    source: Box<dyn AudioSource>,
+    sink: Box<dyn AudioSink>,
+    recording: Option<Recording>,
+    takeover: bool,
+}
+
+impl AudioServerBuilder {
+    /// Let a new talker take the speaker from the current one instead of being refused
+    /// (a client can also ask for it in its hello).
+    pub fn takeover(mut self, on: bool) -> Self {
+        self.takeover = on;
+        self
+    }
+
+    /// Start capturing and playing.
+    pub fn start(self) -> Result<AudioServer, ServerError> {
+        let rate = self.source.rate();
+        let channels = self.source.channels();
+        let block = (rate * BLOCK_MS / 1000) as usize;
+        let (mic, _) = broadcast::channel(MIC_BACKLOG);
+        let per_ms = rate as usize / 1000;
+        let shared = Arc::new(Shared {
+            name: self.name,
+            rate,
+            channels,
+            mic: mic.clone(),
+            speaker: Mutex::new(JitterBuffer::new(
+                channels,
+                per_ms * SPEAKER_TARGET_MS as usize,
+                per_ms * SPEAKER_MAX_MS as usize,
+            )),
+            talker: Mutex::new(None),
+            next_session: AtomicU64::new(1),
+            takeover: self.takeover,
+            stats: AudioStats::default(),
+            recording: self.recording,
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut source = self.source;
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("xoq-audio-capture".into())
+            .spawn(move || {
+                while !s.stop.load(Ordering::Relaxed) {
+                    match source.read(block) {
+                        Ok(b) => {
+                            s.stats.captured.fetch_add(1, Ordering::Relaxed);
+                            // No listener is not an error: the block is just not wanted.
+                            let _ = s.mic.send(Arc::new(b));
+                        }
+                        Err(e) => {
+                            tracing::error!(device = %s.name, "microphone failed: {e}");
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| ServerError::Config(format!("cannot start the capture thread: {e}")))?;
+        let mut sink = self.sink;
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("xoq-audio-playout".into())
+            .spawn(move || {
+                let step = Duration::from_millis(u64::from(BLOCK_MS));
+                let mut at = Instant::now();
+                while !s.stop.load(Ordering::Relaxed) {
+                    at += step;
+                    if let Some(d) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    } else {
+                        // Fell behind (a stalled host): do not replay the backlog in a burst.
+                        at = Instant::now();
+                    }
+                    let pulled = s.speaker.lock().ok().and_then(|mut j| {
+                        let first = j.next_index().unwrap_or(0);
+                        j.pull(block).map(|v| (first, v))
+                    });
+                    if let Some((first, samples)) = pulled
+                        && let Err(e) = sink.play(first, &samples)
+                    {
+                        tracing::warn!(device = %s.name, "speaker failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| ServerError::Config(format!("cannot start the playout thread: {e}")))?;
+        Ok(AudioServer {
+            shared: Arc::new(Stopper(shared)),
+        })
+    }
+}
+
+struct Shared {
+    name: String,
+    rate: u32,
+    channels: u8,
+    mic: broadcast::Sender<Arc<AudioBlock>>,
+    speaker: Mutex<JitterBuffer>,
+    /// The session that holds the speaker, and how to tell it that it lost it.
+    talker: Mutex<Option<(u64, Arc<Notify>)>>,
+    next_session: AtomicU64,
+    takeover: bool,
+    stats: AudioStats,
+    recording: Option<Recording>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// Stops the device threads when the last clone of the server drops.
+struct Stopper(Arc<Shared>);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A served microphone and speaker. Cheap to clone.
+#[derive(Clone)]
+pub struct AudioServer {
+    shared: Arc<Stopper>,
+}
+
+impl std::fmt::Debug for AudioServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioServer")
+            .field("device", &self.shared.0.name)
+            .finish()
+    }
+}
+
+impl AudioServer {
+    /// Serve `name` (e.g. `sim:tone:440`) at `rate` Hz with `channels` channels.
+    pub fn builder(name: &str, rate: u32, channels: u8) -> Result<AudioServerBuilder, ServerError> {
+        let f = AudioFormat {
+            rate,
+            channels,
+            ..AudioFormat::DEFAULT
+        };
+        f.check().map_err(ServerError::Config)?;
+        let dev = xoq_device::audio::open(name, rate, channels)?;
+        Ok(AudioServerBuilder {
+            name: name.to_string(),
+            source: dev.source,
+            sink: dev.sink,
+            recording: dev.recording,
+            takeover: false,
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared.0
+    }
+
+    /// The device's format (rate and channels; codec and frame size are per session).
+    pub fn format(&self) -> AudioFormat {
+        AudioFormat {
+            rate: self.shared().rate,
+            channels: self.shared().channels,
+            ..AudioFormat::DEFAULT
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &AudioStats {
+        &self.shared().stats
+    }
+
+    /// The speaker's jitter-buffer counters.
+    pub fn speaker_stats(&self) -> JitterStats {
+        self.shared()
+            .speaker
+            .lock()
+            .map(|j| j.stats())
+            .unwrap_or_default()
+    }
+
+    /// What a simulated speaker played (`None` for a real device).
+    pub fn recording(&self) -> Option<&Recording> {
+        self.shared().recording.as_ref()
+    }
+
+    /// Serve one P2P connection until it ends.
+    pub async fn serve_connection(&self, conn: Connection) {
+        self.session(&conn).await;
+        crate::session::linger(&conn).await;
+    }
+
+    async fn session(&self, conn: &Connection) {
+        let peer = conn.remote_id();
+        let Ok((mut send, recv)) = conn.accept_bi().await else {
+            return;
+        };
+        let shared = self.shared().clone();
+        let mut reader = FramedReader::new(recv);
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, reader.next(ClientMsg::decode)).await;
+        let Ok(Ok(Some(ClientMsg::Hello {
+            version,
+            listen,
+            talk,
+            takeover,
+            format,
+        }))) = hello
+        else {
+            return;
+        };
+        let refuse = |code: RefuseCode, message: String| {
+            let code = code.to_code();
+            move |out: &mut BytesMut| ServerMsg::Refused { code, message }.encode(out)
+        };
+        if version != VERSION {
+            let m = format!(
+                "audio protocol version {version} not supported (server speaks {VERSION}); upgrade the older side"
+            );
+            crate::session::refuse(&mut send, refuse(RefuseCode::Version, m)).await;
+            return;
+        }
+        let device = AudioFormat {
+            rate: shared.rate,
+            channels: shared.channels,
+            ..AudioFormat::DEFAULT
+        };
+        let format = AudioFormat {
+            rate: if format.rate == 0 {
+                device.rate
+            } else {
+                format.rate
+            },
+            channels: if format.channels == 0 {
+                device.channels
+            } else {
+                format.channels
+            },
+            ..format
+        };
+        if format.rate != device.rate || format.channels != device.channels {
+            let m = format!(
+                "{} runs at {} Hz with {} channel(s), not {} Hz with {}: ask for that, or let the server choose",
+                shared.name, device.rate, device.channels, format.rate, format.channels
+            );
+            crate::session::refuse(&mut send, refuse(RefuseCode::Unsupported, m)).await;
+            return;
+        }
+        let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let kicked = Arc::new(Notify::new());
+        if talk {
+            // Decide under the lock, refuse after it (no lock across an await).
+            let busy = {
+                let mut t = match shared.talker.lock() {
+                    Ok(t) => t,
+                    Err(p) => p.into_inner(),
+                };
+                match t.as_ref() {
+                    Some(_) if !(takeover || shared.takeover) => true,
+                    old => {
+                        if let Some((_, kick)) = old {
+                            kick.notify_one();
+                        }
+                        *t = Some((id, kicked.clone()));
+                        false
+                    }
+                }
+            };
+            if busy {
+                let m = format!(
+                    "another client is talking to {}'s speaker: wait, or take it over (--takeover)",
+                    shared.name
+                );
+                crate::session::refuse(&mut send, refuse(RefuseCode::Busy, m)).await;
+                return;
+            }
+            if let Ok(mut j) = shared.speaker.lock() {
+                j.reset();
+            }
+        }
+        // Frees the speaker however this session ends (also on an early return below).
+        let _guard = TalkerGuard {
+            shared: shared.clone(),
+            id,
+        };
+        let codec = sound_codec(format.codec);
+        let frame = format.frame_samples();
+        let (Ok(mut encoder), Ok(mut decoder)) = (
+            SoundEncoder::new(codec, format.rate, format.channels, frame),
+            SoundDecoder::new(codec, format.rate, format.channels, frame),
+        ) else {
+            let m = "the codec could not start on this server".to_string();
+            crate::session::refuse(&mut send, refuse(RefuseCode::Unavailable, m)).await;
+            return;
+        };
+        let mut out = BytesMut::new();
+        ServerMsg::Welcome {
+            version: VERSION,
+            format,
+            server_us: now_us(),
+            device: shared.name.clone(),
+        }
+        .encode(&mut out);
+        if send.write_all(&out).await.is_err() {
+            return;
+        }
+        tracing::info!(%peer, device = %shared.name, listen, talk, codec = format.codec.name(), "audio client connected");
+        let mut mic = listen.then(|| shared.mic.subscribe());
+        // The microphone re-chunked to this session's frame size.
+        let mut pending: Vec<f32> = Vec::new();
+        let mut pending_first = 0u64;
+        let mut pending_us = 0u64;
+        let ch = usize::from(format.channels);
+        loop {
+            tokio::select! {
+                block = async {
+                    match mic.as_mut() {
+                        Some(m) => m.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let b = match block {
+                        Ok(b) => b,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            shared.stats.listener_skipped.fetch_add(n, Ordering::Relaxed);
+                            pending.clear();
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if pending.is_empty() {
+                        pending_first = b.first_sample;
+                        pending_us = b.capture_us;
+                    }
+                    pending.extend_from_slice(&b.samples);
+                    out.clear();
+                    while pending.len() >= frame * ch {
+                        let rest = pending.split_off(frame * ch);
+                        let Ok(payload) = encoder.encode(&pending) else { break };
+                        ServerMsg::Packet(AudioPacket {
+                            first_sample: pending_first,
+                            capture_us: pending_us,
+                            payload: Bytes::from(payload),
+                        })
+                        .encode(&mut out);
+                        pending = rest;
+                        pending_first += frame as u64;
+                        pending_us += frame as u64 * 1_000_000 / u64::from(format.rate);
+                    }
+                    if !out.is_empty() && send.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+                msg = reader.next(ClientMsg::decode) => {
+                    match msg {
+                        Ok(Some(ClientMsg::Packet(p))) if talk => {
+                            match decoder.decode(&p.payload) {
+                                Ok(samples) => {
+                                    if let Ok(mut j) = shared.speaker.lock() {
+                                        j.push(p.first_sample, &samples);
+                                    }
+                                }
+                                Err(_) => {
+                                    shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Ok(Some(ClientMsg::Packet(_))) => {
+                            // Audio from a listener-only session: it did not ask to talk.
+                            shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Some(ClientMsg::Ping { id, client_us })) => {
+                            out.clear();
+                            ServerMsg::Pong { id, client_us, server_us: now_us() }.encode(&mut out);
+                            if send.write_all(&out).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Some(ClientMsg::Hello { .. })) | Ok(None) | Err(_) => break,
+                    }
+                }
+                _ = kicked.notified() => {
+                    let m = format!("another client took over {}'s speaker", shared.name);
+                    crate::session::refuse(&mut send, refuse(RefuseCode::Busy, m)).await;
+                    break;
+                }
+            }
+        }
+        tracing::info!(%peer, device = %shared.name, "audio client left");
+    }
+}
+
+/// Frees the speaker when its talker's session ends, however it ends.
+struct TalkerGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for TalkerGuard {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.shared.talker.lock()
+            && t.as_ref().is_some_and(|(id, _)| *id == self.id)
+        {
+            *t = None;
+        }
+    }
+}
+
+impl ProtocolHandler for AudioServer {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        self.serve_connection(connection).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! The audio service end to end over real iroh on loopback: the simulated tone microphone to
+//! clients (every codec, the sample counter continuous, the right frequency), client audio to
+//! the recording speaker (exactly what was sent, in order), format negotiation, one talker at
+//! a time, and the allowlist.
+
+use std::time::Duration;
+
+use iroh::SecretKey;
+use iroh::protocol::Router;
+use xoq::audio::{AudioCodec, AudioOptions, AudioServer, RemoteAudio, tone_sample};
+use xoq::transport::p2p::{Allowlist, EndpointBuilder};
+use xoq_client::ClientError;
+use xoq_wire::RefuseCode;
+use xoq_wire::audio::ALPN;
+
+struct Served {
+    server: AudioServer,
+    router: Router,
+    addr: String,
+}
+
+async fn serve(device: &str, allow: Option<Vec<iroh::EndpointId>>) -> Served {
+    let server = AudioServer::builder(device, 48_000, 1)
+        .expect("device")
+        .start()
+        .expect("server starts");
+    let ep = EndpointBuilder::new()
+        .offline(true)
+        .alpns(vec![ALPN.to_vec()])
+        .allowlist(allow.map(Allowlist::new))
+        .spawn()
+        .await
+        .expect("endpoint");
+    let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
+    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
+    Served {
+        server,
+        router,
+        addr,
+    }
+}
+
+fn opts() -> AudioOptions {
+    AudioOptions::new().offline(true).ephemeral()
+}
+
+/// Power of `samples` at `hz` (Goertzel), normalised by length.
+fn power_at(samples: &[f32], rate: f32, hz: f32) -> f32 {
+    let w = 2.0 * std::f32::consts::PI * hz / rate;
+    let (mut s1, mut s2) = (0f32, 0f32);
+    for &x in samples {
+        let s = x + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / (samples.len() as f32).powi(2)
+}
+
+/// Read `n` chunks; check the counter runs on without a gap or a repeat.
+async fn read_continuous(audio: &RemoteAudio, n: usize) -> (u64, Vec<f32>) {
+    let mut all = Vec::new();
+    let mut first = None;
+    let mut next = None;
+    for _ in 0..n {
+        let c = tokio::time::timeout(Duration::from_secs(5), audio.read())
+            .await
+            .expect("a chunk in time")
+            .expect("chunk");
+        if let Some(n) = next {
+            assert_eq!(c.first_sample, n, "gap or repeat in the sample counter");
+        }
+        first.get_or_insert(c.first_sample);
+        next = Some(c.first_sample + c.samples.len() as u64);
+        all.extend(c.samples);
+    }
+    (first.expect("one chunk"), all)
+}
+
+#[tokio::test]
+async fn the_tone_arrives_exact_over_pcm_and_at_its_frequency_over_opus() {
+    let s = serve("sim:tone:440", None).await;
+    for (codec, frame_ms) in [
+        (AudioCodec::PcmF32, 20),
+        (AudioCodec::PcmS16, 10),
+        (AudioCodec::Opus, 20),
+        (AudioCodec::Opus, 10),
+    ] {
+        let audio = RemoteAudio::connect(&s.addr, opts().codec(codec).frame_ms(frame_ms))
+            .await
+            .expect("connect");
+        assert_eq!(audio.format().codec, codec);
+        assert_eq!(audio.format().frame_ms, frame_ms);
+        assert_eq!(audio.device(), "sim:tone:440");
+        let (first, got) = read_continuous(&audio, 30).await;
+        match codec {
+            AudioCodec::Opus => {
+                // Past the codec's start-up, the decoded tone lines up with its index.
+                let settle = 4800;
+                let mse: f32 = got[settle..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        (v - tone_sample(440.0, 48_000, first + (settle + i) as u64)).powi(2)
+                    })
+                    .sum::<f32>()
+                    / (got.len() - settle) as f32;
+                assert!(
+                    mse < 1e-3,
+                    "{codec:?}/{frame_ms} ms: mean square error {mse}"
+                );
+            }
+            _ => {
+                let tol = if codec == AudioCodec::PcmS16 {
+                    1.0 / 32767.0
+                } else {
+                    0.0
+                };
+                for (i, v) in got.iter().enumerate() {
+                    let want = tone_sample(440.0, 48_000, first + i as u64);
+                    assert!(
+                        (v - want).abs() <= tol,
+                        "{codec:?}: sample {i}: {v} vs {want}"
+                    );
+                }
+            }
+        }
+        let at = power_at(&got, 48_000.0, 440.0);
+        for off in [400.0, 480.0, 880.0] {
+            assert!(
+                at > 100.0 * power_at(&got, 48_000.0, off),
+                "{codec:?}: no clear 440 Hz peak"
+            );
+        }
+        audio.close().await;
+    }
+    let _ = s.router.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_a_talker_sends_is_what_the_speaker_played_in_order() {
+    let s = serve("sim:tone", None).await;
+    let mut talker = RemoteAudio::connect(
+        &s.addr,
+        opts().listen(false).talk(true).codec(AudioCodec::PcmF32),
+    )
+    .await
+    .expect("connect");
+    // 300 ms of a 1 kHz tone: under the speaker's 500 ms bound, played from its start.
+    let sent: Vec<f32> = (0..14_400)
+        .map(|i| tone_sample(1000.0, 48_000, i))
+        .collect();
+    talker.write(&sent).await.expect("write");
+    let rec = s
+        .server
+        .recording()
+        .expect("the simulated speaker records")
+        .clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rec.samples().len() < sent.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the speaker did not play it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let played = rec.samples();
+    assert_eq!(
+        &played[..sent.len()],
+        &sent[..],
+        "played samples differ from what was sent"
+    );
+    assert!(
+        played[sent.len()..].iter().all(|v| *v == 0.0),
+        "only silence after the talk"
+    );
+    let st = s.server.speaker_stats();
+    assert_eq!(
+        (st.played, st.lost, st.late, st.overruns),
+        (14_400, 0, 0, 0)
+    );
+    talker.close().await;
+    let _ = s.router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_format_the_device_does_not_run_is_refused_clearly() {
+    let s = serve("sim:tone", None).await;
+    let err = RemoteAudio::connect(&s.addr, opts().rate_channels(16_000, 1))
+        .await
+        .expect_err("the device runs at 48 kHz");
+    match err {
+        ClientError::Refused { code, message } => {
+            assert_eq!(code, RefuseCode::Unsupported);
+            assert!(message.contains("48000 Hz"), "{message}");
+        }
+        e => panic!("expected a refusal, got {e}"),
+    }
+    // Asking for exactly the device's format works.
+    let ok = RemoteAudio::connect(&s.addr, opts().rate_channels(48_000, 1))
+        .await
+        .expect("the device's own format");
+    ok.close().await;
+    let _ = s.router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_talker_is_refused_unless_it_takes_over() {
+    let s = serve("sim:tone", None).await;
+    let first = RemoteAudio::connect(&s.addr, opts().talk(true))
+        .await
+        .expect("first talker");
+    let err = RemoteAudio::connect(&s.addr, opts().talk(true))
+        .await
+        .expect_err("the speaker is held");
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: RefuseCode::Busy,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Listeners are not talkers: any number may listen meanwhile.
+    let listener = RemoteAudio::connect(&s.addr, opts())
+        .await
+        .expect("listener");
+    let second = RemoteAudio::connect(&s.addr, opts().talk(true).takeover(true))
+        .await
+        .expect("takeover");
+    // The first talker's stream ends with the reason.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Err(e) = first.read().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the first talker is told");
+    assert!(end.to_string().contains("took over"), "{end}");
+    second.close().await;
+    listener.close().await;
+    let _ = s.router.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unlisted_client_is_refused() {
+    let allowed = SecretKey::generate();
+    let s = serve("sim:tone", Some(vec![allowed.public()])).await;
+    let err = RemoteAudio::connect(&s.addr, opts())
+        .await
+        .expect_err("not on the allowlist");
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    let ok = RemoteAudio::connect(&s.addr, AudioOptions::new().offline(true).key(allowed))
+        .await
+        .expect("the allowed key connects");
+    ok.close().await;
+    let _ = s.router.shutdown().await;
+}
