@@ -247,7 +247,6 @@ impl RemoteAudio {
             inbox.clone(),
             stats.clone(),
             peer.clone(),
-            format,
         ));
         Ok(Self {
             peer,
@@ -380,38 +379,22 @@ async fn read_loop(
     inbox: Arc<Inbox<AudioChunk>>,
     stats: Arc<AudioClientStats>,
     peer: String,
-    format: AudioFormat,
 ) {
-    // Decoded position: the first packet's index, then advanced by what was decoded (the
-    // Opus decoder trims its lookahead, so decoded sample i is source sample i).
-    let mut next: Option<u64> = None;
-    let mut expected_packet: Option<u64> = None;
-    let frame = format.frame_samples() as u64;
-    let ch = usize::from(format.channels);
     let reason = loop {
         match reader.next(ServerMsg::decode).await {
             Ok(Some(ServerMsg::Packet(p))) => {
-                if let Some(e) = expected_packet
-                    && p.first_sample != e
-                {
-                    stats
-                        .gap_samples
-                        .fetch_add(p.first_sample.saturating_sub(e), Ordering::Relaxed);
-                    next = None;
-                }
-                expected_packet = Some(p.first_sample + frame);
-                match decoder.decode(&p.payload) {
-                    Ok(samples) => {
-                        let first = *next.get_or_insert(p.first_sample);
-                        next = Some(first + (samples.len() / ch) as u64);
+                match decoder.decode_packet(p.first_sample, &p.payload) {
+                    Ok(d) => {
+                        stats.gap_samples.fetch_add(d.skipped, Ordering::Relaxed);
                         let before = inbox.dropped();
                         inbox.extend([AudioChunk {
-                            first_sample: first,
+                            first_sample: d.first_sample,
                             capture_us: p.capture_us,
-                            samples,
+                            samples: d.samples,
                         }]);
-                        let d = inbox.dropped() - before;
-                        stats.dropped.fetch_add(d, Ordering::Relaxed);
+                        stats
+                            .dropped
+                            .fetch_add(inbox.dropped() - before, Ordering::Relaxed);
                     }
                     Err(_) => {
                         stats.decode_errors.fetch_add(1, Ordering::Relaxed);

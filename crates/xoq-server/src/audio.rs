@@ -410,10 +410,10 @@ impl AudioServer {
                 msg = reader.next(ClientMsg::decode) => {
                     match msg {
                         Ok(Some(ClientMsg::Packet(p))) if talk => {
-                            match decoder.decode(&p.payload) {
-                                Ok(samples) => {
+                            match decoder.decode_packet(p.first_sample, &p.payload) {
+                                Ok(d) => {
                                     if let Ok(mut j) = shared.speaker.lock() {
-                                        j.push(p.first_sample, &samples);
+                                        j.push(d.first_sample, &d.samples);
                                     }
                                 }
                                 Err(_) => {

@@ -6,6 +6,7 @@
 
 use clap::{Args, Subcommand};
 
+mod audio;
 mod camera;
 mod can;
 mod clock;
@@ -72,6 +73,17 @@ pub enum BenchWhat {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Audio: capture -> client latency per codec and frame size against the frame-duration
+    /// floor and the raw transport, codec cost, CPU per stream, speaker jitter-buffer
+    /// counters over a paced talk.
+    Audio {
+        /// Seconds per row (and of the paced talk).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Listeners at once.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+    },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
         /// Round trips per measurement.
@@ -136,6 +148,7 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             no_relay,
             python,
         } => camera::run(&sizes, fps, seconds, !no_relay, python.as_deref()).await,
+        BenchWhat::Audio { seconds, streams } => audio::run(seconds, streams.max(1)).await,
         BenchWhat::Python {
             count,
             rounds,
