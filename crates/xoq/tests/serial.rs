@@ -470,6 +470,10 @@ fn demo_self_check_passes() {
     );
     assert!(stdout.contains("P2P  ok   6/6 servos"), "{stdout}");
     assert!(stdout.contains("MoQ  ok   6/6 servos"), "{stdout}");
+    assert!(
+        stdout.contains("P2P  ok   microphone: 240 ms of the 440 Hz tone, exact and continuous"),
+        "{stdout}"
+    );
 }
 
 /// Files that match [`key_material`] on purpose, with the reason. Empty: nothing in the

@@ -33,6 +33,29 @@ pub struct AudioServerCmd {
     pub server: ServerArgs,
 }
 
+/// Start serving `device` on a P2P endpoint made from `args` (relay flags are not read).
+pub(super) async fn start(
+    device: &str,
+    rate: u32,
+    channels: u8,
+    takeover: bool,
+    args: &ServerArgs,
+) -> anyhow::Result<(AudioServer, Router)> {
+    let server = AudioServer::builder(device, rate, channels)
+        .with_context(|| format!("cannot serve audio device {device}"))?
+        .takeover(takeover)
+        .start()
+        .with_context(|| format!("cannot serve audio device {device}"))?;
+    let ep = args
+        .endpoint(
+            &format!("audio-{}", device.replace([':', '/'], "-")),
+            vec![ALPN.to_vec()],
+        )
+        .await?;
+    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
+    Ok((server, router))
+}
+
 pub(super) async fn server(a: AudioServerCmd) -> anyhow::Result<()> {
     if a.list {
         for d in xoq_device::audio::list() {
@@ -47,19 +70,8 @@ pub(super) async fn server(a: AudioServerCmd) -> anyhow::Result<()> {
     if a.server.no_p2p {
         anyhow::bail!("--no-p2p leaves audio nothing to serve on");
     }
-    let server = AudioServer::builder(device, a.rate, a.channels)
-        .with_context(|| format!("cannot serve audio device {device}"))?
-        .takeover(a.takeover)
-        .start()
-        .with_context(|| format!("cannot serve audio device {device}"))?;
-    let ep = a
-        .server
-        .endpoint(
-            &format!("audio-{}", device.replace([':', '/'], "-")),
-            vec![ALPN.to_vec()],
-        )
-        .await?;
-    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
+    let (server, router) = start(device, a.rate, a.channels, a.takeover, &a.server).await?;
+    drop(server);
     common::print_addresses(
         &format!(
             "xoq audio-server: serving {device} at {} Hz, {} channel(s), Opus or PCM",

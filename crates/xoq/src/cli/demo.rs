@@ -92,6 +92,15 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
     let cam_p2p = direct_address(camera.router.as_ref());
+    let (_audio, audio_router) = super::audio::start(
+        "sim:tone:440",
+        48_000,
+        1,
+        false,
+        &demo_server("demo-audio", &relay_url, None, offline),
+    )
+    .await?;
+    let audio_p2p = direct_address(Some(&audio_router));
     let p2p_addr = direct_address(so101.router.as_ref());
     let moq_addr = so101
         .moq
@@ -113,6 +122,10 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("  camera           test pattern 640x480 @ 30 fps, H.264 or JPEG");
     println!("    P2P            {cam_p2p}");
     println!("    MoQ            {relay_url}/anon/xoq-camera  (hang broadcast for the web player)");
+    println!(
+        "  microphone       440 Hz tone, 48 kHz mono, Opus or PCM; speaker: records what it is sent"
+    );
+    println!("    P2P            {audio_p2p}");
     println!();
 
     println!("self-check:");
@@ -156,7 +169,22 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
+    match check_audio(&audio_p2p).await {
+        Ok(report) => println!("  P2P  ok   {report}"),
+        Err(e) => {
+            println!("  P2P  FAIL {e:#}");
+            if a.check {
+                let _ = audio_router.shutdown().await;
+                camera.shutdown().await;
+                openarm.shutdown().await;
+                so101.shutdown().await;
+                relay.shutdown().await;
+                anyhow::bail!("demo self-check of the microphone failed");
+            }
+        }
+    }
     if a.check {
+        let _ = audio_router.shutdown().await;
         camera.shutdown().await;
         openarm.shutdown().await;
         so101.shutdown().await;
@@ -193,6 +221,9 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("  xoq can-client {arm_p2p} --send 001#FFFFFFFFFFFFFFFC --count 1   # enable motor 1");
     println!("  xoq camera-client {cam_p2p} --frames 90   # frames and their latency");
     println!("  python: xoq_cv2.VideoCapture(\"{cam_p2p}\").read()   # (True, BGR array)");
+    println!(
+        "  xoq audio-client {audio_p2p} --seconds 5   # level, gaps, latency of the microphone"
+    );
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
     println!("ready (Ctrl-C to stop)");
@@ -200,6 +231,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     if let Some((_, task)) = web {
         task.abort();
     }
+    let _ = audio_router.shutdown().await;
     camera.shutdown().await;
     openarm.shutdown().await;
     so101.shutdown().await;
@@ -315,6 +347,41 @@ async fn check_camera(addr: &str) -> anyhow::Result<String> {
     Ok(format!(
         "camera: {}x{} {codec:?} picture decoded, frame {}, {ms:.0} ms after capture",
         img.width, img.height, f.seq
+    ))
+}
+
+/// Listen to the tone microphone for a quarter second: the samples must be the 440 Hz tone
+/// at their stream positions (PCM, so exactly), with no gap.
+async fn check_audio(addr: &str) -> anyhow::Result<String> {
+    use xoq_client::audio::{AudioOptions, RemoteAudio};
+    let opts = AudioOptions::new()
+        .offline(true)
+        .codec(xoq_wire::audio::AudioCodec::PcmF32);
+    let mic = RemoteAudio::connect(addr, opts).await?;
+    let mut worst = 0f32;
+    let mut ms = 0.0;
+    for _ in 0..12 {
+        let c = tokio::time::timeout(std::time::Duration::from_secs(5), mic.read())
+            .await
+            .map_err(|_| anyhow::anyhow!("no audio within 5 s"))??;
+        for (i, v) in c.samples.iter().enumerate() {
+            let want =
+                xoq_device::sim::audio::tone_sample(440.0, 48_000, c.first_sample + i as u64);
+            worst = worst.max((v - want).abs());
+        }
+        ms = xoq_device::now_us().saturating_sub(c.capture_us) as f64 / 1000.0;
+    }
+    let gaps = mic
+        .stats()
+        .gap_samples
+        .load(std::sync::atomic::Ordering::Relaxed);
+    mic.close().await;
+    anyhow::ensure!(
+        worst == 0.0 && gaps == 0,
+        "the tone arrived altered (max error {worst}, {gaps} samples missing)"
+    );
+    Ok(format!(
+        "microphone: 240 ms of the 440 Hz tone, exact and continuous, {ms:.0} ms after capture"
     ))
 }
 
