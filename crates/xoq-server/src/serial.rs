@@ -15,7 +15,7 @@
 //! written before them reach the driver, unless the device stopped accepting (then at once).
 //!
 //! Ownership: one P2P controller at a time. A second identity is refused with "port busy
-//! (held by <id>)", or, with takeover, replaces the first (told [`Event::TakenOver`]). The
+//! (held by `<id>`)", or, with takeover, replaces the first (told [`Event::TakenOver`]). The
 //! same identity opening the port again from another handle replaces its older handle (as
 //! a second `open()` of a local port does); the same handle reconnecting replaces its own
 //! stale session. Relay writers (`--moq-writes on`) write alongside the P2P controller.
