@@ -21,6 +21,7 @@ use xoq_device::now_us;
 use xoq_device::sim::audio::Recording;
 use xoq_media::audio::{JitterBuffer, JitterStats, SoundCodec, SoundDecoder, SoundEncoder};
 use xoq_transport::framed::FramedReader;
+use xoq_transport::moq::MoqSession;
 use xoq_wire::RefuseCode;
 pub use xoq_wire::audio::ALPN;
 use xoq_wire::audio::{AudioCodec, AudioFormat, AudioPacket, ClientMsg, ServerMsg, VERSION};
@@ -241,6 +242,79 @@ impl AudioServer {
         self.shared().recording.as_ref()
     }
 
+    /// Publish the microphone on a relay as a hang broadcast named `name`, what the stock
+    /// MoQ web player plays: a `catalog.json` track (one Opus rendition named `audio`) and an
+    /// `audio` track with one group per 20 ms Opus packet, each frame a varint presentation
+    /// time in µs followed by the packet. Encodes only while someone subscribes to the
+    /// audio. The relay side is listen-only. Returns when the session ends.
+    pub async fn serve_moq(&self, session: &MoqSession, name: &str) -> Result<(), ServerError> {
+        let shared = self.shared().clone();
+        let (_bc, mut tracks) = session.publish_tracks(name, &["catalog.json", "audio"])?;
+        let (Some(mut audio), Some(mut catalog)) = (tracks.pop(), tracks.pop()) else {
+            return Err(ServerError::Config(
+                "the relay session did not create the audio tracks".into(),
+            ));
+        };
+        let format = AudioFormat {
+            rate: shared.rate,
+            channels: shared.channels,
+            ..AudioFormat::DEFAULT
+        };
+        let epoch = now_us();
+        catalog.write_grouped(
+            Bytes::from(audio_catalog_json(format.rate, format.channels, epoch)),
+            true,
+        )?;
+        loop {
+            tokio::select! {
+                r = audio.used() => r?,
+                _ = session.closed() => return Ok(()),
+            }
+            let mut rx = shared.mic.subscribe();
+            let mut encoder = SoundEncoder::new(
+                SoundCodec::Opus,
+                format.rate,
+                format.channels,
+                format.frame_samples(),
+            )
+            .map_err(|e| ServerError::Config(format!("Opus encoder: {e}")))?;
+            let mut chunks = Rechunker::new(&format);
+            loop {
+                let block = tokio::select! {
+                    b = rx.recv() => b,
+                    _ = audio.unused() => break,
+                    _ = session.closed() => return Ok(()),
+                };
+                let b = match block {
+                    Ok(b) => b,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        shared
+                            .stats
+                            .listener_skipped
+                            .fetch_add(n, Ordering::Relaxed);
+                        chunks.reset();
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                };
+                let mut packets = Vec::new();
+                chunks.push(&b, |_, capture_us, pcm| {
+                    if let Ok(p) = encoder.encode(pcm) {
+                        packets.push((capture_us, p));
+                    }
+                });
+                for (capture_us, p) in packets {
+                    let mut payload = BytesMut::with_capacity(p.len() + 8);
+                    xoq_wire::coding::put_varint(&mut payload, capture_us.saturating_sub(epoch));
+                    payload.extend_from_slice(&p);
+                    // One group per packet, as the stock player expects: a lost group costs
+                    // one packet, never a backlog.
+                    audio.write_grouped(payload.freeze(), true)?;
+                }
+            }
+        }
+    }
+
     /// Serve one P2P connection until it ends.
     pub async fn serve_connection(&self, conn: Connection) {
         self.session(&conn).await;
@@ -362,11 +436,7 @@ impl AudioServer {
         }
         tracing::info!(%peer, device = %shared.name, listen, talk, codec = format.codec.name(), "audio client connected");
         let mut mic = listen.then(|| shared.mic.subscribe());
-        // The microphone re-chunked to this session's frame size.
-        let mut pending: Vec<f32> = Vec::new();
-        let mut pending_first = 0u64;
-        let mut pending_us = 0u64;
-        let ch = usize::from(format.channels);
+        let mut chunks = Rechunker::new(&format);
         loop {
             tokio::select! {
                 block = async {
@@ -379,30 +449,22 @@ impl AudioServer {
                         Ok(b) => b,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             shared.stats.listener_skipped.fetch_add(n, Ordering::Relaxed);
-                            pending.clear();
+                            chunks.reset();
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     };
-                    if pending.is_empty() {
-                        pending_first = b.first_sample;
-                        pending_us = b.capture_us;
-                    }
-                    pending.extend_from_slice(&b.samples);
                     out.clear();
-                    while pending.len() >= frame * ch {
-                        let rest = pending.split_off(frame * ch);
-                        let Ok(payload) = encoder.encode(&pending) else { break };
-                        ServerMsg::Packet(AudioPacket {
-                            first_sample: pending_first,
-                            capture_us: pending_us,
-                            payload: Bytes::from(payload),
-                        })
-                        .encode(&mut out);
-                        pending = rest;
-                        pending_first += frame as u64;
-                        pending_us += frame as u64 * 1_000_000 / u64::from(format.rate);
-                    }
+                    chunks.push(&b, |first_sample, capture_us, pcm| {
+                        if let Ok(payload) = encoder.encode(pcm) {
+                            ServerMsg::Packet(AudioPacket {
+                                first_sample,
+                                capture_us,
+                                payload: Bytes::from(payload),
+                            })
+                            .encode(&mut out);
+                        }
+                    });
                     if !out.is_empty() && send.write_all(&out).await.is_err() {
                         break;
                     }
@@ -446,6 +508,69 @@ impl AudioServer {
     }
 }
 
+/// The microphone's 10 ms blocks re-cut into one session's frames, keeping each frame's
+/// first sample index and capture time. A skipped block (a lagging reader) restarts it.
+struct Rechunker {
+    frame: usize,
+    channels: usize,
+    rate: u32,
+    pending: Vec<f32>,
+    first: u64,
+    capture_us: u64,
+}
+
+impl Rechunker {
+    fn new(format: &AudioFormat) -> Self {
+        Self {
+            frame: format.frame_samples(),
+            channels: usize::from(format.channels),
+            rate: format.rate,
+            pending: Vec::new(),
+            first: 0,
+            capture_us: 0,
+        }
+    }
+
+    /// Forget a partial frame (the stream skipped).
+    fn reset(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Add a block; call `each(first_sample, capture_us, samples)` per whole frame.
+    fn push(&mut self, b: &AudioBlock, mut each: impl FnMut(u64, u64, &[f32])) {
+        if self.pending.is_empty() {
+            self.first = b.first_sample;
+            self.capture_us = b.capture_us;
+        }
+        self.pending.extend_from_slice(&b.samples);
+        let per = self.frame * self.channels;
+        let mut used = 0;
+        while self.pending.len() - used >= per {
+            each(self.first, self.capture_us, &self.pending[used..used + per]);
+            used += per;
+            self.first += self.frame as u64;
+            self.capture_us += self.frame as u64 * 1_000_000 / u64::from(self.rate);
+        }
+        self.pending.drain(..used);
+    }
+}
+
+/// The hang catalog of the microphone's broadcast: one Opus rendition named `audio`. The
+/// `xoq` section (ignored by players) gives the capture clock of presentation time 0.
+pub fn audio_catalog_json(rate: u32, channels: u8, epoch_us: u64) -> String {
+    format!(
+        concat!(
+            r#"{{"audio":{{"renditions":{{"audio":{{"codec":"opus","sampleRate":{rate},"#,
+            r#""numberOfChannels":{ch},"bitrate":{br},"container":{{"kind":"legacy"}},"jitter":20}}}}}},"#,
+            r#""xoq":{{"epochUs":{epoch}}}}}"#
+        ),
+        rate = rate,
+        ch = channels,
+        br = 64_000 * u32::from(channels),
+        epoch = epoch_us
+    )
+}
+
 /// Frees the speaker when its talker's session ends, however it ends.
 struct TalkerGuard {
     shared: Arc<Shared>,
@@ -466,5 +591,45 @@ impl ProtocolHandler for AudioServer {
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
         self.serve_connection(connection).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_is_the_json_the_player_reads() {
+        assert_eq!(
+            audio_catalog_json(48_000, 1, 7),
+            r#"{"audio":{"renditions":{"audio":{"codec":"opus","sampleRate":48000,"numberOfChannels":1,"bitrate":64000,"container":{"kind":"legacy"},"jitter":20}}},"xoq":{"epochUs":7}}"#
+        );
+    }
+
+    #[test]
+    fn blocks_are_recut_into_frames_with_their_index_and_time() {
+        let f = AudioFormat {
+            frame_ms: 20,
+            ..AudioFormat::DEFAULT
+        };
+        let mut r = Rechunker::new(&f);
+        let mut got = Vec::new();
+        for k in 0..5u64 {
+            let b = AudioBlock {
+                first_sample: 4800 + k * 480,
+                capture_us: 100_000 + k * 10_000,
+                samples: vec![k as f32; 480],
+            };
+            r.push(&b, |first, t, pcm| {
+                got.push((first, t, pcm.len(), pcm[0], pcm[959]))
+            });
+        }
+        assert_eq!(
+            got,
+            vec![
+                (4800, 100_000, 960, 0.0, 1.0),
+                (5760, 120_000, 960, 2.0, 3.0)
+            ]
+        );
     }
 }

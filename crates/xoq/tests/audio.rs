@@ -259,3 +259,70 @@ async fn an_unlisted_client_is_refused() {
     ok.close().await;
     let _ = s.router.shutdown().await;
 }
+
+/// What the stock web player reads: the catalog's Opus rendition, then one group per packet,
+/// each a varint presentation time and an Opus packet that decodes to the tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_broadcast_is_hang_opus_that_decodes_to_the_tone() {
+    use xoq::relay::RelayConfig;
+    use xoq::transport::RelayUrl;
+    use xoq::transport::moq::{MoqSession, Redial};
+    use xoq_media::audio::{SoundCodec, SoundDecoder};
+    let relay = RelayConfig::ephemeral()
+        .expect("port")
+        .start()
+        .await
+        .expect("relay");
+    let root = RelayUrl::from_url(relay.url().join("anon").expect("url"));
+    let server = AudioServer::builder("sim:tone:440", 48_000, 1)
+        .expect("device")
+        .start()
+        .expect("server");
+    let session = MoqSession::connect(&root, Redial::Forever)
+        .await
+        .expect("session");
+    let srv = server.clone();
+    let publish = tokio::spawn(async move {
+        let _ = srv.serve_moq(&session, "mic").await;
+    });
+    let sub = MoqSession::connect(&root, Redial::Never)
+        .await
+        .expect("session");
+    let json = sub
+        .read_track("mic", "catalog.json")
+        .next()
+        .await
+        .expect("catalog");
+    let catalog: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    let r = &catalog["audio"]["renditions"]["audio"];
+    assert_eq!(r["codec"], "opus");
+    assert_eq!(r["sampleRate"], 48_000);
+    assert_eq!(r["numberOfChannels"], 1);
+    assert_eq!(r["container"]["kind"], "legacy");
+    let mut track = sub.read_track("mic", "audio");
+    let mut dec = SoundDecoder::new(SoundCodec::Opus, 48_000, 1, 960).expect("decoder");
+    let (mut pcm, mut last_pts) = (Vec::new(), None);
+    let mut groups = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), track.next())
+            .await
+            .expect("a packet in time")
+            .expect("packet");
+        groups.insert(track.latest_group());
+        let mut b = &frame[..];
+        let pts = xoq_wire::coding::get_varint(&mut b).expect("timestamp");
+        if let Some(p) = last_pts {
+            assert_eq!(pts - p, 20_000, "one 20 ms packet after another");
+        }
+        last_pts = Some(pts);
+        pcm.extend(dec.decode(b).expect("an Opus packet"));
+    }
+    assert!(groups.len() >= 35, "one group per packet, got {}", groups.len());
+    let at = power_at(&pcm[4800..], 48_000.0, 440.0);
+    for off in [400.0, 480.0, 880.0] {
+        assert!(at > 100.0 * power_at(&pcm[4800..], 48_000.0, off), "no clear 440 Hz peak");
+    }
+    sub.close().await;
+    publish.abort();
+    relay.shutdown().await;
+}

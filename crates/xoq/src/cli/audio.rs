@@ -9,7 +9,7 @@ use xoq_client::audio::{AudioOptions, RemoteAudio};
 use xoq_server::audio::{ALPN, AudioServer};
 use xoq_wire::audio::AudioCodec;
 
-use super::common::{self, ServerArgs};
+use super::common::{self, RelayTask, Running, ServerArgs};
 
 /// `xoq audio-server DEVICE`.
 #[derive(Debug, Args)]
@@ -33,27 +33,49 @@ pub struct AudioServerCmd {
     pub server: ServerArgs,
 }
 
-/// Start serving `device` on a P2P endpoint made from `args` (relay flags are not read).
+/// Start serving `device`: P2P (unless `--no-p2p`) and, with `--relay`, a hang broadcast.
 pub(super) async fn start(
     device: &str,
     rate: u32,
     channels: u8,
     takeover: bool,
     args: &ServerArgs,
-) -> anyhow::Result<(AudioServer, Router)> {
+) -> anyhow::Result<Running<AudioServer>> {
+    let default_path = format!("anon/xoq-audio-{}", device.replace([':', '/'], "-"));
+    let moq_addr = args.moq_address(&default_path)?;
     let server = AudioServer::builder(device, rate, channels)
         .with_context(|| format!("cannot serve audio device {device}"))?
         .takeover(takeover)
         .start()
         .with_context(|| format!("cannot serve audio device {device}"))?;
-    let ep = args
-        .endpoint(
-            &format!("audio-{}", device.replace([':', '/'], "-")),
-            vec![ALPN.to_vec()],
-        )
-        .await?;
-    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
-    Ok((server, router))
+    let router = if args.no_p2p {
+        None
+    } else {
+        let ep = args
+            .endpoint(
+                &format!("audio-{}", device.replace([':', '/'], "-")),
+                vec![ALPN.to_vec()],
+            )
+            .await?;
+        Some(Router::builder(ep).accept(ALPN, server.clone()).spawn())
+    };
+    let relay = match &moq_addr {
+        Some(addr) => {
+            let srv = server.clone();
+            Some(RelayTask::spawn(
+                addr,
+                format!("audio {device}"),
+                move |session, name| async move { Ok(srv.serve_moq(&session, &name).await?) },
+            )?)
+        }
+        None => None,
+    };
+    Ok(Running {
+        server,
+        router,
+        moq: moq_addr,
+        relay,
+    })
 }
 
 pub(super) async fn server(a: AudioServerCmd) -> anyhow::Result<()> {
@@ -64,26 +86,19 @@ pub(super) async fn server(a: AudioServerCmd) -> anyhow::Result<()> {
         return Ok(());
     }
     let device = a.device.as_deref().unwrap_or("sim:tone");
-    if a.server.relay.is_some() || a.server.moq.is_some() {
-        anyhow::bail!("audio is served P2P only in this version: drop --relay/--moq");
-    }
-    if a.server.no_p2p {
-        anyhow::bail!("--no-p2p leaves audio nothing to serve on");
-    }
-    let (server, router) = start(device, a.rate, a.channels, a.takeover, &a.server).await?;
-    drop(server);
+    let running = start(device, a.rate, a.channels, a.takeover, &a.server).await?;
     common::print_addresses(
         &format!(
             "xoq audio-server: serving {device} at {} Hz, {} channel(s), Opus or PCM",
             a.rate, a.channels
         ),
-        Some(router.endpoint()),
+        running.router.as_ref().map(|r| r.endpoint()),
         a.server.p2p.offline(),
-        None,
+        running.moq.as_ref(),
         &[],
     );
     common::shutdown_signal().await;
-    let _ = router.shutdown().await;
+    running.shutdown().await;
     Ok(())
 }
 

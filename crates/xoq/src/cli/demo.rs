@@ -92,15 +92,15 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
     let cam_p2p = direct_address(camera.router.as_ref());
-    let (_audio, audio_router) = super::audio::start(
+    let audio = super::audio::start(
         "sim:tone:440",
         48_000,
         1,
         false,
-        &demo_server("demo-audio", &relay_url, None, offline),
+        &demo_server("demo-audio", &relay_url, Some("anon/xoq-audio"), offline),
     )
     .await?;
-    let audio_p2p = direct_address(Some(&audio_router));
+    let audio_p2p = direct_address(audio.router.as_ref());
     let p2p_addr = direct_address(so101.router.as_ref());
     let moq_addr = so101
         .moq
@@ -126,6 +126,9 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "  microphone       440 Hz tone, 48 kHz mono, Opus or PCM; speaker: records what it is sent"
     );
     println!("    P2P            {audio_p2p}");
+    println!(
+        "    MoQ            {relay_url}/anon/xoq-audio  (hang broadcast, Opus, for the web player)"
+    );
     println!();
 
     println!("self-check:");
@@ -174,7 +177,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         Err(e) => {
             println!("  P2P  FAIL {e:#}");
             if a.check {
-                let _ = audio_router.shutdown().await;
+                audio.shutdown().await;
                 camera.shutdown().await;
                 openarm.shutdown().await;
                 so101.shutdown().await;
@@ -184,7 +187,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
     }
     if a.check {
-        let _ = audio_router.shutdown().await;
+        audio.shutdown().await;
         camera.shutdown().await;
         openarm.shutdown().await;
         so101.shutdown().await;
@@ -193,7 +196,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     let web = if super::web::available() {
         let config = format!(
-            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\",\"camera\":\"xoq-camera\"}}",
+            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\",\"camera\":\"xoq-camera\",\"audio\":\"xoq-audio\"}}",
             super::web::json_str(&format!("{relay_url}/anon"))
         );
         match super::web::serve(a.web, config).await {
@@ -231,7 +234,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     if let Some((_, task)) = web {
         task.abort();
     }
-    let _ = audio_router.shutdown().await;
+    audio.shutdown().await;
     camera.shutdown().await;
     openarm.shutdown().await;
     so101.shutdown().await;
