@@ -59,6 +59,8 @@ before(async () => {
       // Closed network: no background requests; WebGL on the CPU (no GPU here).
       "--disable-background-networking", "--disable-component-update", "--no-first-run",
       "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+      // Sound without a click, as a user's click would allow (the microphone page).
+      "--autoplay-policy=no-user-gesture-required",
     ],
   });
 });
@@ -130,7 +132,7 @@ async function shot(p, name) {
 test("index lists the pages", async () => {
   const p = await open("index.html", "index");
   const links = await p.$$eval("a", (as) => as.map((a) => a.getAttribute("href")));
-  for (const page of ["openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html", "camera.html"]) {
+  for (const page of ["openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html", "camera.html", "audio.html"]) {
     assert.ok(links.includes(page), `index links ${page}`);
   }
   await shot(p, "index");
@@ -334,6 +336,21 @@ test("camera: the stock player decodes the demo camera's moving picture", async 
   assert.ok(s.width > 0 && s.height > 0 && s.fps > 0, `resolution ${s.width}x${s.height}, ${s.fps} frames/s`);
   assert.match(await p.textContent("#stats"), new RegExp(`resolution\\s+${s.width}×${s.height}`));
   await shot(p, "camera");
+  await p.close();
+});
+
+test("microphone: the stock player plays the demo tone, and the page hears 440 Hz", async () => {
+  const p = await open("audio.html?autoplay=1", "audio");
+  await waitState(p, () => window.xoqState.level > 0.05 && window.xoqState.peakHz > 0, undefined, 30_000);
+  // The analyser's bins are rate/4096 wide (about 11.7 Hz at 48 kHz): 440 Hz within two bins.
+  await p.waitForTimeout(500);
+  const s = await p.evaluate(() => window.xoqState);
+  assert.equal(s.codec, "opus");
+  assert.equal(s.sampleRate, 48000);
+  assert.ok(Math.abs(s.peakHz - 440) <= 24, `the loudest frequency is ${s.peakHz} Hz, not the 440 Hz tone`);
+  assert.ok(s.level > 0.1 && s.level < 0.6, `level ${s.level} (the tone's RMS is 0.35)`);
+  assert.ok(s.bytesReceived > 1000, `${s.bytesReceived} bytes received`);
+  await shot(p, "audio");
   await p.close();
 });
 

@@ -20,6 +20,8 @@ export interface PageConfig {
   openarm: string;
   /** The demo camera's broadcast (hang format); absent in demos without a camera. */
   camera?: string;
+  /** The demo microphone's broadcast (hang format, Opus); absent in older demos. */
+  audio?: string;
   /** The relay token (`?jwt=` of the page URL, or of a `?relay=` URL); never shown. */
   jwt?: string;
 }
@@ -65,7 +67,7 @@ export async function loadConfig(): Promise<PageConfig> {
     // Opened from elsewhere than `xoq demo`: the defaults and URL parameters decide.
   }
   const q = new URLSearchParams(location.search);
-  for (const k of ["relay", "so101", "openarm", "camera"] as const) {
+  for (const k of ["relay", "so101", "openarm", "camera", "audio"] as const) {
     const v = q.get(k);
     if (v) cfg[k] = v;
   }
