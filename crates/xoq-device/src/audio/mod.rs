@@ -13,6 +13,9 @@
 
 use crate::DeviceError;
 
+#[cfg(feature = "audio-device")]
+pub mod cpal;
+
 /// One block from a microphone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioBlock {
@@ -75,6 +78,17 @@ pub fn open(name: &str, rate: u32, channels: u8) -> Result<AudioDevice, DeviceEr
             recording: Some(recording),
         });
     }
+    #[cfg(feature = "audio-device")]
+    {
+        // A real device: its microphone and its speaker by the same name (`default`, or
+        // part of a device name as `--list` prints it).
+        Ok(AudioDevice {
+            source: Box::new(cpal::CpalSource::open(name, rate, channels)?),
+            sink: Box::new(cpal::CpalSink::open(name, rate, channels)?),
+            recording: None,
+        })
+    }
+    #[cfg(not(feature = "audio-device"))]
     Err(DeviceError::UnknownDevice(format!(
         "{name}: audio devices are sim:tone[:HZ] in this build (real microphones and speakers need the audio-device feature)"
     )))
@@ -82,5 +96,13 @@ pub fn open(name: &str, rate: u32, channels: u8) -> Result<AudioDevice, DeviceEr
 
 /// Audio devices this build can open, one per line, for `--list`.
 pub fn list() -> Vec<String> {
-    vec!["sim:tone[:HZ]  a sine microphone (default 440 Hz) and a recording speaker".to_string()]
+    #[allow(unused_mut)]
+    let mut out =
+        vec!["sim:tone[:HZ]  a sine microphone (default 440 Hz) and a recording speaker".to_string()];
+    #[cfg(feature = "audio-device")]
+    {
+        out.push("default  the system's microphone and speaker".to_string());
+        out.extend(cpal::list());
+    }
+    out
 }
