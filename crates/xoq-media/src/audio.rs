@@ -446,8 +446,9 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Times the buffer ran dry while playing (it refills to its target before going on).
     pub underruns: u64,
-    /// Samples per channel dropped because the buffer was over its bound (a talker faster
-    /// than the speaker, or a burst after a stall): the oldest go.
+    /// Samples per channel dropped because the buffer was over its bound, or more than twice
+    /// its target deep when playing (a burst after a stall): the oldest go, so the delay
+    /// returns to the target.
     pub overruns: u64,
 }
 
@@ -553,6 +554,15 @@ impl JitterBuffer {
             }
             self.playing = true;
         }
+        // Far behind (a burst after a stall): drop the oldest down to the target, so the
+        // delay returns to it instead of staying at what the stall added. Latency over
+        // fidelity: a remote speaker that lags its talker is worse than a skip.
+        if self.depth() > 2 * self.target.max(frames) {
+            let drop = self.depth() - self.target.max(frames);
+            self.buf.drain(..drop * self.channels);
+            self.stats.overruns += drop as u64;
+            self.next = self.next.map(|n| n + drop as u64);
+        }
         let mut out = Vec::with_capacity(frames * self.channels);
         let mut dry = false;
         for _ in 0..frames {
@@ -628,6 +638,19 @@ mod jitter_tests {
             (j.stats().concealed, j.stats().underruns, j.stats().late),
             (10, 2, 0)
         );
+    }
+
+    #[test]
+    fn a_burst_after_a_stall_is_cut_back_to_the_target() {
+        let mut j = JitterBuffer::new(1, 10, 1000);
+        j.push(0, &[1.0; 10]);
+        assert!(j.pull(10).is_some());
+        // A stall, then 100 samples at once.
+        j.push(10, &(0..100).map(|i| i as f32).collect::<Vec<_>>());
+        let out = j.pull(10).expect("playing");
+        assert_eq!(out[0], 90.0, "the oldest 90 went, the newest 10 play");
+        assert_eq!(j.stats().overruns, 90);
+        assert_eq!(j.depth(), 0);
     }
 
     #[test]

@@ -237,6 +237,16 @@ impl AudioServer {
             .unwrap_or_default()
     }
 
+    /// How far ahead of the speaker its buffered audio reaches, ms (the talk's added delay).
+    pub fn speaker_delay_ms(&self) -> f64 {
+        let rate = f64::from(self.shared().rate);
+        self.shared()
+            .speaker
+            .lock()
+            .map(|j| j.depth() as f64 * 1000.0 / rate)
+            .unwrap_or(0.0)
+    }
+
     /// What a simulated speaker played (`None` for a real device).
     pub fn recording(&self) -> Option<&Recording> {
         self.shared().recording.as_ref()

@@ -530,3 +530,96 @@ fn a_server_whose_relay_is_down_serves_p2p_at_once_and_the_relay_later() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A talker on a jittery link with an outage: the speaker conceals what is missing (counted),
+/// nothing crashes, and once the link is back the delay returns to the jitter buffer's target
+/// instead of keeping the outage's backlog. The listener direction keeps its sample counter
+/// whole (a reliable stream), only later.
+#[test]
+#[ignore = "needs root, a network namespace and nftables: scripts/test.sh runs it"]
+fn audio_survives_jitter_and_an_outage_and_returns_to_its_target_delay() {
+    if in_netns("audio_survives_jitter_and_an_outage_and_returns_to_its_target_delay") {
+        return;
+    }
+    use xoq::audio::{AudioCodec, AudioOptions, AudioServer, RemoteAudio, tone_sample};
+    runtime().block_on(async {
+        let server = AudioServer::builder("sim:tone", 48_000, 1)
+            .expect("device")
+            .start()
+            .expect("server");
+        let ep = EndpointBuilder::new()
+            .offline(true)
+            .bind(Some("127.0.0.2:0".parse().expect("addr")))
+            .alpns(vec![xoq::wire::audio::ALPN.to_vec()])
+            .spawn()
+            .await
+            .expect("endpoint");
+        let (id, sock) = (ep.id(), ep.bound_sockets()[0]);
+        let router = Router::builder(ep)
+            .accept(xoq::wire::audio::ALPN, server.clone())
+            .spawn();
+        let fw = Forwarder::builder(sock)
+            .upstream_ip(ip("127.0.0.3"))
+            .seed(16)
+            .impairment_both(
+                Impairment::none()
+                    .with_delay(Duration::from_millis(10))
+                    .with_jitter(Duration::from_millis(8)),
+            )
+            .start()
+            .expect("forwarder");
+        let iso = Nft::new("xoq_iso").expect("nft");
+        iso.isolate(ip("127.0.0.2"), ip("127.0.0.3"))
+            .expect("isolate");
+        let addr = format!("{id}@{}", fw.local_addr());
+        let mut talker = RemoteAudio::connect(
+            &addr,
+            AudioOptions::new()
+                .offline(true)
+                .ephemeral()
+                .talk(true)
+                .codec(AudioCodec::Opus),
+        )
+        .await
+        .expect("talker");
+        // Talk in real time for 4 s; the link drops for 1 s in the middle.
+        let start = tokio::time::Instant::now();
+        let mut max_delay_after = 0f64;
+        let mut before_outage = None;
+        for k in 0..200u64 {
+            let pcm: Vec<f32> = (0..960).map(|i| tone_sample(300.0, 48_000, k * 960 + i)).collect();
+            talker.write(&pcm).await.expect("write (buffered by the stream)");
+            if k == 75 {
+                before_outage = Some(server.speaker_stats());
+                fw.set_outage(true);
+            }
+            if k == 125 {
+                fw.set_outage(false);
+            }
+            // From a second after the heal: the delay is back near the target.
+            if k >= 175 {
+                max_delay_after = max_delay_after.max(server.speaker_delay_ms());
+            }
+            tokio::time::sleep_until(start + Duration::from_millis(20 * (k + 1))).await;
+        }
+        let before = before_outage.expect("measured");
+        let after = server.speaker_stats();
+        assert!(
+            after.underruns > before.underruns && after.concealed > before.concealed,
+            "the outage is concealed and counted: {before:?} -> {after:?}"
+        );
+        assert!(after.overruns > 0, "the backlog after the heal is cut back: {after:?}");
+        assert!(after.played > before.played + 48_000, "playing resumed after the heal: {after:?}");
+        assert!(
+            max_delay_after <= 2.0 * xoq::server::audio::SPEAKER_TARGET_MS as f64 + 20.0,
+            "the delay returned to the target ({max_delay_after:.0} ms buffered a second after the heal)"
+        );
+        let st = fw.stats();
+        assert!(
+            st.to_server.forwarded_packets > 100 && st.to_server.outage_dropped > 0,
+            "the talk went through the forwarder and into the outage: {st:?}"
+        );
+        talker.close().await;
+        let _ = router.shutdown().await;
+    });
+}
