@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{MoqSession, Redial};
+use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p;
 use xoq_wire::can::{
     ALPN, BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, ServerMsg, TimedFrame, VERSION,
@@ -468,15 +468,7 @@ async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientErro
     match &inner.addr {
         Address::P2p { .. } => open_p2p(inner, first).await,
         Address::Moq { relay, name } => {
-            let session = MoqSession::connect(
-                relay,
-                if inner.opts.reconnect.enabled {
-                    Redial::Until(inner.opts.reconnect.deadline)
-                } else {
-                    Redial::Never
-                },
-            )
-            .await?;
+            let session = MoqSession::connect(relay, inner.opts.reconnect.redial()).await?;
             let own = (!inner.opts.receive_own).then(|| Arc::new(OwnEcho::default()));
             let (ib, own_rx, filters) = (inner.inbox.clone(), own.clone(), inner.filters.clone());
             let state = inner.state.clone();

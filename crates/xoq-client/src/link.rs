@@ -74,6 +74,17 @@ impl Default for Reconnect {
     }
 }
 
+impl Reconnect {
+    /// How a relay session under this policy redials by itself.
+    pub(crate) fn redial(&self) -> xoq_transport::moq::Redial {
+        if self.enabled {
+            xoq_transport::moq::Redial::Until(self.deadline)
+        } else {
+            xoq_transport::moq::Redial::Never
+        }
+    }
+}
+
 /// Delay before reconnect attempt `n` (0-based): at once, then after short pauses. Each
 /// attempt is itself bounded ([`attempt_timeout`]), so a fresh dial goes out every 0.5 s
 /// during an outage and the link is back within about that after it heals (a dial that

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, watch};
 use xoq_transport::Address;
 use xoq_transport::framed::FramedReader;
-use xoq_transport::moq::{MoqSession, Redial};
+use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p;
 use xoq_wire::serial::{
     ALPN, ClearBuffer, ClientMsg, Command, Event, Hello, LineSettings, Request, ServerMsg, VERSION,
@@ -594,15 +594,7 @@ async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientErro
         Address::P2p { .. } => open_p2p(inner, first).await,
         Address::Moq { relay, name } => {
             // The relay session redials by itself; this runs once per client.
-            let session = MoqSession::connect(
-                relay,
-                if inner.opts.reconnect.enabled {
-                    Redial::Until(inner.opts.reconnect.deadline)
-                } else {
-                    Redial::Never
-                },
-            )
-            .await?;
+            let session = MoqSession::connect(relay, inner.opts.reconnect.redial()).await?;
             let rx = inner.rx.clone();
             let handlers = Handlers {
                 data: Box::new(move |b| rx.push(&b)),
