@@ -5,6 +5,11 @@ Remote serial ports and CAN buses behave like local ones in the libraries you al
 * pyserial: ``serial.Serial("<address>")`` or ``serial.serial_for_url("xoq://<address>")``;
 * python-can: ``can.Bus(channel="<address>", interface="xoq")`` (or just ``can.Bus("<address>")``).
 
+Remote microphones and speakers (``xoq audio-server``) have python-sounddevice's interface in
+``xoq.sounddevice`` (needs numpy): ``import xoq.sounddevice as sd``, then
+``sd.rec(frames, device="<address>")``, ``sd.play(data, device="<address>")``,
+``sd.InputStream``/``OutputStream``/``Stream`` with a callback or blocking ``read``/``write``.
+
 An address is an endpoint id (``xoq id`` prints it), ``<id>@<ip>:<port>`` to dial directly,
 or a MoQ relay URL such as ``http://127.0.0.1:4443/anon/xoq-so101`` (with ``?jwt=TOKEN`` for
 a relay that checks tokens, or ``XOQ_RELAY_TOKEN`` in the environment). Set ``XOQ_OFFLINE=1``

@@ -3,8 +3,9 @@
 //!
 //! Every chunk read carries the index of its first sample in the microphone's stream and its
 //! capture time on the robot clock, so a caller sees a gap (it read too slowly and the server
-//! skipped) and can line audio up with joints and pictures. Relay addresses and reconnection
-//! are not supported by audio yet: a dropped link ends the stream with an error.
+//! skipped) and can line audio up with joints and pictures. A relay address
+//! (`<relay-url>/<path>`) listens to the server's hang broadcast (Opus, 20 ms, listen-only).
+//! P2P sessions do not reconnect yet: a dropped link ends the stream with an error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use iroh::endpoint::{RecvStream, SendStream};
 use tokio::sync::Mutex as AsyncMutex;
 use xoq_media::audio::{SoundCodec, SoundDecoder, SoundEncoder};
 use xoq_transport::framed::FramedReader;
+use xoq_transport::moq::{MoqSession, Redial};
 use xoq_transport::{Address, p2p};
 use xoq_wire::RefuseCode;
 use xoq_wire::audio::{ALPN, AudioCodec, AudioFormat, AudioPacket, ClientMsg, ServerMsg, VERSION};
@@ -27,6 +29,13 @@ use crate::rx::Inbox;
 
 /// How long connecting (dial + handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How far ahead of real time a talker may send: `write` waits beyond this, as a local
+/// output stream's write blocks while the device buffer is full. Kept under the speaker's
+/// catch-up threshold (twice its 40 ms target), so paced talk is never cut.
+const TALK_LEAD: Duration = Duration::from_millis(60);
+/// A talker this late (it paused) starts a new utterance: the pace restarts from now.
+const TALK_RESTART: Duration = Duration::from_millis(200);
+
 /// Chunks kept for a reader that is behind: 2 s of 20 ms frames; older ones are dropped
 /// (counted in [`AudioClientStats::dropped`]).
 const INBOX_CHUNKS: usize = 100;
@@ -137,16 +146,29 @@ pub struct RemoteAudio {
     format: AudioFormat,
     device: String,
     inbox: Arc<Inbox<AudioChunk>>,
-    send: Arc<AsyncMutex<SendStream>>,
-    conn: iroh::endpoint::Connection,
-    dialer: Dialer,
+    link: Link,
     encoder: Option<SoundEncoder>,
     /// Samples written but not yet a whole frame.
     pending: Vec<f32>,
     next_out: u64,
+    /// Real-time anchor of the talk: when sample `.1` was due.
+    talk_anchor: Option<(tokio::time::Instant, u64)>,
     stats: Arc<AudioClientStats>,
     clock: Clock,
     reader: tokio::task::JoinHandle<()>,
+}
+
+/// How the stream reaches the server. One per stream and never moved on the data path.
+#[allow(clippy::large_enum_variant)]
+enum Link {
+    /// One P2P session, both directions.
+    P2p {
+        send: Arc<AsyncMutex<SendStream>>,
+        conn: iroh::endpoint::Connection,
+        dialer: Dialer,
+    },
+    /// The server's relay broadcast, listen-only.
+    Relay { session: Option<MoqSession> },
 }
 
 impl std::fmt::Debug for RemoteAudio {
@@ -170,14 +192,77 @@ impl RemoteAudio {
     /// Connect to an audio server by address (`<id>@ip:port` or `<id>`).
     pub async fn connect(address: &str, opts: AudioOptions) -> Result<Self, ClientError> {
         let addr: Address = address.parse().map_err(ClientError::from)?;
-        if matches!(addr, Address::Moq { .. }) {
-            return Err(ClientError::Unsupported(
-                "audio over a relay is not available yet: connect P2P with the server's id".into(),
-            ));
-        }
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::open(addr, opts))
+        let opening = async {
+            match &addr {
+                Address::Moq { relay, name } => Self::open_relay(relay, name, &opts).await,
+                Address::P2p { .. } => Self::open(addr.clone(), opts.clone()).await,
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, opening)
             .await
             .map_err(|_| ClientError::Timeout(CONNECT_TIMEOUT))?
+    }
+
+    async fn open_relay(
+        relay: &xoq_transport::RelayUrl,
+        name: &str,
+        opts: &AudioOptions,
+    ) -> Result<Self, ClientError> {
+        let peer = format!("{relay}{name}");
+        if opts.talk {
+            return Err(ClientError::Unsupported(format!(
+                "{peer}: a relay broadcast is listen-only; connect P2P (the server's id) to talk"
+            )));
+        }
+        if opts.codec != AudioCodec::Opus {
+            return Err(ClientError::Unsupported(format!(
+                "{peer}: relay broadcasts are Opus; ask for opus, or connect P2P for PCM"
+            )));
+        }
+        let session = MoqSession::connect(relay, Redial::Until(Duration::from_secs(60))).await?;
+        let json = session
+            .read_track(name, "catalog.json")
+            .next()
+            .await
+            .map_err(|e| ClientError::Connect(format!("{peer}: no audio broadcast there ({e})")))?;
+        let (track, format, epoch) = parse_catalog(&json).ok_or_else(|| {
+            ClientError::Unsupported(format!("{peer}: the catalog describes no Opus audio"))
+        })?;
+        let decoder = SoundDecoder::new(
+            SoundCodec::Opus,
+            format.rate,
+            format.channels,
+            format.frame_samples(),
+        )
+        .map_err(|e| ClientError::Device(e.to_string()))?;
+        let inbox = Arc::new(Inbox::new(INBOX_CHUNKS));
+        let stats = Arc::new(AudioClientStats::default());
+        let reader = session.read_track(name, &track).until_gone();
+        let task = tokio::spawn(relay_loop(
+            reader,
+            decoder,
+            inbox.clone(),
+            stats.clone(),
+            peer.clone(),
+            format.rate,
+            epoch,
+        ));
+        Ok(Self {
+            peer,
+            format,
+            device: name.to_string(),
+            inbox,
+            link: Link::Relay {
+                session: Some(session),
+            },
+            encoder: None,
+            pending: Vec::new(),
+            next_out: 0,
+            talk_anchor: None,
+            stats,
+            clock: Clock::new(),
+            reader: task,
+        })
     }
 
     async fn open(addr: Address, opts: AudioOptions) -> Result<Self, ClientError> {
@@ -253,12 +338,15 @@ impl RemoteAudio {
             format,
             device,
             inbox,
-            send: Arc::new(AsyncMutex::new(opened.send)),
-            conn: opened.conn,
-            dialer,
+            link: Link::P2p {
+                send: Arc::new(AsyncMutex::new(opened.send)),
+                conn: opened.conn,
+                dialer,
+            },
             encoder,
             pending: Vec::new(),
             next_out: 0,
+            talk_anchor: None,
             stats,
             clock,
             reader,
@@ -306,40 +394,58 @@ impl RemoteAudio {
             .map_err(ClientError::Closed)
     }
 
-    /// Send interleaved samples to the speaker. Whole frames go at once; a partial frame
-    /// waits for the next call (or [`flush`](Self::flush)).
+    /// Send interleaved samples to the speaker, paced in real time: whole frames go out at
+    /// most 60 ms ahead of when they play, so this waits (as a local output stream's write
+    /// does) when given more than that; a partial frame waits for the next call (or
+    /// [`flush`](Self::flush)). After a pause the pace restarts.
     pub async fn write(&mut self, samples: &[f32]) -> Result<(), ClientError> {
-        let Some(encoder) = self.encoder.as_mut() else {
+        if self.encoder.is_none() {
             return Err(ClientError::Unsupported(
                 "this stream does not talk: open it with talk(true)".into(),
             ));
-        };
+        }
         let per = self.format.frame_samples() * usize::from(self.format.channels);
         self.pending.extend_from_slice(samples);
-        let mut out = BytesMut::new();
         while self.pending.len() >= per {
+            self.pace().await;
             let rest = self.pending.split_off(per);
+            let frame = std::mem::replace(&mut self.pending, rest);
+            let Some(encoder) = self.encoder.as_mut() else {
+                break;
+            };
             let payload = encoder
-                .encode(&self.pending)
+                .encode(&frame)
                 .map_err(|e| ClientError::Device(e.to_string()))?;
+            let mut out = BytesMut::new();
             ClientMsg::Packet(AudioPacket {
                 first_sample: self.next_out,
                 capture_us: self.clock.robot_now_us(),
                 payload: Bytes::from(payload),
             })
             .encode(&mut out);
-            self.pending = rest;
             self.next_out += self.format.frame_samples() as u64;
-        }
-        if !out.is_empty() {
-            self.send
-                .lock()
-                .await
-                .write_all(&out)
-                .await
-                .map_err(|e| ClientError::Closed(format!("{}: {e}", self.peer)))?;
+            if let Link::P2p { send, .. } = &self.link {
+                send.lock()
+                    .await
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| ClientError::Closed(format!("{}: {e}", self.peer)))?;
+            }
         }
         Ok(())
+    }
+
+    /// Wait until the next frame may go: no more than [`TALK_LEAD`] ahead of real time.
+    async fn pace(&mut self) {
+        let rate = u64::from(self.format.rate);
+        let now = tokio::time::Instant::now();
+        let (t0, s0) = *self.talk_anchor.get_or_insert((now, self.next_out));
+        let due = t0 + Duration::from_micros((self.next_out - s0) * 1_000_000 / rate);
+        if now > due + TALK_RESTART {
+            self.talk_anchor = Some((now, self.next_out));
+        } else if due > now + TALK_LEAD {
+            tokio::time::sleep_until(due - TALK_LEAD).await;
+        }
     }
 
     /// Pad a partial frame with silence and send it.
@@ -355,22 +461,98 @@ impl RemoteAudio {
     /// End the session.
     pub async fn close(mut self) {
         let _ = self.flush().await;
-        if let Ok(mut s) = self.send.try_lock() {
-            let _ = s.finish();
-        }
         self.reader.abort();
         self.inbox.close("the stream was closed".into());
-        self.conn.close(p2p::CLOSE_NORMAL.into(), b"closed");
-        self.dialer.close().await;
+        match &mut self.link {
+            Link::P2p { send, conn, dialer } => {
+                if let Ok(mut s) = send.try_lock() {
+                    let _ = s.finish();
+                }
+                conn.close(p2p::CLOSE_NORMAL.into(), b"closed");
+                dialer.close().await;
+            }
+            Link::Relay { session } => {
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
+            }
+        }
     }
 }
 
 impl Drop for RemoteAudio {
     fn drop(&mut self) {
         self.reader.abort();
-        self.conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
-        self.dialer.close_soon();
+        if let Link::P2p { conn, dialer, .. } = &self.link {
+            conn.close(p2p::CLOSE_NORMAL.into(), b"dropped");
+            dialer.close_soon();
+        }
     }
+}
+
+/// The first Opus rendition of a hang catalog: its track, format (20 ms frames, as the
+/// server publishes) and the capture time of presentation time 0 (`xoq.epochUs`, 0 if absent).
+fn parse_catalog(json: &[u8]) -> Option<(String, AudioFormat, u64)> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let (track, r) = v["audio"]["renditions"]
+        .as_object()?
+        .iter()
+        .find(|(_, r)| r["codec"] == "opus")?;
+    let format = AudioFormat {
+        rate: u32::try_from(r["sampleRate"].as_u64()?).ok()?,
+        channels: u8::try_from(r["numberOfChannels"].as_u64()?).ok()?,
+        codec: AudioCodec::Opus,
+        frame_ms: 20,
+    };
+    format.check().ok()?;
+    Some((
+        track.clone(),
+        format,
+        v["xoq"]["epochUs"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Read a hang audio track: each frame a varint presentation time (µs) and an Opus packet.
+async fn relay_loop(
+    mut reader: xoq_transport::moq::TrackReader,
+    mut decoder: SoundDecoder,
+    inbox: Arc<Inbox<AudioChunk>>,
+    stats: Arc<AudioClientStats>,
+    peer: String,
+    rate: u32,
+    epoch: u64,
+) {
+    let reason = loop {
+        let frame = match reader.next().await {
+            Ok(f) => f,
+            Err(e) => break format!("{peer}: the broadcast ended ({e})"),
+        };
+        let mut b = &frame[..];
+        let Ok(pts) = xoq_wire::coding::get_varint(&mut b) else {
+            stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        // Presentation time counts from the broadcast's epoch; the sample index with it.
+        let first_sample = pts.saturating_mul(u64::from(rate)) / 1_000_000;
+        match decoder.decode_packet(first_sample, b) {
+            Ok(d) => {
+                stats.gap_samples.fetch_add(d.skipped, Ordering::Relaxed);
+                let before = inbox.dropped();
+                inbox.extend([AudioChunk {
+                    first_sample: d.first_sample,
+                    capture_us: if epoch == 0 { 0 } else { epoch + pts },
+                    samples: d.samples,
+                }]);
+                stats
+                    .dropped
+                    .fetch_add(inbox.dropped() - before, Ordering::Relaxed);
+            }
+            Err(_) => {
+                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    inbox.close(reason);
 }
 
 async fn read_loop(

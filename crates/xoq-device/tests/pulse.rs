@@ -53,7 +53,10 @@ fn start_pulse() -> Pulse {
         .args(["set-default-source", "xoq.monitor"])
         .status()
         .expect("pactl");
-    assert!(ok.success(), "the null sink's monitor becomes the microphone");
+    assert!(
+        ok.success(),
+        "the null sink's monitor becomes the microphone"
+    );
     Pulse { child, _dir: dir }
 }
 
@@ -78,7 +81,9 @@ fn the_speaker_plays_in_real_time_and_the_microphone_hears_it() {
     let feeding = std::thread::spawn(move || {
         let start = Instant::now();
         for k in 0..250u64 {
-            let pcm: Vec<f32> = (0..480).map(|i| tone_sample(440.0, 48_000, k * 480 + i)).collect();
+            let pcm: Vec<f32> = (0..480)
+                .map(|i| tone_sample(440.0, 48_000, k * 480 + i))
+                .collect();
             speaker.play(k * 480, &pcm).expect("play");
             let due = start + Duration::from_millis(10 * (k + 1));
             if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -109,7 +114,10 @@ fn the_speaker_plays_in_real_time_and_the_microphone_hears_it() {
     let at = power_at(&heard, 48_000.0, 440.0);
     assert!(at > 1e-3, "the microphone hears the tone (power {at})");
     for off in [400.0, 480.0, 880.0] {
-        assert!(at > 30.0 * power_at(&heard, 48_000.0, off), "a clear 440 Hz peak");
+        assert!(
+            at > 30.0 * power_at(&heard, 48_000.0, off),
+            "a clear 440 Hz peak"
+        );
     }
     let _ = speaker.underruns();
 }

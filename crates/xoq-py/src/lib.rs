@@ -1,9 +1,10 @@
 //! `xoq._xoq`: the native half of the Python package.
 //!
-//! Thin classes over the Rust clients ([`serial::SerialPort`], [`can::CanBus`]). The Python
-//! modules in `python/xoq` put them behind the host libraries' own interfaces (a pyserial
-//! `SerialBase`, a python-can `BusABC`), so the semantics users know live there and the
-//! bytes move here. Every blocking call releases the GIL and wakes up every
+//! Thin classes over the Rust clients ([`serial::SerialPort`], [`can::CanBus`],
+//! [`camera::Camera`], [`audio::AudioStream`]). The Python modules in `python/xoq` put them
+//! behind the host libraries' own interfaces (a pyserial `SerialBase`, a python-can `BusABC`,
+//! OpenCV's `VideoCapture`, python-sounddevice's streams), so the semantics users know live
+//! there and the bytes move here. Every blocking call releases the GIL and wakes up every
 //! [`SIGNAL_SLICE`] to let Ctrl-C through.
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use xoq::client::ClientError;
 
+mod audio;
 mod camera;
 mod can;
 mod serial;
@@ -281,6 +283,7 @@ fn _xoq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<serial::SerialPort>()?;
     m.add_class::<can::CanBus>()?;
     m.add_class::<camera::Camera>()?;
+    m.add_class::<audio::AudioStream>()?;
     can::add_flags(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

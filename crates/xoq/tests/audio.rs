@@ -273,7 +273,8 @@ async fn the_relay_broadcast_is_hang_opus_that_decodes_to_the_tone() {
         .start()
         .await
         .expect("relay");
-    let root = RelayUrl::from_url(relay.url().join("anon").expect("url"));
+    let root_url = relay.url().join("anon").expect("url");
+    let root = RelayUrl::from_url(root_url.clone());
     let server = AudioServer::builder("sim:tone:440", 48_000, 1)
         .expect("device")
         .start()
@@ -317,12 +318,36 @@ async fn the_relay_broadcast_is_hang_opus_that_decodes_to_the_tone() {
         last_pts = Some(pts);
         pcm.extend(dec.decode(b).expect("an Opus packet"));
     }
-    assert!(groups.len() >= 35, "one group per packet, got {}", groups.len());
+    assert!(
+        groups.len() >= 35,
+        "one group per packet, got {}",
+        groups.len()
+    );
     let at = power_at(&pcm[4800..], 48_000.0, 440.0);
     for off in [400.0, 480.0, 880.0] {
-        assert!(at > 100.0 * power_at(&pcm[4800..], 48_000.0, off), "no clear 440 Hz peak");
+        assert!(
+            at > 100.0 * power_at(&pcm[4800..], 48_000.0, off),
+            "no clear 440 Hz peak"
+        );
     }
     sub.close().await;
+    // The Rust client on the relay address: decoded chunks, the counter continuous.
+    let addr = format!("{}/mic", root_url.as_str().trim_end_matches('/'));
+    let mic = RemoteAudio::connect(&addr, opts())
+        .await
+        .expect("relay listener");
+    assert_eq!(mic.format().codec, AudioCodec::Opus);
+    let (_, got) = read_continuous(&mic, 30).await;
+    let at = power_at(&got[4800..], 48_000.0, 440.0);
+    assert!(
+        at > 100.0 * power_at(&got[4800..], 48_000.0, 480.0),
+        "the relay listener hears 440 Hz"
+    );
+    mic.close().await;
+    let err = RemoteAudio::connect(&addr, opts().talk(true))
+        .await
+        .expect_err("the broadcast is listen-only");
+    assert!(err.to_string().contains("listen-only"), "{err}");
     publish.abort();
     relay.shutdown().await;
 }

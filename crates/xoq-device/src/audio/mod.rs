@@ -97,8 +97,9 @@ pub fn open(name: &str, rate: u32, channels: u8) -> Result<AudioDevice, DeviceEr
 /// Audio devices this build can open, one per line, for `--list`.
 pub fn list() -> Vec<String> {
     #[allow(unused_mut)]
-    let mut out =
-        vec!["sim:tone[:HZ]  a sine microphone (default 440 Hz) and a recording speaker".to_string()];
+    let mut out = vec![
+        "sim:tone[:HZ]  a sine microphone (default 440 Hz) and a recording speaker".to_string(),
+    ];
     #[cfg(feature = "audio-device")]
     {
         out.push("default  the system's microphone and speaker".to_string());
