@@ -61,6 +61,8 @@ before(async () => {
       "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
       // Sound without a click, as a user's click would allow (the microphone page).
       "--autoplay-policy=no-user-gesture-required",
+      // A fake microphone (Chromium's test tone) for push-to-talk, allowed without a prompt.
+      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
     ],
   });
 });
@@ -351,6 +353,24 @@ test("microphone: the stock player plays the demo tone, and the page hears 440 H
   assert.ok(s.level > 0.1 && s.level < 0.6, `level ${s.level} (the tone's RMS is 0.35)`);
   assert.ok(s.bytesReceived > 1000, `${s.bytesReceived} bytes received`);
   await shot(p, "audio");
+  await p.close();
+});
+
+test("microphone: push-to-talk reaches the robot's speaker through the relay", async () => {
+  const p = await open("audio.html", "audio-talk");
+  await waitState(p, () => window.xoqState.speaker?.relayWrites === true, undefined, 30_000);
+  const before = await p.evaluate(() => window.xoqState.speaker.played);
+  await p.evaluate(() => window.xoqTalk.start());
+  await waitState(p, () => window.xoqState.talkPackets > 40 && window.xoqState.speaker?.talking === true, undefined, 30_000);
+  await waitState(p, (b) => window.xoqState.speaker.played > b + 24000, before, 10_000);
+  // Chromium's fake microphone beeps: the speaker's level shows it (not just silence played).
+  await waitState(p, () => window.xoqState.speaker.level > 0.005, undefined, 10_000);
+  const s = await p.evaluate(() => window.xoqState);
+  assert.equal(s.talkError, null);
+  await shot(p, "audio_talk");
+  await p.evaluate(() => window.xoqTalk.stop());
+  // The talker's broadcast goes away: the speaker is free for the next one.
+  await waitState(p, () => window.xoqState.speaker?.talking === false, undefined, 15_000);
   await p.close();
 });
 

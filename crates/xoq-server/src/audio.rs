@@ -56,6 +56,8 @@ pub struct AudioStats {
     pub listener_skipped: AtomicU64,
     /// Speaker packets that could not be decoded (dropped).
     pub decode_errors: AtomicU64,
+    /// Relay writer packets dropped because another talker held the speaker.
+    pub talk_refused: AtomicU64,
 }
 
 /// Builds an [`AudioServer`].
@@ -66,9 +68,17 @@ pub struct AudioServerBuilder {
     sink: Box<dyn AudioSink>,
     recording: Option<Recording>,
     takeover: bool,
+    relay_writes: bool,
 }
 
 impl AudioServerBuilder {
+    /// Play what relay writers (browser push-to-talk) send to the speaker (default: no,
+    /// the relay side is listen-only).
+    pub fn relay_writes(mut self, on: bool) -> Self {
+        self.relay_writes = on;
+        self
+    }
+
     /// Let a new talker take the speaker from the current one instead of being refused
     /// (a client can also ask for it in its hello).
     pub fn takeover(mut self, on: bool) -> Self {
@@ -96,6 +106,8 @@ impl AudioServerBuilder {
             talker: Mutex::new(None),
             next_session: AtomicU64::new(1),
             takeover: self.takeover,
+            relay_writes: self.relay_writes,
+            speaker_level: std::sync::atomic::AtomicU32::new(0),
             stats: AudioStats::default(),
             recording: self.recording,
             stop: std::sync::atomic::AtomicBool::new(false),
@@ -139,6 +151,10 @@ impl AudioServerBuilder {
                         let first = j.next_index().unwrap_or(0);
                         j.pull(block).map(|v| (first, v))
                     });
+                    let level = pulled.as_ref().map_or(0.0, |(_, v)| {
+                        (v.iter().map(|x| x * x).sum::<f32>() / v.len().max(1) as f32).sqrt()
+                    });
+                    s.speaker_level.store(level.to_bits(), Ordering::Relaxed);
                     if let Some((first, samples)) = pulled
                         && let Err(e) = sink.play(first, &samples)
                     {
@@ -163,6 +179,9 @@ struct Shared {
     talker: Mutex<Option<(u64, Arc<Notify>)>>,
     next_session: AtomicU64,
     takeover: bool,
+    relay_writes: bool,
+    /// RMS of the block the speaker last played (f32 bits), for the status track.
+    speaker_level: std::sync::atomic::AtomicU32,
     stats: AudioStats,
     recording: Option<Recording>,
     stop: std::sync::atomic::AtomicBool,
@@ -207,6 +226,7 @@ impl AudioServer {
             sink: dev.sink,
             recording: dev.recording,
             takeover: false,
+            relay_writes: false,
         })
     }
 
@@ -259,12 +279,31 @@ impl AudioServer {
     /// audio. The relay side is listen-only. Returns when the session ends.
     pub async fn serve_moq(&self, session: &MoqSession, name: &str) -> Result<(), ServerError> {
         let shared = self.shared().clone();
-        let (_bc, mut tracks) = session.publish_tracks(name, &["catalog.json", "audio"])?;
-        let (Some(mut audio), Some(mut catalog)) = (tracks.pop(), tracks.pop()) else {
+        let (_bc, mut tracks) =
+            session.publish_tracks(name, &["catalog.json", "audio", "speaker"])?;
+        let (Some(speaker), Some(mut audio), Some(mut catalog)) =
+            (tracks.pop(), tracks.pop(), tracks.pop())
+        else {
             return Err(ServerError::Config(
                 "the relay session did not create the audio tracks".into(),
             ));
         };
+        let _status = tokio::spawn(speaker_status(shared.clone(), speaker));
+        let _talkers = shared.relay_writes.then(|| {
+            tokio::spawn(relay_talkers(
+                shared.clone(),
+                session.read_writers(&format!("{name}/talk"), "audio"),
+            ))
+        });
+        struct Abort(Option<tokio::task::JoinHandle<()>>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                if let Some(t) = self.0.take() {
+                    t.abort();
+                }
+            }
+        }
+        let (_status, _talkers) = (Abort(Some(_status)), Abort(_talkers));
         let format = AudioFormat {
             rate: shared.rate,
             channels: shared.channels,
@@ -565,6 +604,104 @@ impl Rechunker {
     }
 }
 
+/// Every 250 ms on the broadcast's `speaker` track, as JSON: what the speaker plays and who
+/// talks (pages show it; tests read it).
+async fn speaker_status(shared: Arc<Shared>, mut track: xoq_transport::moq::TrackWriter) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let st = shared.speaker.lock().map(|j| j.stats()).unwrap_or_default();
+        let talking = shared.talker.lock().map(|t| t.is_some()).unwrap_or(false);
+        let level = f32::from_bits(shared.speaker_level.load(Ordering::Relaxed));
+        let json = format!(
+            r#"{{"played":{},"concealed":{},"underruns":{},"overruns":{},"talking":{talking},"level":{level:.4},"relayWrites":{}}}"#,
+            st.played, st.concealed, st.underruns, st.overruns, shared.relay_writes
+        );
+        if track.write_grouped(Bytes::from(json), true).is_err() {
+            return;
+        }
+    }
+}
+
+/// Relay writers (`<name>/talk/<writer>`, track `audio`, hang legacy frames: a varint
+/// presentation time in µs and an Opus packet) to the speaker: a writer takes it when it is
+/// free and keeps it until it leaves; others are dropped and counted meanwhile.
+async fn relay_talkers(shared: Arc<Shared>, mut writers: xoq_transport::moq::Writers) {
+    use std::collections::HashMap;
+    use xoq_transport::moq::WriterEvent;
+    let rate = shared.rate;
+    let frame = (rate / 50) as usize;
+    let mut talkers: HashMap<String, (u64, SoundDecoder)> = HashMap::new();
+    while let Some(ev) = writers.next().await {
+        match ev {
+            WriterEvent::Joined(w) => tracing::info!(writer = %w, "relay talker joined"),
+            WriterEvent::Left(w) => {
+                if let Some((id, _)) = talkers.remove(&w) {
+                    release_talker(&shared, id);
+                }
+            }
+            WriterEvent::Frame { writer, payload } => {
+                let mut b = &payload[..];
+                let Ok(pts) = xoq_wire::coding::get_varint(&mut b) else {
+                    shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if !talkers.contains_key(&writer) {
+                    let Ok(dec) = SoundDecoder::new(SoundCodec::Opus, rate, shared.channels, frame)
+                    else {
+                        continue;
+                    };
+                    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+                    talkers.insert(writer.clone(), (id, dec));
+                }
+                let Some((id, dec)) = talkers.get_mut(&writer) else {
+                    continue;
+                };
+                // Take the speaker if it is free; keep it if ours; else this is refused.
+                let ours = match shared.talker.lock() {
+                    Ok(mut t) => match t.as_ref() {
+                        None => {
+                            *t = Some((*id, Arc::new(Notify::new())));
+                            if let Ok(mut j) = shared.speaker.lock() {
+                                j.reset();
+                            }
+                            true
+                        }
+                        Some((holder, _)) => holder == id,
+                    },
+                    Err(_) => false,
+                };
+                if !ours {
+                    shared.stats.talk_refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let first = pts.saturating_mul(u64::from(rate)) / 1_000_000;
+                match dec.decode_packet(first, b) {
+                    Ok(d) => {
+                        if let Ok(mut j) = shared.speaker.lock() {
+                            j.push(d.first_sample, &d.samples);
+                        }
+                    }
+                    Err(_) => {
+                        shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+    for (_, (id, _)) in talkers {
+        release_talker(&shared, id);
+    }
+}
+
+fn release_talker(shared: &Shared, id: u64) {
+    if let Ok(mut t) = shared.talker.lock()
+        && t.as_ref().is_some_and(|(holder, _)| *holder == id)
+    {
+        *t = None;
+    }
+}
+
 /// The hang catalog of the microphone's broadcast: one Opus rendition named `audio`. The
 /// `xoq` section (ignored by players) gives the capture clock of presentation time 0.
 pub fn audio_catalog_json(rate: u32, channels: u8, epoch_us: u64) -> String {
@@ -589,11 +726,7 @@ struct TalkerGuard {
 
 impl Drop for TalkerGuard {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.shared.talker.lock()
-            && t.as_ref().is_some_and(|(id, _)| *id == self.id)
-        {
-            *t = None;
-        }
+        release_talker(&self.shared, self.id);
     }
 }
 

@@ -351,3 +351,95 @@ async fn the_relay_broadcast_is_hang_opus_that_decodes_to_the_tone() {
     publish.abort();
     relay.shutdown().await;
 }
+
+/// Push-to-talk through a relay (what the browser page does): a writer broadcast
+/// `<name>/talk/<writer>` with hang Opus frames reaches the speaker only with relay writes on,
+/// and the broadcast's `speaker` track says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_talk_reaches_the_speaker_only_with_relay_writes_on() {
+    use xoq::relay::RelayConfig;
+    use xoq::transport::RelayUrl;
+    use xoq::transport::moq::{MoqSession, Redial};
+    use xoq_media::audio::{SoundCodec, SoundEncoder};
+    let relay = RelayConfig::ephemeral()
+        .expect("port")
+        .start()
+        .await
+        .expect("relay");
+    let root = RelayUrl::from_url(relay.url().join("anon").expect("url"));
+    for writes in [false, true] {
+        let name = format!("mic-{writes}");
+        let server = AudioServer::builder("sim:tone", 48_000, 1)
+            .expect("device")
+            .relay_writes(writes)
+            .start()
+            .expect("server");
+        let session = MoqSession::connect(&root, Redial::Forever)
+            .await
+            .expect("session");
+        let (srv, n) = (server.clone(), name.clone());
+        let publish = tokio::spawn(async move {
+            let _ = srv.serve_moq(&session, &n).await;
+        });
+        let talker = MoqSession::connect(&root, Redial::Never)
+            .await
+            .expect("talker session");
+        let (_bc, mut tracks) = talker
+            .publish_tracks(&format!("{name}/talk/t1"), &["audio"])
+            .expect("publish");
+        let mut track = tracks.pop().expect("track");
+        let mut enc = SoundEncoder::new(SoundCodec::Opus, 48_000, 1, 960).expect("encoder");
+        let start = tokio::time::Instant::now();
+        for k in 0..40u64 {
+            let pcm: Vec<f32> = (0..960)
+                .map(|i| tone_sample(600.0, 48_000, k * 960 + i))
+                .collect();
+            let mut payload = Vec::new();
+            let mut pts = Vec::new();
+            xoq_wire::coding::put_varint(&mut pts, k * 20_000);
+            payload.extend(pts);
+            payload.extend(enc.encode(&pcm).expect("encode"));
+            track
+                .write_grouped(bytes::Bytes::from(payload), true)
+                .expect("write");
+            tokio::time::sleep_until(start + Duration::from_millis(20 * (k + 1))).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The status track, until it reports what was played (or 3 s of updates).
+        let mut reader = talker.read_track(&name, "speaker");
+        let mut status = serde_json::Value::Null;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline {
+            let Ok(Ok(json)) = tokio::time::timeout(Duration::from_secs(1), reader.next()).await
+            else {
+                break;
+            };
+            status = serde_json::from_slice(&json).expect("json");
+            if status["played"].as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+        }
+        let played = server.speaker_stats().played;
+        let rec = server.recording().expect("recording").samples();
+        if writes {
+            assert!(played > 30_000, "the talk was played: {played} samples");
+            let heard = &rec[rec.len() - 30_000..];
+            assert!(
+                power_at(heard, 48_000.0, 600.0) > 100.0 * power_at(heard, 48_000.0, 440.0),
+                "the speaker played the talker's 600 Hz"
+            );
+            assert_eq!(status["relayWrites"], true);
+            assert!(status["played"].as_u64().unwrap_or(0) > 0, "{status}");
+        } else {
+            assert_eq!(
+                played, 0,
+                "relay writes are off: nothing reaches the speaker"
+            );
+            assert!(rec.iter().all(|v| *v == 0.0));
+            assert_eq!(status["relayWrites"], false);
+        }
+        talker.close().await;
+        publish.abort();
+    }
+    relay.shutdown().await;
+}

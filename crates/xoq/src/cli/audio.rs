@@ -9,7 +9,7 @@ use xoq_client::audio::{AudioOptions, RemoteAudio};
 use xoq_server::audio::{ALPN, AudioServer};
 use xoq_wire::audio::AudioCodec;
 
-use super::common::{self, RelayTask, Running, ServerArgs};
+use super::common::{self, RelayTask, Running, ServerArgs, WriteArgs};
 
 /// `xoq audio-server DEVICE`.
 #[derive(Debug, Args)]
@@ -30,6 +30,8 @@ pub struct AudioServerCmd {
     #[arg(long)]
     pub takeover: bool,
     #[command(flatten)]
+    pub writes: WriteArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
 }
 
@@ -39,6 +41,7 @@ pub(super) async fn start(
     rate: u32,
     channels: u8,
     takeover: bool,
+    writes: bool,
     args: &ServerArgs,
 ) -> anyhow::Result<Running<AudioServer>> {
     let default_path = format!("anon/xoq-audio-{}", device.replace([':', '/'], "-"));
@@ -46,6 +49,7 @@ pub(super) async fn start(
     let server = AudioServer::builder(device, rate, channels)
         .with_context(|| format!("cannot serve audio device {device}"))?
         .takeover(takeover)
+        .relay_writes(writes)
         .start()
         .with_context(|| format!("cannot serve audio device {device}"))?;
     let router = if args.no_p2p {
@@ -86,7 +90,8 @@ pub(super) async fn server(a: AudioServerCmd) -> anyhow::Result<()> {
         return Ok(());
     }
     let device = a.device.as_deref().unwrap_or("sim:tone");
-    let running = start(device, a.rate, a.channels, a.takeover, &a.server).await?;
+    let writes = a.writes.writes()?;
+    let running = start(device, a.rate, a.channels, a.takeover, writes, &a.server).await?;
     common::print_addresses(
         &format!(
             "xoq audio-server: serving {device} at {} Hz, {} channel(s), Opus or PCM",
@@ -95,7 +100,11 @@ pub(super) async fn server(a: AudioServerCmd) -> anyhow::Result<()> {
         running.router.as_ref().map(|r| r.endpoint()),
         a.server.p2p.offline(),
         running.moq.as_ref(),
-        &[],
+        &[common::describe_writes(
+            running.router.is_some(),
+            running.moq.as_ref(),
+            writes,
+        )],
     );
     common::shutdown_signal().await;
     running.shutdown().await;

@@ -97,6 +97,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
         48_000,
         1,
         false,
+        true,
         &demo_server("demo-audio", &relay_url, Some("anon/xoq-audio"), offline),
     )
     .await?;
