@@ -44,6 +44,8 @@ struct OpusEnc(*mut unsafe_libopus::OpusEncoder);
 
 // The encoder state is plain memory owned by this value; libopus keeps no thread affinity.
 unsafe impl Send for OpusEnc {}
+// Only `&mut` reaches the state (encode takes `&mut self`): a shared reference can do nothing.
+unsafe impl Sync for OpusEnc {}
 
 impl Drop for OpusEnc {
     fn drop(&mut self) {
@@ -168,8 +170,9 @@ pub struct Decoded {
 
 struct OpusDec(*mut unsafe_libopus::OpusDecoder);
 
-// As for the encoder: plain owned memory.
+// As for the encoder: plain owned memory, reached only through `&mut`.
 unsafe impl Send for OpusDec {}
+unsafe impl Sync for OpusDec {}
 
 impl Drop for OpusDec {
     fn drop(&mut self) {

@@ -51,7 +51,7 @@ fn codec_cost(codec: SoundCodec, frame: usize, n: usize) -> anyhow::Result<(f64,
     Ok((us(summarize(e).p50), us(summarize(d).p50)))
 }
 
-pub(super) async fn run(seconds: f64, streams: usize) -> anyhow::Result<()> {
+pub(super) async fn run(seconds: f64, streams: usize, talk_seconds: f64) -> anyhow::Result<()> {
     println!(
         "xoq bench audio: sim:tone 48 kHz mono, {seconds} s per row, P2P on loopback; latency = capture of a packet's first sample -> decoded at the client"
     );
@@ -161,10 +161,26 @@ pub(super) async fn run(seconds: f64, streams: usize) -> anyhow::Result<()> {
             .talk(true),
     )
     .await?;
+    // A listener runs alongside for the whole talk: its counter must not skip.
+    let listener =
+        RemoteAudio::connect(&addr, AudioOptions::new().offline(true).ephemeral()).await?;
+    let listening = tokio::spawn(async move {
+        let mut lat = Vec::new();
+        while let Ok(c) = listener.read().await {
+            lat.push(Duration::from_micros(now_us().saturating_sub(c.capture_us)));
+        }
+        (
+            lat,
+            listener
+                .stats()
+                .gap_samples
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
     let frame = 960usize;
-    let start = Instant::now();
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
     let mut k = 0u64;
-    while start.elapsed() < Duration::from_secs_f64(seconds) {
+    while start.elapsed() < Duration::from_secs_f64(talk_seconds) {
         let pcm: Vec<f32> = (0..frame as u64)
             .map(|i| tone_sample(300.0, 48_000, k * frame as u64 + i))
             .collect();
@@ -173,14 +189,25 @@ pub(super) async fn run(seconds: f64, streams: usize) -> anyhow::Result<()> {
         let due = start + Duration::from_millis(20 * k);
         tokio::time::sleep_until(due.into()).await;
     }
+    let cores = (cpu_seconds() - cpu0) / start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let st = server.speaker_stats();
     println!(
-        "talker -> speaker, Opus 20 ms paced for {seconds} s: played {} samples, late {}, lost {}, concealed {}, underruns {} (1 expected: the end of the talk), overruns {}",
+        "talker -> speaker, Opus 20 ms paced for {talk_seconds} s: played {} samples, late {}, lost {}, concealed {}, underruns {} (1 expected: the end of the talk), overruns {}",
         st.played, st.late, st.lost, st.concealed, st.underruns, st.overruns
     );
     talker.close().await;
     let _ = router.shutdown().await;
+    let (lat, gaps) = listening.await?;
+    if !lat.is_empty() {
+        let l = summarize(lat);
+        println!(
+            "listener during the talk, Opus 20 ms: p50 {:.1} ms, p99 {:.1} ms, gaps {gaps} samples; process CPU {:.3} cores (talker + listener + server)",
+            us(l.p50) / 1000.0,
+            us(l.p99) / 1000.0,
+            cores
+        );
+    }
     println!("peak RSS {:.1} MiB", peak_rss_mib());
     Ok(())
 }

@@ -83,6 +83,9 @@ pub enum BenchWhat {
         /// Listeners at once.
         #[arg(long, default_value_t = 1)]
         streams: usize,
+        /// Seconds of the paced talk (default: as --seconds); 600 for the 10-minute soak.
+        #[arg(long)]
+        talk_seconds: Option<f64>,
     },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
@@ -148,7 +151,11 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             no_relay,
             python,
         } => camera::run(&sizes, fps, seconds, !no_relay, python.as_deref()).await,
-        BenchWhat::Audio { seconds, streams } => audio::run(seconds, streams.max(1)).await,
+        BenchWhat::Audio {
+            seconds,
+            streams,
+            talk_seconds,
+        } => audio::run(seconds, streams.max(1), talk_seconds.unwrap_or(seconds)).await,
         BenchWhat::Python {
             count,
             rounds,
