@@ -2,7 +2,8 @@
 
 ``import xoq.sounddevice as sd`` and use it as ``sounddevice``, with an xoq address
 (``<endpoint-id>@<ip>:<port>`` or ``<endpoint-id>``, as ``xoq audio-server`` prints it) as the
-device::
+device. A relay URL (``http://<relay>/anon/xoq-audio``) listens to the server's broadcast
+(Opus, listen-only)::
 
     import xoq.sounddevice as sd
     sd.default.device = "<endpoint-id>@127.0.0.1:40003"
