@@ -69,8 +69,9 @@ pub fn open(name: &str, rate: u32, channels: u8) -> Result<AudioDevice, DeviceEr
             None => return Err(DeviceError::UnknownDevice(name.to_string())),
         };
         let source = crate::sim::audio::ToneSource::new(hz, rate, channels);
+        // The last minute of what was played (11.5 MB at 48 kHz mono), for checks and the demo.
         let recording =
-            crate::sim::audio::Recording::new(rate as usize * usize::from(channels) * 600);
+            crate::sim::audio::Recording::new(rate as usize * usize::from(channels) * 60);
         let sink = recording.sink();
         return Ok(AudioDevice {
             source: Box::new(source),
