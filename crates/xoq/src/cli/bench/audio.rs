@@ -15,20 +15,14 @@ use xoq_device::now_us;
 use xoq_device::sim::audio::tone_sample;
 use xoq_media::audio::{SoundCodec, SoundDecoder, SoundEncoder};
 use xoq_server::audio::{ALPN, AudioServer};
-use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::audio::AudioCodec;
 
+use super::common::serve_on_loopback;
 use super::common::{cpu_seconds, peak_rss_mib, raw_iroh_rtt, summarize, us};
 
 async fn serve() -> anyhow::Result<(AudioServer, Router, String)> {
     let server = AudioServer::builder("sim:tone:440", 48_000, 1)?.start()?;
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
+    let (router, addr) = serve_on_loopback(ALPN, server.clone()).await?;
     Ok((server, router, addr))
 }
 
@@ -125,11 +119,7 @@ pub(super) async fn run(seconds: f64, streams: usize, talk_seconds: f64) -> anyh
             .sum();
         let l = summarize(lat);
         let floor = f64::from(frame_ms);
-        let sc = match codec {
-            AudioCodec::Opus => SoundCodec::Opus,
-            AudioCodec::PcmS16 => SoundCodec::PcmS16,
-            AudioCodec::PcmF32 => SoundCodec::PcmF32,
-        };
+        let sc = SoundCodec::from(codec);
         let (enc, dec) = codec_cost(sc, 48 * usize::from(frame_ms), 200)?;
         println!(
             "{:<16} {:>7.1} {:>7.1} {:>10.1} {:>9.1}ms {:>7} {:>9.0} {:>9.0} {:>9.3}",

@@ -10,9 +10,8 @@ use xoq_server::can::CanServer;
 use xoq_transport::moq::MoqSession;
 use xoq_wire::can::CanFrame;
 
-use super::common::{
-    Lat, cpu_seconds, peak_rss_mib, raw_iroh_rtt, reply_rtt, serve_p2p, summarize, us,
-};
+use super::common::print_process_figures;
+use super::common::{Lat, cpu_seconds, raw_iroh_rtt, reply_rtt, serve_p2p, summarize, us};
 
 /// Bus → client frames/s over `n` interfaces at once (one server and client each).
 /// Returns (frames/s delivered, frames delivered, frames sent).
@@ -241,12 +240,6 @@ pub(super) async fn run(
         );
     }
     println!();
-    println!(
-        "peak RSS {:.1} MiB; CPU {:.2} s over {:.2} s wall ({:.0}% of one core)",
-        peak_rss_mib(),
-        cpu,
-        wall,
-        100.0 * cpu / wall
-    );
+    print_process_figures(cpu, wall, "");
     Ok(())
 }

@@ -108,29 +108,44 @@ pub(super) async fn rtt_remote(
     Ok(out)
 }
 
+/// An offline endpoint on loopback serving `alpn` with `handler`: its router and the address
+/// clients dial (`<id>@<ip>:<port>`). Every bench server and baseline starts this way.
+pub(super) async fn serve_on_loopback<H: ProtocolHandler>(
+    alpn: &[u8],
+    handler: H,
+) -> anyhow::Result<(Router, String)> {
+    let ep = EndpointBuilder::new()
+        .offline(true)
+        .alpns(vec![alpn.to_vec()])
+        .spawn()
+        .await?;
+    let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
+    Ok((Router::builder(ep).accept(alpn, handler).spawn(), addr))
+}
+
+/// Peak RSS and the process's CPU over `wall` seconds, as every bench ends.
+pub(super) fn print_process_figures(cpu: f64, wall: f64, note: &str) {
+    println!(
+        "peak RSS {:.1} MiB; CPU {:.2} s over {:.2} s wall ({:.0}% of one core{note})",
+        peak_rss_mib(),
+        cpu,
+        wall,
+        100.0 * cpu / wall
+    );
+}
+
 pub(super) async fn serve_p2p(
     backend: Box<dyn CanBackend>,
 ) -> anyhow::Result<(CanServer, Router, String)> {
     let server = CanServer::builder(backend).start().await?;
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let router = Router::builder(ep).accept(ALPN, server.clone()).spawn();
+    let (router, addr) = serve_on_loopback(ALPN, server.clone()).await?;
     Ok((server, router, addr))
 }
 
 /// Raw iroh echo of one frame's wire size (a 64-byte FD frame is 78 bytes on the wire).
 pub(super) async fn raw_iroh_rtt(count: usize, size: usize) -> anyhow::Result<Lat> {
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![BENCH_ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let addr: xoq_transport::Address = format!("{}@{}", ep.id(), ep.bound_sockets()[0]).parse()?;
-    let router = Router::builder(ep).accept(BENCH_ALPN, EchoHandler).spawn();
+    let (router, addr) = serve_on_loopback(BENCH_ALPN, EchoHandler).await?;
+    let addr: xoq_transport::Address = addr.parse()?;
     let cep = xoq_transport::p2p::client_endpoint(None, &addr, true).await?;
     let conn = xoq_transport::p2p::connect(&cep, &addr, BENCH_ALPN, true).await?;
     let (mut send, mut recv) = conn.open_bi().await?;

@@ -17,17 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use iroh::protocol::Router;
 use xoq_client::can::{CanOptions, RemoteCanBus};
 use xoq_client::serial::{RemoteSerial, SerialOptions};
 use xoq_device::can::SimCanBackend;
 use xoq_server::SerialServer;
 use xoq_transport::Address;
-use xoq_transport::p2p::{self, EndpointBuilder};
+use xoq_transport::p2p;
 use xoq_wire::can::CanFrame;
 use xoq_wire::damiao::{MotorModel, encode_mit};
 use xoq_wire::serial::{ALPN, LineSettings};
 
+use super::common::serve_on_loopback;
 use super::common::serve_p2p;
 use super::common::{BENCH_ALPN, EchoHandler, Lat, summarize, us};
 
@@ -203,29 +203,14 @@ pub(super) async fn run(count: usize, load: usize, python: Option<&str>) -> anyh
         }
     );
 
-    let echo_ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![BENCH_ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let echo_addr: Address = format!("{}@{}", echo_ep.id(), echo_ep.bound_sockets()[0]).parse()?;
-    let echo_router = Router::builder(echo_ep)
-        .accept(BENCH_ALPN, EchoHandler)
-        .spawn();
+    let (echo_router, echo_addr) = serve_on_loopback(BENCH_ALPN, EchoHandler).await?;
+    let echo_addr: Address = echo_addr.parse()?;
 
     let serial_server = SerialServer::builder(xoq_device::serial::backend("sim:echo")?)
         .settings(LineSettings::new(1_000_000))
         .start()
         .await?;
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let serial_addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let serial_router = Router::builder(ep)
-        .accept(ALPN, serial_server.clone())
-        .spawn();
+    let (serial_router, serial_addr) = serve_on_loopback(ALPN, serial_server.clone()).await?;
     let (_can_server, can_router, can_addr) =
         serve_p2p(Box::new(SimCanBackend::openarm("sim:openarm"))).await?;
 

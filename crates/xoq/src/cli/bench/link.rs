@@ -44,7 +44,8 @@ use xoq_wire::can::{ALPN as CAN_ALPN, CanFrame};
 use xoq_wire::damiao::{MotorModel, encode_mit};
 use xoq_wire::serial::ALPN as SERIAL_ALPN;
 
-use super::common::{BENCH_ALPN, EchoHandler, cpu_seconds, peak_rss_mib, summarize};
+use super::common::print_process_figures;
+use super::common::{BENCH_ALPN, EchoHandler, cpu_seconds, summarize};
 
 /// The server's address inside the namespace.
 pub(super) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -990,12 +991,6 @@ pub(super) async fn run(a: LinkArgs) -> anyhow::Result<()> {
     let cpu = cpu_seconds() - cpu0;
     let wall = wall0.elapsed().as_secs_f64();
     println!();
-    println!(
-        "peak RSS {:.1} MiB; CPU {:.2} s over {:.2} s wall ({:.0}% of one core; forwarder included)",
-        peak_rss_mib(),
-        cpu,
-        wall,
-        100.0 * cpu / wall
-    );
+    print_process_figures(cpu, wall, "; forwarder included");
     Ok(())
 }

@@ -9,14 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use iroh::protocol::Router;
 use xoq_client::can::{CanOptions, RemoteCanBus};
 use xoq_client::serial::{RemoteSerial, SerialOptions};
 use xoq_device::can::SimCanBackend;
 use xoq_server::SerialServer;
-use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::serial::{ALPN, LineSettings};
 
+use super::common::serve_on_loopback;
 use super::common::{peak_rss_mib, rtt_remote, summarize, us};
 use super::common::{reply_rtt, serve_p2p};
 
@@ -130,15 +129,7 @@ pub(super) async fn run(count: usize, rounds: usize, python: &str) -> anyhow::Re
         .settings(LineSettings::new(1_000_000))
         .start()
         .await?;
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let serial_addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let serial_router = Router::builder(ep)
-        .accept(ALPN, serial_server.clone())
-        .spawn();
+    let (serial_router, serial_addr) = serve_on_loopback(ALPN, serial_server.clone()).await?;
     let (_can_server, can_router, can_addr) =
         serve_p2p(Box::new(SimCanBackend::openarm("sim:openarm"))).await?;
 

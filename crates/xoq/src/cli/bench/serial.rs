@@ -10,18 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use iroh::protocol::Router;
 use serialport::SerialPort;
 use xoq_client::serial::{RemoteSerial, SerialOptions};
 use xoq_relay::RelayConfig;
 use xoq_server::SerialServer;
 use xoq_transport::moq::MoqSession;
-use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::serial::{ALPN, LineSettings};
 
+use super::common::print_process_figures;
+use super::common::serve_on_loopback;
 use super::common::{
-    BENCH_ALPN, EchoHandler, Lat, cpu_seconds, peak_rss_mib, raw_iroh_rtt, rtt_remote, summarize,
-    us,
+    BENCH_ALPN, EchoHandler, Lat, cpu_seconds, raw_iroh_rtt, rtt_remote, summarize, us,
 };
 
 async fn bulk_remote(port: &Arc<RemoteSerial>, total: usize) -> anyhow::Result<f64> {
@@ -88,13 +87,7 @@ pub(super) async fn run(count: usize, size: usize, bulk: usize) -> anyhow::Resul
     );
 
     // Raw iroh echo baseline.
-    let ep = EndpointBuilder::new()
-        .offline(true)
-        .alpns(vec![BENCH_ALPN.to_vec()])
-        .spawn()
-        .await?;
-    let echo_addr = format!("{}@{}", ep.id(), ep.bound_sockets()[0]);
-    let echo_router = Router::builder(ep).accept(BENCH_ALPN, EchoHandler).spawn();
+    let (echo_router, echo_addr) = serve_on_loopback(BENCH_ALPN, EchoHandler).await?;
     let addr: xoq_transport::Address = echo_addr.parse()?;
     let cep = xoq_transport::p2p::client_endpoint(None, &addr, true).await?;
     let conn = xoq_transport::p2p::connect(&cep, &addr, BENCH_ALPN, true).await?;
@@ -149,13 +142,7 @@ pub(super) async fn run(count: usize, size: usize, bulk: usize) -> anyhow::Resul
             .settings(LineSettings::new(1_000_000))
             .start()
             .await?;
-        let sep = EndpointBuilder::new()
-            .offline(true)
-            .alpns(vec![ALPN.to_vec()])
-            .spawn()
-            .await?;
-        let saddr = format!("{}@{}", sep.id(), sep.bound_sockets()[0]);
-        let router = Router::builder(sep).accept(ALPN, server.clone()).spawn();
+        let (router, saddr) = serve_on_loopback(ALPN, server.clone()).await?;
         let port = Arc::new(
             RemoteSerial::connect(&saddr, SerialOptions::new(1_000_000).offline(true)).await?,
         );
@@ -308,12 +295,6 @@ pub(super) async fn run(count: usize, size: usize, bulk: usize) -> anyhow::Resul
         println!("{:<44} {:>10.1} {:>9.2}x", label, tput, tput / raw_bulk);
     }
     println!();
-    println!(
-        "peak RSS {:.1} MiB; CPU {:.2} s over {:.2} s wall ({:.0}% of one core)",
-        peak_rss_mib(),
-        cpu,
-        wall,
-        100.0 * cpu / wall
-    );
+    print_process_figures(cpu, wall, "");
     Ok(())
 }
