@@ -180,14 +180,6 @@ impl std::fmt::Debug for RemoteAudio {
     }
 }
 
-fn sound_codec(c: AudioCodec) -> SoundCodec {
-    match c {
-        AudioCodec::Opus => SoundCodec::Opus,
-        AudioCodec::PcmS16 => SoundCodec::PcmS16,
-        AudioCodec::PcmF32 => SoundCodec::PcmF32,
-    }
-}
-
 impl RemoteAudio {
     /// Connect to an audio server by address (`<id>@ip:port` or `<id>`).
     pub async fn connect(address: &str, opts: AudioOptions) -> Result<Self, ClientError> {
@@ -313,7 +305,7 @@ impl RemoteAudio {
         let clock = Clock::new();
         clock.hint(opened.t0, server_us, crate::clock::local_now_us());
         let frame = format.frame_samples();
-        let codec = sound_codec(format.codec);
+        let codec = SoundCodec::from(format.codec);
         let decoder = SoundDecoder::new(codec, format.rate, format.channels, frame)
             .map_err(|e| ClientError::Device(e.to_string()))?;
         let encoder = if opts.talk {

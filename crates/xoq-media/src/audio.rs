@@ -19,6 +19,17 @@ pub enum SoundCodec {
     PcmF32,
 }
 
+impl From<xoq_wire::audio::AudioCodec> for SoundCodec {
+    fn from(c: xoq_wire::audio::AudioCodec) -> Self {
+        use xoq_wire::audio::AudioCodec;
+        match c {
+            AudioCodec::Opus => SoundCodec::Opus,
+            AudioCodec::PcmS16 => SoundCodec::PcmS16,
+            AudioCodec::PcmF32 => SoundCodec::PcmF32,
+        }
+    }
+}
+
 /// Most bytes one Opus packet may take (RFC 6716's largest packet is 1275 bytes per frame;
 /// a 60 ms packet holds up to three 20 ms frames).
 const MAX_OPUS_PACKET: usize = 4000;

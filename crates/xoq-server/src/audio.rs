@@ -24,7 +24,7 @@ use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::MoqSession;
 use xoq_wire::RefuseCode;
 pub use xoq_wire::audio::ALPN;
-use xoq_wire::audio::{AudioCodec, AudioFormat, AudioPacket, ClientMsg, ServerMsg, VERSION};
+use xoq_wire::audio::{AudioFormat, AudioPacket, ClientMsg, ServerMsg, VERSION};
 
 use crate::ServerError;
 
@@ -38,14 +38,6 @@ pub const SPEAKER_TARGET_MS: u32 = 40;
 /// Speaker jitter buffer bound: beyond it the oldest samples go (counted as overruns).
 pub const SPEAKER_MAX_MS: u32 = 500;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn sound_codec(c: AudioCodec) -> SoundCodec {
-    match c {
-        AudioCodec::Opus => SoundCodec::Opus,
-        AudioCodec::PcmS16 => SoundCodec::PcmS16,
-        AudioCodec::PcmF32 => SoundCodec::PcmF32,
-    }
-}
 
 /// Counters of an audio server.
 #[derive(Debug, Default)]
@@ -462,7 +454,7 @@ impl AudioServer {
             shared: shared.clone(),
             id,
         };
-        let codec = sound_codec(format.codec);
+        let codec = SoundCodec::from(format.codec);
         let frame = format.frame_samples();
         let (Ok(mut encoder), Ok(mut decoder)) = (
             SoundEncoder::new(codec, format.rate, format.channels, frame),

@@ -8,7 +8,7 @@
 //! own that holds it until the backend is dropped.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -82,14 +82,9 @@ struct Ring {
     failed: Option<String>,
 }
 
-/// Keeps a stream's thread alive until dropped.
-struct StreamThread(Arc<AtomicBool>);
-
-impl Drop for StreamThread {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
+/// Keeps a stream's thread alive until dropped: the thread parks on the other end of this
+/// channel, and dropping the sender wakes it to drop the stream.
+struct StreamThread(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 
 /// Run `build` on a thread of its own, keep the stream it makes playing until the returned
 /// guard drops; report how the start went.
@@ -97,9 +92,8 @@ fn spawn_stream(
     device: &str,
     build: impl FnOnce() -> Result<cpal::Stream, DeviceError> + Send + 'static,
 ) -> Result<StreamThread, DeviceError> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let (tx, rx) = std::sync::mpsc::channel();
-    let s = stop.clone();
     std::thread::Builder::new()
         .name("xoq-audio-device".into())
         .spawn(move || {
@@ -118,9 +112,8 @@ fn spawn_stream(
                 return;
             }
             let _ = tx.send(Ok(()));
-            while !s.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            // Returns when the backend drops its sender.
+            let _ = stopped.recv();
             drop(stream);
         })
         .map_err(|e| err(device, "cannot start the audio thread", e))?;
