@@ -1,5 +1,5 @@
-//! Media codecs of xoq: packed RGB pictures (feature `video`) and interleaved float samples
-//! (feature `audio`) to and from the encoded frames camera and audio streams carry. Encoders take what a camera source produces; decoders take bytes from the network,
+//! Media codecs of xoq: packed RGB pictures (feature `video`), interleaved float samples
+//! (feature `audio`) and 16-bit depth images (feature `depth`) to and from the encoded frames camera and audio streams carry. Encoders take what a camera source produces; decoders take bytes from the network,
 //! so they are total (any bytes give a picture or an error, never a panic) and bounded (the
 //! picture size is checked against a limit from the header, before anything is allocated).
 // Every public item says what it is for: these crates are read from their docs.
@@ -9,6 +9,8 @@
 pub mod audio;
 #[cfg(feature = "video")]
 pub mod convert;
+#[cfg(feature = "depth")]
+pub mod depth;
 #[cfg(feature = "video")]
 pub mod h264;
 #[cfg(feature = "video")]

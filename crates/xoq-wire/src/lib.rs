@@ -15,6 +15,7 @@ pub mod camera;
 pub mod can;
 pub mod coding;
 pub mod damiao;
+pub mod depth;
 pub mod feetech;
 pub mod frame;
 pub mod refuse;
