@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod camera;
 pub mod can;
+pub mod depth;
 pub mod error;
 pub mod serial;
 pub mod sim;

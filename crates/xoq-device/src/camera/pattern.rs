@@ -90,6 +90,18 @@ impl TestPattern {
             let from = (y / 2 + shift) * 3;
             row.copy_from_slice(&strip[from..from + w * 3]);
         }
+        self.stamp(&mut rgb, seq, timestamp_us);
+        rgb
+    }
+
+    /// Write the stamp of frame `seq` captured at `timestamp_us` over the top of `rgb` (a
+    /// packed RGB picture of this size), so any picture can carry it (the depth scene's
+    /// colour picture does).
+    pub fn stamp(&self, rgb: &mut [u8], seq: u64, timestamp_us: u64) {
+        let w = self.width as usize;
+        if rgb.len() != w * self.height as usize * 3 {
+            return;
+        }
         let b = self.block() as usize;
         for (r, word) in [seq, timestamp_us, check(seq, timestamp_us)]
             .into_iter()
@@ -104,7 +116,6 @@ impl TestPattern {
                 }
             }
         }
-        rgb
     }
 }
 

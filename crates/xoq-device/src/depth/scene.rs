@@ -1,0 +1,372 @@
+//! The synthetic depth camera (`sim:depth`): a small scene rendered as a depth camera sees
+//! it, with distances a client can check.
+//!
+//! The camera sits [`CAMERA_HEIGHT_M`] above a floor, looking level at a wall
+//! [`WALL_M`] away. A board faces it at [`TARGET_M`], covering the centre of the picture
+//! (the pixel at the principal point sees it), and a ball swings left and right behind the
+//! board. Like a stereo camera, the depth picture has a band of invalid (0) pixels on the
+//! left, scattered dropouts, and noise that grows with the square of the distance (about
+//! ±2 mm at 1 m). The colour picture is rendered from the same viewpoint (so it is aligned
+//! with depth: same size, same intrinsics) and carries the test pattern's stamp; the depth
+//! picture carries the frame number and capture time in its first 12 pixels (inside the
+//! invalid band), so both pictures of a capture can be matched and timed.
+
+use super::{DepthCapture, DepthInfo, DepthSource, Distortion, Intrinsics};
+use crate::DeviceError;
+use crate::camera::{Mode, ModeRequest, PixelFormat, RawFrame, TestPattern, now_us};
+
+/// Metres per depth unit: values are millimetres, as on a RealSense D4xx.
+pub const SCALE: f32 = 0.001;
+/// Horizontal field of view, degrees (a D435's depth camera).
+pub const HFOV_DEG: f32 = 87.0;
+/// Distance of the board at the centre of the picture, metres.
+pub const TARGET_M: f32 = 1.0;
+/// Distance of the back wall, metres.
+pub const WALL_M: f32 = 3.0;
+/// Height of the camera above the floor, metres.
+pub const CAMERA_HEIGHT_M: f32 = 0.5;
+/// The ball: radius, distance, and how far it swings either side, metres.
+const BALL_R: f32 = 0.2;
+const BALL_Z: f32 = 1.8;
+const BALL_SWING: f32 = 0.8;
+/// Frames per swing of the ball.
+const BALL_PERIOD: u64 = 120;
+/// The board: x from -0.15 to 0.15 m, y from -0.25 to 0.05 m (y points down).
+const BOARD: [f32; 4] = [-0.15, 0.15, -0.25, 0.05];
+const STAMP_WORDS: usize = 12;
+const MAGIC: u64 = 0x786F_715F_6470_7431; // "xoq_dpt1"
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Floor,
+    Wall,
+    Board,
+    Ball,
+}
+
+/// The synthetic depth camera at one size and rate (see the module docs).
+#[derive(Debug)]
+pub struct SceneSource {
+    width: u32,
+    height: u32,
+    fps: u32,
+    seq: u64,
+    next: Option<std::time::Instant>,
+    /// The still part of the scene for this size: distance (m) and surface per pixel.
+    still: Vec<(f32, u8)>,
+}
+
+fn check(seq: u64, ts: u64) -> u64 {
+    seq.rotate_left(23) ^ ts.rotate_left(7) ^ MAGIC
+}
+
+/// Read the stamp of a `sim:depth` depth picture: `(seq, timestamp_us)`, or `None` when
+/// the picture carries none.
+pub fn read_depth_stamp(depth: &[u16]) -> Option<(u64, u64)> {
+    let w = depth.get(..STAMP_WORDS)?;
+    let word = |i: usize| {
+        w[i * 4..i * 4 + 4]
+            .iter()
+            .fold(0u64, |acc, &v| (acc << 16) | u64::from(v))
+    };
+    let (seq, ts, chk) = (word(0), word(1), word(2));
+    (chk == check(seq, ts)).then_some((seq, ts))
+}
+
+fn hash(a: u64, b: u64) -> u64 {
+    let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^ (x >> 29)
+}
+
+impl SceneSource {
+    /// The scene at `width × height` (even, 128×32 to 1920×1080) and `fps` (1–120).
+    pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, DeviceError> {
+        let mut s = Self {
+            width: 0,
+            height: 0,
+            fps: 1,
+            seq: 0,
+            next: None,
+            still: Vec::new(),
+        };
+        s.resize(width, height, fps)?;
+        Ok(s)
+    }
+
+    fn resize(&mut self, width: u32, height: u32, fps: u32) -> Result<(), DeviceError> {
+        if width > 1920 || height > 1080 {
+            return Err(DeviceError::Config(format!(
+                "synthetic depth size {width}x{height}: at most 1920x1080"
+            )));
+        }
+        // The colour picture carries the test pattern's stamp: same size rules.
+        TestPattern::new(width, height)?;
+        if !(1..=120).contains(&fps) {
+            return Err(DeviceError::Config(format!(
+                "synthetic depth rate {fps} fps: use 1 to 120"
+            )));
+        }
+        self.width = width;
+        self.height = height;
+        self.fps = fps;
+        let k = self.intrinsics();
+        self.still = (0..width * height)
+            .map(|i| {
+                let (u, v) = ((i % width) as f32 + 0.5, (i / width) as f32 + 0.5);
+                let (x, y) = ((u - k.ppx) / k.fx, (v - k.ppy) / k.fy);
+                still_point(x, y)
+            })
+            .map(|(z, s)| (z, s as u8))
+            .collect();
+        Ok(())
+    }
+
+    /// Intrinsics of both pictures (the colour one is rendered from the depth viewpoint).
+    pub fn intrinsics(&self) -> Intrinsics {
+        Intrinsics::pinhole(self.width, self.height, HFOV_DEG)
+    }
+
+    /// Render capture `seq` taken at `timestamp_us`.
+    pub fn render(&self, seq: u64, timestamp_us: u64) -> DepthCapture {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let k = self.intrinsics();
+        let phase = (seq % BALL_PERIOD) as f32 / BALL_PERIOD as f32 * std::f32::consts::TAU;
+        let ball = [BALL_SWING * phase.sin(), -0.1, BALL_Z];
+        let mut scene: Vec<(f32, u8)> = self.still.clone();
+        // The ball, over its bounding box only.
+        let near = ball[2] - BALL_R;
+        let span = |c: f32, f: f32, p: f32| {
+            let a = p + f * (c - 1.5 * BALL_R) / near;
+            let b = p + f * (c + 1.5 * BALL_R) / near;
+            (a.max(0.0) as usize, (b.max(0.0) as usize))
+        };
+        let (u0, u1) = span(ball[0], k.fx, k.ppx);
+        let (v0, v1) = span(ball[1], k.fy, k.ppy);
+        for v in v0.min(h)..(v1 + 1).min(h) {
+            for u in u0.min(w)..(u1 + 1).min(w) {
+                let (x, y) = (
+                    (u as f32 + 0.5 - k.ppx) / k.fx,
+                    (v as f32 + 0.5 - k.ppy) / k.fy,
+                );
+                if let Some(z) = ball_hit(x, y, ball) {
+                    let px = &mut scene[v * w + u];
+                    if z < px.0 {
+                        *px = (z, Surface::Ball as u8);
+                    }
+                }
+            }
+        }
+        let band = w / 32;
+        let mut depth = vec![0u16; w * h];
+        let mut rgb = vec![0u8; w * h * 3];
+        for (i, &(z, s)) in scene.iter().enumerate() {
+            let (u, v) = (i % w, i / w);
+            let noise = hash(seq, i as u64);
+            let px = &mut rgb[i * 3..i * 3 + 3];
+            px.copy_from_slice(&shade(s, u, v, z, ball, &k));
+            if u < band || noise % 200 == 0 || !z.is_finite() {
+                continue;
+            }
+            // Stereo-like error: ± 2 mm × z², uniform.
+            let err = ((noise >> 8) % 2001) as f32 / 1000.0 - 1.0;
+            let mm = z * 1000.0 + err * 2.0 * z * z;
+            depth[i] = mm.round().clamp(1.0, 65535.0) as u16;
+        }
+        let words = [seq, timestamp_us, check(seq, timestamp_us)];
+        for (n, word) in words.iter().enumerate() {
+            for j in 0..4 {
+                depth[n * 4 + j] = (word >> (48 - 16 * j)) as u16;
+            }
+        }
+        if let Ok(p) = TestPattern::new(self.width, self.height) {
+            p.stamp(&mut rgb, seq, timestamp_us);
+        }
+        DepthCapture {
+            timestamp_us,
+            width: self.width,
+            height: self.height,
+            depth,
+            color: RawFrame {
+                format: PixelFormat::Rgb24,
+                width: self.width,
+                height: self.height,
+                timestamp_us,
+                data: rgb,
+            },
+        }
+    }
+
+    fn period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / f64::from(self.fps))
+    }
+}
+
+/// Distance and surface of the still scene along the ray through normalised image point
+/// (`x`, `y`) (z = 1).
+fn still_point(x: f32, y: f32) -> (f32, Surface) {
+    let board = TARGET_M;
+    let (bx, by) = (x * board, y * board);
+    if (BOARD[0]..=BOARD[1]).contains(&bx) && (BOARD[2]..=BOARD[3]).contains(&by) {
+        return (board, Surface::Board);
+    }
+    // The floor is y = CAMERA_HEIGHT_M; it meets the ray at z = height / y.
+    if y > 0.0 {
+        let z = CAMERA_HEIGHT_M / y;
+        if z < WALL_M {
+            return (z, Surface::Floor);
+        }
+    }
+    (WALL_M, Surface::Wall)
+}
+
+/// Distance (z) at which the ray through (`x`, `y`, 1) meets the ball, if it does.
+fn ball_hit(x: f32, y: f32, c: [f32; 3]) -> Option<f32> {
+    let a = x * x + y * y + 1.0;
+    let b = -2.0 * (x * c[0] + y * c[1] + c[2]);
+    let cc = c[0] * c[0] + c[1] * c[1] + c[2] * c[2] - BALL_R * BALL_R;
+    let disc = b * b - 4.0 * a * cc;
+    (disc >= 0.0).then(|| (-b - disc.sqrt()) / (2.0 * a))
+}
+
+/// Colour of a surface point: a checkered floor, a striped wall, an orange board and a
+/// shaded blue ball, dimmed with distance.
+fn shade(s: u8, u: usize, v: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
+    let x = (u as f32 + 0.5 - k.ppx) / k.fx * z;
+    let dim = |c: [f32; 3], f: f32| c.map(|c| (c * f).clamp(0.0, 255.0) as u8);
+    let fade = 1.2 - z / (2.0 * WALL_M);
+    match s {
+        s if s == Surface::Floor as u8 => {
+            let cell = ((x / 0.25).floor() as i64 + (z / 0.25).floor() as i64) & 1;
+            let g = if cell == 0 { 200.0 } else { 90.0 };
+            dim([g, g, g], fade)
+        }
+        s if s == Surface::Board as u8 => {
+            let _ = v;
+            [235, 120, 30]
+        }
+        s if s == Surface::Ball as u8 => {
+            // Lambert from the camera: brighter where the surface faces it.
+            let dx = (x - ball[0]) / BALL_R;
+            let facing = (1.0 - dx * dx).max(0.0).sqrt();
+            dim([40.0, 90.0, 230.0], 0.4 + 0.6 * facing)
+        }
+        _ => {
+            let stripe = if (x / 0.5).floor() as i64 & 1 == 0 { 1.0 } else { 0.85 };
+            dim([210.0, 195.0, 160.0], stripe * fade)
+        }
+    }
+}
+
+impl DepthSource for SceneSource {
+    fn mode(&self) -> Mode {
+        Mode {
+            format: PixelFormat::Rgb24,
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+        }
+    }
+
+    fn info(&self) -> DepthInfo {
+        let k = self.intrinsics();
+        DepthInfo {
+            scale: SCALE,
+            depth: k,
+            color: Intrinsics {
+                model: Distortion::None,
+                ..k
+            },
+            name: "xoq synthetic depth".into(),
+            serial: "sim-depth".into(),
+        }
+    }
+
+    fn capture(&mut self) -> Result<DepthCapture, DeviceError> {
+        let now = std::time::Instant::now();
+        let due = self.next.unwrap_or(now);
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        // Schedule from the due time (no drift), never into the past (no bursts).
+        self.next = Some((due + self.period()).max(std::time::Instant::now()));
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(self.render(seq, now_us()))
+    }
+
+    fn set_mode(&mut self, req: ModeRequest) -> Result<Mode, DeviceError> {
+        let w = req.width.unwrap_or(self.width) & !1;
+        let h = req.height.unwrap_or(self.height) & !1;
+        let fps = req.fps.unwrap_or(self.fps);
+        // Check before touching anything: a refused request changes nothing.
+        SceneSource::new(w, h, fps)?;
+        self.resize(w, h, fps)?;
+        Ok(self.mode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::read_stamp;
+
+    #[test]
+    fn both_pictures_carry_the_capture_and_distances_are_known() {
+        let s = SceneSource::new(640, 480, 30).expect("scene");
+        let c = s.render(42, 1_764_000_000_123_456);
+        assert_eq!(c.depth.len(), 640 * 480);
+        assert_eq!(read_depth_stamp(&c.depth), Some((42, 1_764_000_000_123_456)));
+        assert_eq!(
+            read_stamp(&c.color.data, 640, 480),
+            Some((42, 1_764_000_000_123_456))
+        );
+        // The principal point sees the board at 1 m (within the noise).
+        let centre = c.depth[240 * 640 + 320];
+        assert!((990..=1010).contains(&centre), "{centre} mm");
+        // Bottom rows see the floor, nearer than the wall; the left band is invalid.
+        let floor = c.depth[479 * 640 + 600];
+        assert!(floor > 400 && floor < 1000, "{floor} mm");
+        assert!(c.depth[200 * 640 + 5..200 * 640 + 15].iter().all(|&v| v == 0));
+        let zeros = c.depth.iter().filter(|&&v| v == 0).count();
+        assert!(zeros > 640 * 480 / 40 && zeros < 640 * 480 / 20, "{zeros}");
+        assert_eq!(read_depth_stamp(&[0; 12]), None);
+    }
+
+    #[test]
+    fn the_ball_moves_and_the_noise_changes() {
+        let s = SceneSource::new(320, 240, 30).expect("scene");
+        // At frame 0 the ball hangs behind the board; a quarter swing later it is in view.
+        let (a, b) = (s.render(0, 0), s.render(30, 0));
+        let ball = |c: &DepthCapture| {
+            c.depth[..320 * 120]
+                .iter()
+                .filter(|&&v| (1550..2000).contains(&v))
+                .count()
+        };
+        assert!(ball(&a) < 50 && ball(&b) > 500, "{} {}", ball(&a), ball(&b));
+        assert_ne!(a.depth[12..], b.depth[12..]);
+    }
+
+    #[test]
+    fn the_source_paces_and_changes_mode() {
+        let mut s = SceneSource::new(320, 240, 100).expect("scene");
+        let a = s.capture().expect("capture");
+        let b = s.capture().expect("capture");
+        assert_eq!(read_depth_stamp(&b.depth).map(|x| x.0), Some(1));
+        assert!(b.timestamp_us > a.timestamp_us);
+        let m = s
+            .set_mode(ModeRequest {
+                width: Some(640),
+                height: Some(480),
+                ..Default::default()
+            })
+            .expect("mode");
+        assert_eq!((m.width, m.height), (640, 480));
+        assert_eq!(s.info().depth.width, 640);
+        assert!(s.set_mode(ModeRequest { fps: Some(0), ..Default::default() }).is_err());
+        assert_eq!(s.mode().width, 640);
+        assert!(SceneSource::new(4000, 480, 30).is_err());
+    }
+}
