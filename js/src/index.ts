@@ -112,3 +112,22 @@ export {
   openSerial,
 } from "./serial.js";
 export { CAN_INBOX_FRAMES, type CanBus, type CanOptions, openCan } from "./canbus.js";
+export {
+  DEPTH_HEADER_LEN,
+  DEPTH_MIME,
+  DEPTH_RAW,
+  DEPTH_RVL,
+  DEPTH_RVL_DEFLATE,
+  DEPTH_TRACK,
+  type DepthImage,
+  type DepthInfo,
+  type DepthTrackFrame,
+  type Intrinsics,
+  MAX_DEPTH_PIXELS,
+  decodeDepth,
+  decodeRvl,
+  deproject,
+  depthInfoFromCatalog,
+  parseDepthTrackFrame,
+  rvlBound,
+} from "./depth.js";

@@ -14,6 +14,8 @@
 pub mod audio;
 #[cfg(feature = "camera")]
 pub mod camera;
+#[cfg(feature = "depth")]
+pub mod depth;
 pub mod can;
 mod error;
 pub mod queue;

@@ -9,17 +9,17 @@ use xoq_media::h264::{H264Config, H264Encoder};
 use xoq_media::{MediaError, convert, jpeg};
 
 #[derive(Debug, Clone, Copy)]
-pub(super) struct EncodeSettings {
-    pub(super) quality: u8,
-    pub(super) gop: Option<u32>,
-    pub(super) bitrate: Option<u32>,
+pub(crate) struct EncodeSettings {
+    pub(crate) quality: u8,
+    pub(crate) gop: Option<u32>,
+    pub(crate) bitrate: Option<u32>,
 }
 
 /// Per-codec encoder state on the capture thread.
-pub(super) struct Encoders {
+pub(crate) struct Encoders {
     settings: EncodeSettings,
     h264: Option<(H264Encoder, Mode)>,
-    pub(super) last_idr: Option<Instant>,
+    pub(crate) last_idr: Option<Instant>,
     /// Scratch buffers reused across frames.
     rgb: Vec<u8>,
     yuv: Vec<u8>,
@@ -28,7 +28,7 @@ pub(super) struct Encoders {
 impl Encoders {
     /// No H.264 encoder yet: it is made on the first H.264 frame (and remade when the size
     /// or rate changes).
-    pub(super) fn new(settings: EncodeSettings) -> Self {
+    pub(crate) fn new(settings: EncodeSettings) -> Self {
         Self {
             settings,
             h264: None,
@@ -38,7 +38,7 @@ impl Encoders {
         }
     }
 
-    pub(super) fn h264(
+    pub(crate) fn h264(
         &mut self,
         raw: &RawFrame,
         mode: Mode,
@@ -90,7 +90,7 @@ impl Encoders {
         Ok((unit.data, unit.keyframe))
     }
 
-    pub(super) fn jpeg(&mut self, raw: &RawFrame) -> Result<Vec<u8>, MediaError> {
+    pub(crate) fn jpeg(&mut self, raw: &RawFrame) -> Result<Vec<u8>, MediaError> {
         let (w, h) = (raw.width, raw.height);
         match raw.format {
             // The camera already compressed it: pass it through, no decode, no re-encode.

@@ -22,7 +22,7 @@
 //! `publish` (relay broadcasts).
 
 mod capture;
-mod encode;
+pub(crate) mod encode;
 mod p2p;
 mod publish;
 
@@ -41,6 +41,7 @@ use encode::EncodeSettings;
 
 pub use p2p::CameraProtocol;
 pub use publish::catalog_json;
+pub(crate) use publish::CatalogExtra;
 
 /// Frames a codec's channel holds for viewers that are momentarily busy; a viewer further
 /// behind has lagged and resumes at the next keyframe.

@@ -20,8 +20,31 @@ impl CameraServer {
     /// (the "legacy" container the stock MoQ web player reads). Encoding runs only while
     /// someone subscribes to the video. Returns when the session ends.
     pub async fn serve_moq(&self, session: &MoqSession, name: &str) -> Result<(), ServerError> {
-        let (_bc, mut tracks) = session.publish_tracks(name, &["catalog.json", "video"])?;
-        let (mut video, catalog) = match (tracks.pop(), tracks.pop()) {
+        self.serve_moq_with(session, name, &[], &CatalogExtra::default, |_| {
+            std::future::pending()
+        })
+        .await
+    }
+
+    /// [`serve_moq`](Self::serve_moq) with more tracks in the same broadcast: `extra_tracks`
+    /// are created next to the video, `catalog` adds to every catalog written, and `serve`
+    /// gets the extra tracks' writers and runs next to the video until either ends.
+    pub(crate) async fn serve_moq_with<F>(
+        &self,
+        session: &MoqSession,
+        name: &str,
+        extra_tracks: &[&str],
+        catalog: &(dyn Fn() -> CatalogExtra + Sync),
+        serve: impl FnOnce(Vec<xoq_transport::moq::TrackWriter>) -> F,
+    ) -> Result<(), ServerError>
+    where
+        F: std::future::Future<Output = Result<(), ServerError>>,
+    {
+        let mut names = vec!["catalog.json", "video"];
+        names.extend_from_slice(extra_tracks);
+        let (_bc, mut tracks) = session.publish_tracks(name, &names)?;
+        let extra = tracks.split_off(2.min(tracks.len()));
+        let (mut video, catalog_writer) = match (tracks.pop(), tracks.pop()) {
             (Some(v), Some(c)) => (v, c),
             _ => {
                 return Err(ServerError::Device(DeviceError::Config(
@@ -29,6 +52,8 @@ impl CameraServer {
                 )));
             }
         };
+        let extra_done = serve(extra);
+        tokio::pin!(extra_done);
         // A capture that fails for good ends the broadcast with the reason.
         let mut failed = self.inner.shared.failed.subscribe();
         let gone =
@@ -37,9 +62,10 @@ impl CameraServer {
             return Err(gone(Some(why)));
         }
         let mut catalog = Catalog {
-            writer: catalog,
+            writer: catalog_writer,
             described: None,
             epoch: None,
+            extra: catalog,
         };
         // The player reads the catalog before it subscribes to the video, so describe the
         // stream up front: encode until the first keyframe gives the codec string.
@@ -51,6 +77,7 @@ impl CameraServer {
                     f = rx.recv() => f,
                     _ = session.closed() => return Ok(()),
                     Ok(()) = failed.changed() => return Err(gone(self.failure())),
+                    r = &mut extra_done => return r,
                 };
                 match f {
                     Ok(f) if f.keyframe => {
@@ -68,6 +95,7 @@ impl CameraServer {
                 r = video.used() => r?,
                 _ = session.closed() => return Ok(()),
                 Ok(()) = failed.changed() => return Err(gone(self.failure())),
+                r = &mut extra_done => return r,
             }
             let mut rx = self.subscribe(Codec::H264);
             self.request_keyframe();
@@ -78,6 +106,7 @@ impl CameraServer {
                     _ = video.unused() => break,
                     _ = session.closed() => return Ok(()),
                     Ok(()) = failed.changed() => return Err(gone(self.failure())),
+                    r = &mut extra_done => return r,
                 };
                 let frame = match frame {
                     Ok(f) => f,
@@ -107,16 +136,25 @@ impl CameraServer {
     }
 }
 
+/// What a service adds to its camera's catalog: JSON members for the top level (after the
+/// `video` section) and for the `xoq` section, each empty or starting with a comma.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CatalogExtra {
+    pub(crate) top: String,
+    pub(crate) xoq: String,
+}
+
 /// The `catalog.json` track of a relay broadcast and what it last said.
-struct Catalog {
+struct Catalog<'a> {
     writer: xoq_transport::moq::TrackWriter,
     /// (codec string, width, height) of the rendition described.
     described: Option<(String, u16, u16)>,
     /// Capture time of presentation time 0: the first keyframe described.
     epoch: Option<u64>,
+    extra: &'a (dyn Fn() -> CatalogExtra + Sync),
 }
 
-impl Catalog {
+impl Catalog<'_> {
     /// Describe the rendition `keyframe` belongs to, if it differs from the one described.
     /// Returns whether the stream is described (false: no SPS in this unit).
     fn describe(&mut self, keyframe: &VideoFrame, mode: Option<Mode>) -> Result<bool, ServerError> {
@@ -127,7 +165,14 @@ impl Catalog {
         if self.described.as_ref() != Some(&now) {
             let start = *self.epoch.get_or_insert(keyframe.timestamp_us);
             let fps = mode.map_or(30, |m| m.fps);
-            let json = catalog_json(&now.0, now.1, now.2, fps, start);
+            let mut json = catalog_json(&now.0, now.1, now.2, fps, start);
+            let extra = (self.extra)();
+            // catalog_json ends with the `xoq` section's and the document's closing braces.
+            json.truncate(json.len() - 2);
+            json.push_str(&extra.xoq);
+            json.push('}');
+            json.push_str(&extra.top);
+            json.push('}');
             self.writer.write_grouped(Bytes::from(json), true)?;
             self.described = Some(now);
         }

@@ -302,6 +302,7 @@ pub(super) fn json() -> anyhow::Result<String> {
     }
     out.push_str("  ],\n");
     relay_vectors(&mut out)?;
+    depth_vectors(&mut out)?;
     out.push_str("}\n");
     Ok(out)
 }
@@ -572,6 +573,148 @@ fn relay_vectors(out: &mut String) -> anyhow::Result<()> {
             out,
             "    {{\"name\":\"{name}\",\"decoder\":\"{decoder}\",\"hex\":\"{h}\"}}{}",
             if i + 1 < invalid.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ],\n");
+    Ok(())
+}
+
+fn unhex(h: &str) -> anyhow::Result<Vec<u8>> {
+    Ok((0..h.len())
+        .step_by(2)
+        .map(|j| u8::from_str_radix(&h[j..j + 2], 16))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Depth blobs (`xoq_media::depth`): pictures chosen for the coder's edges (zero runs, the
+/// full 16-bit range, the largest differences, odd sizes, noise) in every codec, with their
+/// pixels, and blobs every decoder must refuse. Pictures are small: the JSON stays ~30 kB.
+fn depth_vectors(out: &mut String) -> anyhow::Result<()> {
+    use xoq_media::depth::{self, DepthCodec, MAX_DEPTH_PIXELS};
+
+    let picture = |w: u32, h: u32, f: &dyn Fn(u32, u32) -> u16| -> (u32, u32, Vec<u16>) {
+        (w, h, (0..w * h).map(|i| f(i % w, i / w)).collect())
+    };
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut noise = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let random: Vec<u16> = (0..20 * 15)
+        .map(|_| {
+            let r = noise();
+            if r % 5 == 0 { 0 } else { (r >> 40) as u16 }
+        })
+        .collect();
+    let pictures: Vec<(&str, (u32, u32, Vec<u16>))> = vec![
+        // Smooth depth with invalid pixels: a band on the left and scattered holes.
+        (
+            "ramp_holes",
+            picture(32, 24, &|x, y| {
+                if x < 3 || (x * 7 + y * 3) % 23 == 0 {
+                    0
+                } else {
+                    (800 + 5 * y + x / 4) as u16
+                }
+            }),
+        ),
+        // The extremes next to each other: largest differences both ways, and zeros between.
+        (
+            "full_range",
+            picture(16, 4, &|x, y| match (x + 16 * y) % 6 {
+                0 => 1,
+                1 => 65535,
+                2 => 0,
+                3 => 65535,
+                4 => 1,
+                _ => 32768,
+            }),
+        ),
+        (
+            "alternating",
+            picture(9, 3, &|x, y| if (x + y) % 2 == 0 { 0 } else { 65535 }),
+        ),
+        ("all_zero", picture(5, 3, &|_, _| 0)),
+        ("all_max", picture(7, 5, &|_, _| 65535)),
+        ("odd_7x5", picture(7, 5, &|x, y| (x * 1000 + y * 37 + 1) as u16)),
+        ("single", picture(1, 1, &|_, _| 1234)),
+        ("single_zero", picture(1, 1, &|_, _| 0)),
+        ("empty", picture(0, 0, &|_, _| 0)),
+        ("random", (20, 15, random)),
+    ];
+    out.push_str("  \"depth\": [\n");
+    let mut first = true;
+    for (name, (w, h, data)) in &pictures {
+        let pixels: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for codec in [DepthCodec::Raw, DepthCodec::Rvl, DepthCodec::RvlDeflate] {
+            let blob = depth::encode(codec, *w, *h, data, 1)?;
+            let img = depth::decode(&blob, MAX_DEPTH_PIXELS)?;
+            anyhow::ensure!(
+                img.data == *data,
+                "depth vector {name} {codec:?} does not round-trip"
+            );
+            let _ = write!(
+                out,
+                "{}    {{\"name\":\"{name}\",\"width\":{w},\"height\":{h},\"codec\":{},\"blob\":\"{}\",\"pixels\":\"{}\"}}",
+                if first { "" } else { ",\n" },
+                codec as u8,
+                hex(&blob),
+                hex(&pixels)
+            );
+            first = false;
+        }
+    }
+    out.push_str("\n  ],\n");
+
+    // Damaged blobs. Deflate ones are made by editing valid blobs (no deflate encoder here).
+    let ramp: Vec<u16> = (1..=64 * 64).map(|i| (i % 4096) as u16 + 1).collect();
+    let big = depth::encode(DepthCodec::RvlDeflate, 64, 64, &ramp, 9)?;
+    let mut bomb = big.clone();
+    bomb[1..5].copy_from_slice(&[0, 2, 0, 2]); // a 2x2 picture inflating to kilobytes
+    let three = depth::encode(DepthCodec::RvlDeflate, 3, 1, &[5, 6, 7], 1)?;
+    let mut smaller = three.clone();
+    smaller[2] = 2; // declared 2x1: the RVL inside has a run past the end
+    let mut trailing = three.clone();
+    trailing.push(0);
+    let cut = &three[..three.len() - 1];
+    let (bomb, smaller, trailing, cut) = (hex(&bomb), hex(&smaller), hex(&trailing), hex(cut));
+    // (name, hex, only refused where DecompressionStream follows the spec on trailing bytes)
+    let bad: Vec<(&str, &str, bool)> = vec![
+        ("header_short", "01000100", false),
+        ("unknown_codec", "030001000100", false),
+        ("too_large", "01ffffffff00", false),
+        ("raw_short", "00000200010100", false),
+        ("raw_long", "000001000101000000", false),
+        ("zero_run_past_end", "010002000130", false),
+        ("value_run_past_end", "010002000103", false),
+        ("empty_run_pair", "010001000100", false),
+        ("value_zero", "01000100010100", false),
+        ("value_negative", "01000100010110", false),
+        ("value_over_65535", "010001000101888884", false),
+        ("count_code_too_long", "010001000188888888888880", false),
+        ("value_code_too_long", "01000100010188888888", false),
+        ("truncated", "010002000102", false),
+        ("trailing_byte", "0100010001012000", false),
+        ("nonzero_padding", "01000100010121", false),
+        ("deflate_garbage", "0200010001ffff", false),
+        ("deflate_empty", "0200010001", false),
+        ("deflate_bomb", &bomb, false),
+        ("deflate_size_mismatch", &smaller, false),
+        ("deflate_cut", &cut, false),
+        ("deflate_trailing", &trailing, true),
+    ];
+    out.push_str("  \"depth_bad\": [\n");
+    for (i, (name, h, after_deflate)) in bad.iter().enumerate() {
+        anyhow::ensure!(
+            depth::decode(&unhex(h)?, MAX_DEPTH_PIXELS).is_err(),
+            "bad depth vector {name} decodes"
+        );
+        let _ = writeln!(
+            out,
+            "    {{\"name\":\"{name}\",\"hex\":\"{h}\",\"after_deflate\":{after_deflate}}}{}",
+            if i + 1 < bad.len() { "," } else { "" }
         );
     }
     out.push_str("  ]\n");
