@@ -44,6 +44,8 @@ macro_rules! identity_setters {
 pub mod audio;
 #[cfg(feature = "camera")]
 pub mod camera;
+#[cfg(feature = "depth")]
+pub mod depth;
 pub mod can;
 pub mod clock;
 mod conn;
