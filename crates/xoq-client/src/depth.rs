@@ -320,7 +320,10 @@ impl RemoteDepthCamera {
                 let msg = match reader.next(DepthMsg::decode_from).await {
                     Ok(Some(m)) => m,
                     Ok(None) => {
-                        return Err(ClientError::Closed(format!("{} ended the stream", self.peer)));
+                        return Err(ClientError::Closed(format!(
+                            "{} ended the stream",
+                            self.peer
+                        )));
                     }
                     Err(e) => return Err(ClientError::Closed(format!("{}: {e}", self.peer))),
                 };

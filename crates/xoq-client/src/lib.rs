@@ -44,11 +44,11 @@ macro_rules! identity_setters {
 pub mod audio;
 #[cfg(feature = "camera")]
 pub mod camera;
-#[cfg(feature = "depth")]
-pub mod depth;
 pub mod can;
 pub mod clock;
 mod conn;
+#[cfg(feature = "depth")]
+pub mod depth;
 pub mod error;
 pub mod link;
 mod relay;

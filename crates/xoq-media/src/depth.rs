@@ -326,7 +326,11 @@ fn inflate(input: &[u8], cap: usize) -> Result<Vec<u8>, MediaError> {
         let consumed = d.total_in() as usize;
         let before = out.len();
         let status = d
-            .decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Finish)
+            .decompress_vec(
+                &input[consumed..],
+                &mut out,
+                flate2::FlushDecompress::Finish,
+            )
             .map_err(|e| bad(format!("deflate: {e}")))?;
         match status {
             flate2::Status::StreamEnd => {
@@ -373,7 +377,9 @@ mod tests {
         round_trip(3, 1, &[65535, 1, 65535]);
         round_trip(5, 3, &[0; 15]);
         round_trip(7, 5, &[u16::MAX; 35]);
-        let alternating: Vec<u16> = (0..33 * 7).map(|i| if i % 2 == 0 { 0 } else { 65535 }).collect();
+        let alternating: Vec<u16> = (0..33 * 7)
+            .map(|i| if i % 2 == 0 { 0 } else { 65535 })
+            .collect();
         round_trip(33, 7, &alternating);
         let ramp: Vec<u16> = (0..=65535u16).collect();
         round_trip(256, 256, &ramp);
@@ -393,7 +399,11 @@ mod tests {
         let data: Vec<u16> = (0..w * h)
             .map(|i| {
                 let (x, y) = (i % w, i / w);
-                if x < 8 { 0 } else { 800 + (y as u16) + ((x / 64) as u16) }
+                if x < 8 {
+                    0
+                } else {
+                    800 + (y as u16) + ((x / 64) as u16)
+                }
             })
             .collect();
         let blob = encode(DepthCodec::RvlDeflate, w, h, &data, 1).expect("encode");

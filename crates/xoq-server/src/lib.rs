@@ -14,9 +14,9 @@
 pub mod audio;
 #[cfg(feature = "camera")]
 pub mod camera;
+pub mod can;
 #[cfg(feature = "depth")]
 pub mod depth;
-pub mod can;
 mod error;
 pub mod queue;
 pub mod relay;

@@ -233,7 +233,9 @@ pub enum DepthMsg {
 impl DepthMsg {
     fn body_len(&self) -> usize {
         1 + match self {
-            DepthMsg::Info(i) => 4 + 2 * Intrinsics::LEN + string_len(&i.name) + string_len(&i.serial),
+            DepthMsg::Info(i) => {
+                4 + 2 * Intrinsics::LEN + string_len(&i.name) + string_len(&i.serial)
+            }
             DepthMsg::Frame(f) => {
                 varint_len(f.seq)
                     + 8
@@ -422,10 +424,7 @@ mod tests {
         })
         .encode(&mut b)
         .expect("encode");
-        assert_eq!(
-            b,
-            [14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0xAA, 0xBB, 0xCC]
-        );
+        assert_eq!(b, [14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0xAA, 0xBB, 0xCC]);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! over [`device`] backends), wire codecs ([`wire`]), transport ([`transport`]).
 //!
 //! Cargo features build only what is used: `serial`, `can`, `camera` (pulls in OpenH264,
-//! built from C), `audio` (Opus, pure Rust), `relay-server` (the embedded moq-relay and relay tokens) and `cli` (the
+//! built from C), `audio` (Opus, pure Rust), `depth` (lossless depth cameras), `relay-server` (the embedded moq-relay and relay tokens) and `cli` (the
 //! binaries; the default, with everything). A program that only drives serial servos:
 //! `xoq = { version = "0.4", default-features = false, features = ["serial"] }`.
 // Every public item says what it is for: these crates are read from their docs.
@@ -52,6 +52,18 @@ pub mod audio {
     pub use xoq_media::audio::{JitterBuffer, JitterStats};
     pub use xoq_server::audio::{AudioServer, AudioServerBuilder, AudioStats};
     pub use xoq_wire::audio::{AudioCodec, AudioFormat};
+}
+
+#[cfg(feature = "depth")]
+/// Depth cameras: serve one ([`depth::DepthServer`]) and watch one
+/// ([`depth::RemoteDepthCamera`]); depth is lossless, in device units.
+pub mod depth {
+    pub use xoq_client::depth::{DepthFrameset, DepthOptions, RemoteDepthCamera};
+    pub use xoq_device::depth::{
+        DepthCapture, DepthInfo, DepthSource, Distortion, Intrinsics, SceneSource, read_depth_stamp,
+    };
+    pub use xoq_media::depth::{DepthCodec, DepthImage};
+    pub use xoq_server::depth::{DepthServer, DepthServerBuilder, DepthStats};
 }
 
 #[cfg(feature = "camera")]

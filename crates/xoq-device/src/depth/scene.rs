@@ -253,7 +253,11 @@ fn shade(s: u8, u: usize, v: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [
             dim([40.0, 90.0, 230.0], 0.4 + 0.6 * facing)
         }
         _ => {
-            let stripe = if (x / 0.5).floor() as i64 & 1 == 0 { 1.0 } else { 0.85 };
+            let stripe = if (x / 0.5).floor() as i64 & 1 == 0 {
+                1.0
+            } else {
+                0.85
+            };
             dim([210.0, 195.0, 160.0], stripe * fade)
         }
     }
@@ -317,7 +321,10 @@ mod tests {
         let s = SceneSource::new(640, 480, 30).expect("scene");
         let c = s.render(42, 1_764_000_000_123_456);
         assert_eq!(c.depth.len(), 640 * 480);
-        assert_eq!(read_depth_stamp(&c.depth), Some((42, 1_764_000_000_123_456)));
+        assert_eq!(
+            read_depth_stamp(&c.depth),
+            Some((42, 1_764_000_000_123_456))
+        );
         assert_eq!(
             read_stamp(&c.color.data, 640, 480),
             Some((42, 1_764_000_000_123_456))
@@ -328,7 +335,11 @@ mod tests {
         // Bottom rows see the floor, nearer than the wall; the left band is invalid.
         let floor = c.depth[479 * 640 + 600];
         assert!(floor > 400 && floor < 1000, "{floor} mm");
-        assert!(c.depth[200 * 640 + 5..200 * 640 + 15].iter().all(|&v| v == 0));
+        assert!(
+            c.depth[200 * 640 + 5..200 * 640 + 15]
+                .iter()
+                .all(|&v| v == 0)
+        );
         let zeros = c.depth.iter().filter(|&&v| v == 0).count();
         assert!(zeros > 640 * 480 / 40 && zeros < 640 * 480 / 20, "{zeros}");
         assert_eq!(read_depth_stamp(&[0; 12]), None);
@@ -365,7 +376,13 @@ mod tests {
             .expect("mode");
         assert_eq!((m.width, m.height), (640, 480));
         assert_eq!(s.info().depth.width, 640);
-        assert!(s.set_mode(ModeRequest { fps: Some(0), ..Default::default() }).is_err());
+        assert!(
+            s.set_mode(ModeRequest {
+                fps: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
         assert_eq!(s.mode().width, 640);
         assert!(SceneSource::new(4000, 480, 30).is_err());
     }

@@ -40,8 +40,8 @@ use capture::capture_loop;
 use encode::EncodeSettings;
 
 pub use p2p::CameraProtocol;
-pub use publish::catalog_json;
 pub(crate) use publish::CatalogExtra;
+pub use publish::catalog_json;
 
 /// Frames a codec's channel holds for viewers that are momentarily busy; a viewer further
 /// behind has lagged and resumes at the next keyframe.

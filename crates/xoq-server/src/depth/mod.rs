@@ -296,7 +296,9 @@ impl DepthServer {
 
     /// A server on the synthetic scene (`sim:depth`) at `width × height`, 30 fps.
     pub fn synthetic(width: u32, height: u32) -> Result<DepthServerBuilder, ServerError> {
-        Ok(Self::builder(Box::new(SceneSource::new(width, height, 30)?)))
+        Ok(Self::builder(Box::new(SceneSource::new(
+            width, height, 30,
+        )?)))
     }
 
     /// The colour camera server (its viewers, its counters).
@@ -374,7 +376,10 @@ impl DepthSubscription {
             };
             if let Some(last) = last_seq {
                 let missed = c.seq.saturating_sub(last + 1);
-                self.shared.stats.skipped.fetch_add(missed, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .skipped
+                    .fetch_add(missed, Ordering::Relaxed);
             }
             // A viewer that just asked for colour may get one capture without it.
             if self.color && c.color.is_none() {
@@ -476,7 +481,8 @@ fn capture_loop(
                 sh.stats.errors.fetch_add(1, Ordering::Relaxed);
                 errors += 1;
                 if errors >= MAX_CAPTURE_ERRORS {
-                    let why = format!("the depth camera stopped after {errors} capture errors: {e}");
+                    let why =
+                        format!("the depth camera stopped after {errors} capture errors: {e}");
                     tracing::error!("{why}");
                     sh.failed.send_replace(Some(why));
                     return;

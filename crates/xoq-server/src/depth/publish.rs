@@ -25,37 +25,49 @@ impl DepthServer {
         let catalog = || catalog_extra(&me.info());
         let server = self.clone();
         self.camera()
-            .serve_moq_with(session, name, &["depth"], &catalog, |mut tracks| async move {
-                let Some(mut depth) = tracks.pop() else {
-                    return Err(ServerError::Config(
-                        "the relay session did not create the depth track".into(),
-                    ));
-                };
-                loop {
-                    depth.used().await?;
-                    let mut sub = server.subscribe(false);
-                    let mut last = None;
+            .serve_moq_with(
+                session,
+                name,
+                &["depth"],
+                &catalog,
+                |mut tracks| async move {
+                    let Some(mut depth) = tracks.pop() else {
+                        return Err(ServerError::Config(
+                            "the relay session did not create the depth track".into(),
+                        ));
+                    };
                     loop {
-                        let c = tokio::select! {
-                            c = sub.next(last) => c,
-                            _ = depth.unused() => break,
-                        };
-                        let Some(c) = c else { return Ok(()) };
-                        let mut payload = BytesMut::with_capacity(16 + c.depth.len());
-                        payload.put_u64(c.timestamp_us);
-                        payload.put_u64(c.seq);
-                        payload.extend_from_slice(&c.depth);
-                        depth.write_grouped(payload.freeze(), true)?;
-                        last = Some(c.seq);
+                        depth.used().await?;
+                        let mut sub = server.subscribe(false);
+                        let mut last = None;
+                        loop {
+                            let c = tokio::select! {
+                                c = sub.next(last) => c,
+                                _ = depth.unused() => break,
+                            };
+                            let Some(c) = c else { return Ok(()) };
+                            let mut payload = BytesMut::with_capacity(16 + c.depth.len());
+                            payload.put_u64(c.timestamp_us);
+                            payload.put_u64(c.seq);
+                            payload.extend_from_slice(&c.depth);
+                            depth.write_grouped(payload.freeze(), true)?;
+                            last = Some(c.seq);
+                        }
                     }
-                }
-            })
+                },
+            )
             .await
     }
 }
 
 fn intrinsics_json(k: &Intrinsics) -> String {
-    let num = |v: f32| if v.is_finite() { v.to_string() } else { "0".into() };
+    let num = |v: f32| {
+        if v.is_finite() {
+            v.to_string()
+        } else {
+            "0".into()
+        }
+    };
     let coeffs: Vec<String> = k.coeffs.iter().map(|&c| num(c)).collect();
     format!(
         r#"{{"width":{},"height":{},"fx":{},"fy":{},"ppx":{},"ppy":{},"model":"{}","coeffs":[{}]}}"#,

@@ -14,6 +14,7 @@ mod camera;
 mod can;
 mod common;
 mod demo;
+mod depth;
 mod pty;
 mod relay;
 mod serial;
@@ -67,6 +68,11 @@ pub enum Command {
     AudioServer(audio::AudioServerCmd),
     /// Listen to a remote microphone (level, gaps, latency); optionally talk a tone back.
     AudioClient(audio::AudioClientCmd),
+    /// Serve a depth camera (sim:depth): lossless 16-bit depth with its colour picture,
+    /// over P2P and as a MoQ broadcast.
+    DepthServer(depth::DepthServerCmd),
+    /// Watch a remote depth camera: frames, the distance at the centre, latency.
+    DepthClient(depth::DepthClientCmd),
     /// Simulated robot + embedded relay, ready to try.
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
@@ -157,6 +163,8 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::CameraClient(a) => camera::client(a).await,
         Command::AudioServer(a) => audio::server(a).await,
         Command::AudioClient(a) => audio::client(a).await,
+        Command::DepthServer(a) => depth::server(a).await,
+        Command::DepthClient(a) => depth::client(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Vectors => {

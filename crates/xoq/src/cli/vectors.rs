@@ -638,7 +638,10 @@ fn depth_vectors(out: &mut String) -> anyhow::Result<()> {
         ),
         ("all_zero", picture(5, 3, &|_, _| 0)),
         ("all_max", picture(7, 5, &|_, _| 65535)),
-        ("odd_7x5", picture(7, 5, &|x, y| (x * 1000 + y * 37 + 1) as u16)),
+        (
+            "odd_7x5",
+            picture(7, 5, &|x, y| (x * 1000 + y * 37 + 1) as u16),
+        ),
         ("single", picture(1, 1, &|_, _| 1234)),
         ("single_zero", picture(1, 1, &|_, _| 0)),
         ("empty", picture(0, 0, &|_, _| 0)),
