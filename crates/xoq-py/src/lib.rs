@@ -1,7 +1,7 @@
 //! `xoq._xoq`: the native half of the Python package.
 //!
 //! Thin classes over the Rust clients ([`serial::SerialPort`], [`can::CanBus`],
-//! [`camera::Camera`], [`audio::AudioStream`]). The Python modules in `python/xoq` put them
+//! [`camera::Camera`], [`depth::DepthCamera`], [`audio::AudioStream`]). The Python modules in `python/xoq` put them
 //! behind the host libraries' own interfaces (a pyserial `SerialBase`, a python-can `BusABC`,
 //! OpenCV's `VideoCapture`, python-sounddevice's streams), so the semantics users know live
 //! there and the bytes move here. Every blocking call releases the GIL and wakes up every
@@ -20,6 +20,8 @@ use xoq::client::ClientError;
 mod audio;
 mod camera;
 mod can;
+mod depth;
+mod held;
 mod serial;
 
 /// Longest a blocking call stays in Rust without looking for a pending signal.
@@ -283,6 +285,7 @@ fn _xoq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<serial::SerialPort>()?;
     m.add_class::<can::CanBus>()?;
     m.add_class::<camera::Camera>()?;
+    m.add_class::<depth::DepthCamera>()?;
     m.add_class::<audio::AudioStream>()?;
     can::add_flags(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
