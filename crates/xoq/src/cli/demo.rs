@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 use xoq_client::serial::{RemoteSerial, SerialOptions};
 use xoq_wire::feetech;
@@ -102,6 +103,19 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
     let audio_p2p = direct_address(audio.router.as_ref());
+    let depth = super::depth::start(&super::depth::DepthServerCmd {
+        device: "sim:depth".into(),
+        width: Some(640),
+        height: Some(480),
+        fps: Some(30),
+        depth_scale: None,
+        intrinsics: None,
+        quality: 80,
+        path: None,
+        server: demo_server("demo-depth", &relay_url, Some("anon/xoq-depth"), offline),
+    })
+    .await?;
+    let depth_p2p = direct_address(depth.router.as_ref());
     let p2p_addr = direct_address(so101.router.as_ref());
     let moq_addr = so101
         .moq
@@ -130,74 +144,51 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!(
         "    MoQ            {relay_url}/anon/xoq-audio  (hang broadcast, Opus, for the web player)"
     );
+    println!(
+        "  depth camera     synthetic scene 640x480 @ 30 fps: lossless depth (mm) + colour, a board at 1 m"
+    );
+    println!("    P2P            {depth_p2p}");
+    println!(
+        "    MoQ            {relay_url}/anon/xoq-depth  (colour for the web player, depth in the page)"
+    );
     println!();
 
     println!("self-check:");
-    for (label, addr) in [("P2P", &p2p_addr), ("MoQ", &moq_addr)] {
-        match check(addr).await {
-            Ok(report) => println!("  {label:<4} ok   {report}"),
-            Err(e) => {
-                println!("  {label:<4} FAIL {e:#}");
-                if a.check {
-                    so101.shutdown().await;
-                    relay.shutdown().await;
-                    anyhow::bail!("demo self-check over {label} failed");
-                }
-            }
+    let mut failed = None;
+    let mut report = |what: String, label: &str, r: anyhow::Result<String>| match r {
+        Ok(report) => println!("  {label:<4} ok   {report}"),
+        Err(e) => {
+            println!("  {label:<4} FAIL {e:#}");
+            failed.get_or_insert(format!("demo self-check of the {what} over {label} failed"));
         }
+    };
+    for (label, addr) in [("P2P", &p2p_addr), ("MoQ", &moq_addr)] {
+        report("SO-101".into(), label, check(addr).await);
     }
     for (label, addr) in [("P2P", &arm_p2p), ("MoQ", &arm_moq)] {
-        match check_arm(addr).await {
-            Ok(report) => println!("  {label:<4} ok   {report}"),
-            Err(e) => {
-                println!("  {label:<4} FAIL {e:#}");
-                if a.check {
-                    openarm.shutdown().await;
-                    so101.shutdown().await;
-                    relay.shutdown().await;
-                    anyhow::bail!("demo self-check of the OpenArm over {label} failed");
-                }
-            }
-        }
+        report("OpenArm".into(), label, check_arm(addr).await);
     }
-    match check_camera(&cam_p2p).await {
-        Ok(report) => println!("  P2P  ok   {report}"),
-        Err(e) => {
-            println!("  P2P  FAIL {e:#}");
-            if a.check {
-                camera.shutdown().await;
-                openarm.shutdown().await;
-                so101.shutdown().await;
-                relay.shutdown().await;
-                anyhow::bail!("demo self-check of the camera failed");
-            }
-        }
-    }
-    match check_audio(&audio_p2p).await {
-        Ok(report) => println!("  P2P  ok   {report}"),
-        Err(e) => {
-            println!("  P2P  FAIL {e:#}");
-            if a.check {
-                audio.shutdown().await;
-                camera.shutdown().await;
-                openarm.shutdown().await;
-                so101.shutdown().await;
-                relay.shutdown().await;
-                anyhow::bail!("demo self-check of the microphone failed");
-            }
-        }
-    }
-    if a.check {
+    report("camera".into(), "P2P", check_camera(&cam_p2p).await);
+    report("microphone".into(), "P2P", check_audio(&audio_p2p).await);
+    report("depth camera".into(), "P2P", check_depth(&depth_p2p).await);
+    let stop = || async {
+        depth.shutdown().await;
         audio.shutdown().await;
         camera.shutdown().await;
         openarm.shutdown().await;
         so101.shutdown().await;
         relay.shutdown().await;
-        return Ok(());
+    };
+    if a.check {
+        stop().await;
+        return match failed {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        };
     }
     let web = if super::web::available() {
         let config = format!(
-            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\",\"camera\":\"xoq-camera\",\"audio\":\"xoq-audio\"}}",
+            "{{\"relay\":{},\"so101\":\"xoq-so101\",\"openarm\":\"xoq-openarm\",\"camera\":\"xoq-camera\",\"audio\":\"xoq-audio\",\"depth\":\"xoq-depth\"}}",
             super::web::json_str(&format!("{relay_url}/anon"))
         );
         match super::web::serve(a.web, config).await {
@@ -228,6 +219,10 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  xoq audio-client {audio_p2p} --seconds 5   # level, gaps, latency of the microphone"
     );
+    println!("  xoq depth-client {depth_p2p} --frames 30   # distance at the centre, latency");
+    println!(
+        "  python: import xoq.realsense as rs   # pyrealsense2-style pipeline on \"{depth_p2p}\""
+    );
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
     println!("ready (Ctrl-C to stop)");
@@ -235,11 +230,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     if let Some((_, task)) = web {
         task.abort();
     }
-    audio.shutdown().await;
-    camera.shutdown().await;
-    openarm.shutdown().await;
-    so101.shutdown().await;
-    relay.shutdown().await;
+    stop().await;
     Ok(())
 }
 
@@ -351,6 +342,34 @@ async fn check_camera(addr: &str) -> anyhow::Result<String> {
     Ok(format!(
         "camera: {}x{} {codec:?} picture decoded, frame {}, {ms:.0} ms after capture",
         img.width, img.height, f.seq
+    ))
+}
+
+/// One capture of the synthetic depth camera: the board at the centre must be 1 m away and
+/// the colour picture must be from the same capture.
+async fn check_depth(addr: &str) -> anyhow::Result<String> {
+    use xoq_client::depth::{DepthOptions, RemoteDepthCamera};
+    let mut cam = RemoteDepthCamera::connect(addr, DepthOptions::new().offline(true)).await?;
+    let set = tokio::time::timeout(std::time::Duration::from_secs(10), cam.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("no capture within 10 s"))??;
+    let scale = cam.info().scale;
+    cam.close().await;
+    let d = &set.depth;
+    let centre = f32::from(d.data[(d.height / 2 * d.width + d.width / 2) as usize]) * scale;
+    anyhow::ensure!(
+        (centre - xoq_device::depth::scene::TARGET_M).abs() < 0.01,
+        "the board reads {centre:.3} m instead of 1 m"
+    );
+    let color = set.color.context("no colour picture with the depth")?;
+    anyhow::ensure!(
+        xoq_device::camera::read_stamp(&color.data, color.width, color.height)
+            == Some((set.seq, set.timestamp_us)),
+        "the colour picture is not from the depth picture's capture"
+    );
+    Ok(format!(
+        "depth: {}x{} lossless, board at {centre:.3} m, colour from the same capture",
+        d.width, d.height
     ))
 }
 

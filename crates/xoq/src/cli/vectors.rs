@@ -592,7 +592,9 @@ fn unhex(h: &str) -> anyhow::Result<Vec<u8>> {
 fn depth_vectors(out: &mut String) -> anyhow::Result<()> {
     use xoq_media::depth::{self, DepthCodec, MAX_DEPTH_PIXELS};
 
-    let picture = |w: u32, h: u32, f: &dyn Fn(u32, u32) -> u16| -> (u32, u32, Vec<u16>) {
+    /// Width, height, pixels.
+    type Picture = (u32, u32, Vec<u16>);
+    let picture = |w: u32, h: u32, f: &dyn Fn(u32, u32) -> u16| -> Picture {
         (w, h, (0..w * h).map(|i| f(i % w, i / w)).collect())
     };
     let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -608,7 +610,7 @@ fn depth_vectors(out: &mut String) -> anyhow::Result<()> {
             if r % 5 == 0 { 0 } else { (r >> 40) as u16 }
         })
         .collect();
-    let pictures: Vec<(&str, (u32, u32, Vec<u16>))> = vec![
+    let pictures: Vec<(&str, Picture)> = vec![
         // Smooth depth with invalid pixels: a band on the left and scattered holes.
         (
             "ramp_holes",
