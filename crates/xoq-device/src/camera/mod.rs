@@ -23,6 +23,11 @@ pub enum PixelFormat {
     Nv12,
     /// One JPEG image per frame (variable size).
     Mjpeg,
+    /// Depth, one little-endian u16 per pixel in device units (`Z16 `, RealSense and most
+    /// depth cameras over uvcvideo).
+    Z16,
+    /// 16-bit little-endian grey (`Y16 `), which some depth cameras use for depth.
+    Y16,
 }
 
 impl PixelFormat {
@@ -33,8 +38,14 @@ impl PixelFormat {
             PixelFormat::Rgb24 => Some(px * 3),
             PixelFormat::Yuyv => Some(px * 2),
             PixelFormat::Nv12 => Some(px + px / 2),
+            PixelFormat::Z16 | PixelFormat::Y16 => Some(px * 2),
             PixelFormat::Mjpeg => None,
         }
+    }
+
+    /// Whether this is a depth format (served by the depth service, never as a picture).
+    pub fn is_depth(self) -> bool {
+        matches!(self, PixelFormat::Z16 | PixelFormat::Y16)
     }
 }
 
@@ -45,6 +56,8 @@ impl std::fmt::Display for PixelFormat {
             PixelFormat::Yuyv => "YUYV",
             PixelFormat::Nv12 => "NV12",
             PixelFormat::Mjpeg => "MJPG",
+            PixelFormat::Z16 => "Z16",
+            PixelFormat::Y16 => "Y16",
         })
     }
 }
@@ -83,6 +96,8 @@ pub struct ModeRequest {
     pub fps: Option<u32>,
     /// Prefer MJPEG (for JPEG streaming without a re-encode) over raw formats.
     pub prefer_mjpeg: bool,
+    /// Depth formats only (Z16, Y16); without it they are never chosen.
+    pub depth: bool,
 }
 
 /// One captured frame.

@@ -1,11 +1,15 @@
 //! Depth cameras: a depth picture and a colour picture per capture, behind [`DepthSource`].
 //!
-//! The synthetic scene ([`SceneSource`], `sim:depth`) is a product feature (the demo, CI
+//! Sources: V4L2 depth cameras (`v4l2`, Linux: a `Z16` node and its colour node, no vendor
+//! library) and the synthetic scene. The synthetic scene ([`SceneSource`], `sim:depth`) is a
+//! product feature (the demo, CI
 //! without a camera): distances are known, so a client can check what it measures. Depth
 //! values are device units; [`DepthInfo::scale`] turns them into metres, and the intrinsics
 //! turn pixels into points.
 
 pub mod scene;
+#[cfg(target_os = "linux")]
+pub mod v4l2;
 
 pub use scene::{SceneSource, read_depth_stamp};
 pub use xoq_wire::depth::{DepthInfo, Distortion, Intrinsics};

@@ -162,11 +162,11 @@ impl SceneSource {
         let mut depth = vec![0u16; w * h];
         let mut rgb = vec![0u8; w * h * 3];
         for (i, &(z, s)) in scene.iter().enumerate() {
-            let (u, v) = (i % w, i / w);
+            let u = i % w;
             let noise = hash(seq, i as u64);
             let px = &mut rgb[i * 3..i * 3 + 3];
-            px.copy_from_slice(&shade(s, u, v, z, ball, &k));
-            if u < band || noise % 200 == 0 || !z.is_finite() {
+            px.copy_from_slice(&shade(s, u, z, ball, &k));
+            if u < band || noise.is_multiple_of(200) || !z.is_finite() {
                 continue;
             }
             // Stereo-like error: ± 2 mm × z², uniform.
@@ -232,7 +232,7 @@ fn ball_hit(x: f32, y: f32, c: [f32; 3]) -> Option<f32> {
 
 /// Colour of a surface point: a checkered floor, a striped wall, an orange board and a
 /// shaded blue ball, dimmed with distance.
-fn shade(s: u8, u: usize, v: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
+fn shade(s: u8, u: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
     let x = (u as f32 + 0.5 - k.ppx) / k.fx * z;
     let dim = |c: [f32; 3], f: f32| c.map(|c| (c * f).clamp(0.0, 255.0) as u8);
     let fade = 1.2 - z / (2.0 * WALL_M);
@@ -242,10 +242,7 @@ fn shade(s: u8, u: usize, v: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [
             let g = if cell == 0 { 200.0 } else { 90.0 };
             dim([g, g, g], fade)
         }
-        s if s == Surface::Board as u8 => {
-            let _ = v;
-            [235, 120, 30]
-        }
+        s if s == Surface::Board as u8 => [235, 120, 30],
         s if s == Surface::Ball as u8 => {
             // Lambert from the camera: brighter where the surface faces it.
             let dx = (x - ball[0]) / BALL_R;

@@ -83,6 +83,7 @@ impl Encoders {
                 let img = jpeg::decode(&raw.data, xoq_media::MAX_PIXELS)?;
                 enc.encode_rgb(&img.data, img.width, img.height)?
             }
+            PixelFormat::Z16 | PixelFormat::Y16 => return Err(depth_is_not_a_picture()),
         };
         if unit.keyframe {
             self.last_idr = Some(Instant::now());
@@ -95,6 +96,7 @@ impl Encoders {
         match raw.format {
             // The camera already compressed it: pass it through, no decode, no re-encode.
             PixelFormat::Mjpeg => Ok(raw.data.clone()),
+            PixelFormat::Z16 | PixelFormat::Y16 => Err(depth_is_not_a_picture()),
             PixelFormat::Rgb24 => jpeg::encode(&raw.data, w, h, self.settings.quality),
             PixelFormat::Yuyv => {
                 convert::yuyv_to_rgb(&raw.data, w, h, &mut self.rgb)?;
@@ -105,5 +107,15 @@ impl Encoders {
                 jpeg::encode(&self.rgb, w, h, self.settings.quality)
             }
         }
+    }
+}
+
+/// A camera source never picks a depth format for pictures (see `ModeRequest::depth`);
+/// a custom source that hands one over gets this instead of a garbled picture.
+fn depth_is_not_a_picture() -> MediaError {
+    MediaError::Undecodable {
+        codec: "picture",
+        reason: "a depth frame (Z16/Y16) is not a picture: serve this node with xoq depth-server"
+            .into(),
     }
 }

@@ -113,6 +113,7 @@ impl CameraServer {
                             height: nz(height),
                             fps: nz(fps),
                             prefer_mjpeg: codec == Codec::Jpeg,
+                            depth: false,
                         });
                     }
                     Ok(Some(ViewerMsg::Keyframe)) => {

@@ -89,6 +89,7 @@ impl DepthServer {
                             height: nz(height),
                             fps: nz(fps),
                             prefer_mjpeg: false,
+                            depth: false,
                         });
                     }
                     // Every depth frame stands alone.

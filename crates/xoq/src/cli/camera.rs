@@ -66,6 +66,7 @@ fn open_source(device: &str, a: &CameraServerCmd) -> anyhow::Result<Box<dyn Came
             height: a.height,
             fps: a.fps,
             prefer_mjpeg: a.jpeg,
+            depth: false,
         };
         Ok(Box::new(xoq_device::camera::v4l2::V4l2Camera::open(
             device, req,

@@ -105,6 +105,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let audio_p2p = direct_address(audio.router.as_ref());
     let depth = super::depth::start(&super::depth::DepthServerCmd {
         device: "sim:depth".into(),
+        color: None,
         width: Some(640),
         height: Some(480),
         fps: Some(30),

@@ -14,10 +14,15 @@ use super::common::{self, RelayTask, Running, ServerArgs};
 /// `xoq depth-server DEVICE`.
 #[derive(Debug, Args)]
 pub struct DepthServerCmd {
-    /// Depth camera: sim:depth (a synthetic scene with known distances: a board at 1 m in
-    /// the middle of the picture).
+    /// Depth camera: its V4L2 depth node (a number or a path; the node with Z16 in
+    /// `xoq camera-server --list`), or sim:depth (a synthetic scene with known distances: a
+    /// board at 1 m in the middle of the picture).
     #[arg(default_value = "sim:depth")]
     pub device: String,
+    /// The colour node to pair with a V4L2 depth node (default: the node of the same USB
+    /// device that offers pictures).
+    #[arg(long, value_name = "DEVICE")]
+    pub color: Option<String>,
     /// Picture width (depth and colour).
     #[arg(long)]
     pub width: Option<u32>,
@@ -50,9 +55,24 @@ fn open_source(a: &DepthServerCmd) -> anyhow::Result<Box<dyn DepthSource>> {
             a.height.unwrap_or(480),
             a.fps.unwrap_or(30),
         )?)),
+        #[cfg(target_os = "linux")]
+        node => {
+            let req = xoq_device::camera::ModeRequest {
+                width: a.width,
+                height: a.height,
+                fps: a.fps,
+                prefer_mjpeg: false,
+                depth: true,
+            };
+            Ok(Box::new(xoq_device::depth::v4l2::V4l2Depth::open(
+                node,
+                a.color.as_deref(),
+                req,
+            )?))
+        }
+        #[cfg(not(target_os = "linux"))]
         other => anyhow::bail!(
-            "{other}: only the synthetic depth camera (sim:depth) is available in this version; \
-             V4L2 depth (Z16) is not supported yet"
+            "{other}: only sim:depth is available on this platform (V4L2 is Linux-only)"
         ),
     }
 }

@@ -126,7 +126,7 @@ pub(super) fn device_caps(cap: &sys::Capability) -> u32 {
 pub(super) fn no_format_reason(skipped: &[u32]) -> String {
     let found: Vec<String> = skipped.iter().map(|&f| fourcc_name(f)).collect();
     format!(
-        "it offers no format xoq reads (found: {}; xoq reads YUYV, NV12, MJPG/JPEG and RGB3)",
+        "it offers no format xoq reads (found: {}; xoq reads YUYV, NV12, MJPG/JPEG and RGB3 as pictures, Z16 and Y16 as depth)",
         if found.is_empty() {
             "none".to_owned()
         } else {

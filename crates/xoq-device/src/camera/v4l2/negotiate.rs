@@ -18,6 +18,8 @@ pub(super) fn pixel_format(fourcc: u32) -> Option<PixelFormat> {
         sys::PIX_FMT_NV12 => Some(PixelFormat::Nv12),
         sys::PIX_FMT_MJPEG | sys::PIX_FMT_JPEG => Some(PixelFormat::Mjpeg),
         sys::PIX_FMT_RGB24 => Some(PixelFormat::Rgb24),
+        sys::PIX_FMT_Z16 => Some(PixelFormat::Z16),
+        sys::PIX_FMT_Y16 => Some(PixelFormat::Y16),
         _ => None,
     }
 }
@@ -61,6 +63,9 @@ fn format_rank(format: PixelFormat, prefer_mjpeg: bool) -> u8 {
         PixelFormat::Nv12 => 2,
         PixelFormat::Rgb24 => 3,
         PixelFormat::Mjpeg => 4,
+        // Depth requests see only these two: Z16 is the depth format proper.
+        PixelFormat::Z16 => 0,
+        PixelFormat::Y16 => 1,
     }
 }
 
@@ -80,6 +85,13 @@ fn format_rank(format: PixelFormat, prefer_mjpeg: bool) -> u8 {
 /// 10 fps but MJPEG at 30 fps streams MJPEG at 30 fps, since decoding is cheaper than a
 /// third of the frames.
 pub fn choose_mode(available: &[Mode], req: ModeRequest) -> Option<Mode> {
+    // A depth request sees the depth formats only, a picture request everything else.
+    let available: Vec<Mode> = available
+        .iter()
+        .filter(|m| m.format.is_depth() == req.depth)
+        .copied()
+        .collect();
+    let available = &available[..];
     let (want_w, want_h) = match (req.width, req.height) {
         (None, None) => (Some(DEFAULT_SIZE.0), Some(DEFAULT_SIZE.1)),
         given => given,
@@ -152,6 +164,7 @@ mod tests {
             height: h,
             fps,
             prefer_mjpeg,
+            depth: false,
         }
     }
 
@@ -170,6 +183,30 @@ mod tests {
             m(Mjpeg, 1920, 1080, 30),
             m(Yuyv, 320, 240, 30),
         ]
+    }
+
+    #[test]
+    fn depth_formats_are_chosen_only_for_depth_requests() {
+        use PixelFormat::{Y16, Z16};
+        // A RealSense-like node: depth at several sizes, plus a grey infrared format.
+        let modes = vec![
+            m(Z16, 640, 480, 30),
+            m(Z16, 848, 480, 30),
+            m(Y16, 640, 480, 30),
+            m(Yuyv, 640, 480, 30),
+        ];
+        let depth = ModeRequest {
+            depth: true,
+            ..req(Some(640), Some(480), Some(30), false)
+        };
+        assert_eq!(choose_mode(&modes, depth), Some(m(Z16, 640, 480, 30)));
+        assert_eq!(
+            choose_mode(&modes, req(Some(848), Some(480), Some(30), false)),
+            Some(m(Yuyv, 640, 480, 30)),
+            "a picture request never gets a depth format"
+        );
+        assert_eq!(choose_mode(&modes[..3], ModeRequest::default()), None);
+        assert_eq!(choose_mode(&modes[3..], depth), None);
     }
 
     #[test]

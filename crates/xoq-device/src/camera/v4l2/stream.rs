@@ -101,6 +101,7 @@ impl V4l2Camera {
             PixelFormat::Yuyv => Some(width as usize * 2),
             PixelFormat::Rgb24 => Some(width as usize * 3),
             PixelFormat::Nv12 => Some(width as usize),
+            PixelFormat::Z16 | PixelFormat::Y16 => Some(width as usize * 2),
             PixelFormat::Mjpeg => None,
         };
         let bad_size = width == 0
@@ -300,7 +301,11 @@ impl V4l2Camera {
                 }
                 map[..used].to_vec()
             }
-            PixelFormat::Yuyv | PixelFormat::Nv12 | PixelFormat::Rgb24 => {
+            PixelFormat::Yuyv
+            | PixelFormat::Nv12
+            | PixelFormat::Rgb24
+            | PixelFormat::Z16
+            | PixelFormat::Y16 => {
                 // Some drivers leave `bytesused` at 0 for raw formats: the buffer is full.
                 let avail = if used == 0 { map.len() } else { used };
                 let frame_len = format.frame_len(width, height).unwrap_or(0);
@@ -410,9 +415,11 @@ mod tests {
 
     use PixelFormat::Mjpeg;
 
-    /// Real capture, when this machine has a camera.
+    /// Real capture from the first camera of this machine (`cargo test -- --ignored` where
+    /// there is one).
     #[test]
-    fn captures_from_a_real_camera_if_present() {
+    #[ignore = "needs a V4L2 camera (/dev/video*)"]
+    fn captures_from_a_real_camera() {
         let devices = list();
         for d in &devices {
             println!(
@@ -427,8 +434,7 @@ mod tests {
             .iter()
             .find(|d| d.error.is_none() && !d.modes.is_empty())
         else {
-            println!("skipped: no /dev/video* capture device on this machine");
-            return;
+            panic!("no usable /dev/video* capture device on this machine");
         };
         let path = dev.path.to_str().expect("utf-8 path");
         let mut cam = match V4l2Camera::open(
@@ -444,8 +450,7 @@ mod tests {
                 if source.raw_os_error() == Some(libc::EBUSY)
                     || source.to_string().contains("in use") =>
             {
-                println!("skipped: {path} is in use by another program");
-                return;
+                panic!("{path} is in use by another program: close it and run again");
             }
             Err(e) => panic!("open {path}: {e}"),
         };
@@ -479,6 +484,7 @@ mod tests {
                 height: Some(other.height),
                 fps: Some(other.fps),
                 prefer_mjpeg: other.format == Mjpeg,
+                depth: other.format.is_depth(),
             })
             .expect("set_mode");
         assert_eq!(got, cam.mode());

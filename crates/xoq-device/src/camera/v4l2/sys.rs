@@ -17,6 +17,8 @@ pub(super) const PIX_FMT_NV12: u32 = fourcc(b"NV12");
 pub(super) const PIX_FMT_MJPEG: u32 = fourcc(b"MJPG");
 pub(super) const PIX_FMT_JPEG: u32 = fourcc(b"JPEG");
 pub(super) const PIX_FMT_RGB24: u32 = fourcc(b"RGB3");
+pub(super) const PIX_FMT_Z16: u32 = fourcc(b"Z16 ");
+pub(super) const PIX_FMT_Y16: u32 = fourcc(b"Y16 ");
 
 pub(super) const BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
 pub(super) const MEMORY_MMAP: u32 = 1;
