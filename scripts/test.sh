@@ -154,12 +154,24 @@ kill "$CAM_PID"
 test -s "$CAM_OUT/out.h264" && ls "$CAM_OUT/frames" | grep -q '\.jpg$'
 rm -rf "$CAM_OUT"
 
+log "depth command line"
+DEPTH_OUT="$(mktemp -d)"
+"$XOQ" depth-server sim:depth --width 320 --height 240 > "$DEPTH_OUT/banner" 2>/dev/null &
+DEPTH_PID=$!
+for _ in $(seq 100); do grep -q '^ready' "$DEPTH_OUT/banner" && break; sleep 0.1; done
+DEPTH_ADDR="$(grep -m1 '^address: .*@' "$DEPTH_OUT/banner" | cut -d' ' -f2)"
+"$XOQ" depth-client "$DEPTH_ADDR" --frames 10 | tee "$DEPTH_OUT/frames"
+kill "$DEPTH_PID"
+grep -q 'centre 1.0' "$DEPTH_OUT/frames"
+rm -rf "$DEPTH_OUT"
+
 log "benchmark smoke run (figures printed, never pass/fail on timing)"
 cargo run --quiet --bin xoq -- bench serial --count 300 --bulk 1048576
 cargo run --quiet --bin xoq -- bench can --count 300 --frames 5000 --seconds 0.5
 cargo run --quiet --bin xoq -- bench python --count 300 --python "$VENV/bin/python"
 cargo run --quiet --bin xoq -- bench camera --sizes 320x240 --seconds 0.5
 cargo run --quiet --bin xoq -- bench audio --seconds 1
+cargo run --quiet --bin xoq -- bench depth --sizes 320x240 --seconds 0.5
 cargo run --quiet --bin xoq -- bench connect --count 10 --python "$VENV/bin/python"
 # Impaired links run in a private network namespace (root); about a minute together.
 if [ "$(id -u)" = 0 ]; then

@@ -22,6 +22,8 @@ export interface PageConfig {
   camera?: string;
   /** The demo microphone's broadcast (hang format, Opus); absent in older demos. */
   audio?: string;
+  /** The demo depth camera's broadcast (hang format with a `depth` track); absent in older demos. */
+  depth?: string;
   /** The relay token (`?jwt=` of the page URL, or of a `?relay=` URL); never shown. */
   jwt?: string;
 }
@@ -67,7 +69,7 @@ export async function loadConfig(): Promise<PageConfig> {
     // Opened from elsewhere than `xoq demo`: the defaults and URL parameters decide.
   }
   const q = new URLSearchParams(location.search);
-  for (const k of ["relay", "so101", "openarm", "camera", "audio"] as const) {
+  for (const k of ["relay", "so101", "openarm", "camera", "audio", "depth"] as const) {
     const v = q.get(k);
     if (v) cfg[k] = v;
   }

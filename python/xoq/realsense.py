@@ -126,8 +126,8 @@ ENV = "XOQ_REALSENSE"
 # How long start() waits for the first capture, and for a requested mode to be delivered.
 _FIRST_FRAME_S = 10.0
 _MODE_CHANGE_S = 5.0
-# Capture time spanned to measure the frame rate at start().
-_FPS_WINDOW_S = 0.12
+# Capture time spanned to measure the frame rate at start() (and at least 3 frame intervals).
+_FPS_WINDOW_S = 0.3
 # A requested rate this close (relative) to the measured one is delivered.
 _FPS_TOLERANCE = 0.15
 
@@ -144,10 +144,6 @@ class _Enum(int, enum.Enum):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}.{self.name}: {int(self)}>"
-
-    @property
-    def value(self) -> int:  # pybind11's enums have .value and .name
-        return int(self)
 
 
 class stream(_Enum):
@@ -261,11 +257,21 @@ class option(_Enum):
     emitter_on_off = 46
     global_time_enabled = 53
 
+    def __str__(self) -> str:  # pyrealsense2 prints options by their description
+        return self.name.replace("_", " ").title()
+
+    def __repr__(self) -> str:
+        return f"<option {int(self)} '{self}'>"
+
 
 class timestamp_domain(_Enum):
     hardware_clock = 0
     system_time = 1
     global_time = 2
+
+
+# Module-level names for the enums, for functions whose pyrealsense2 keywords shadow them.
+_stream, _format, _option = stream, format, option
 
 
 def _as(enum_type: Any, value: Any, what: str) -> Any:
@@ -648,8 +654,12 @@ class sensor(_Unsupported):
     _stream = stream.any
     _sensor_name = ""
 
-    def __init__(self) -> None:
+    def __init__(self, sensor: Any = None) -> None:  # noqa: A002 - pyrealsense2's keyword
         self._device: Optional[device] = None
+        if isinstance(sensor, globals()["sensor"]) and type(self)._stream in (sensor._stream, stream.any):
+            self._device = sensor._device
+            if type(self) is globals()["sensor"]:
+                self._stream, self._sensor_name = sensor._stream, sensor._sensor_name
 
     @classmethod
     def _of(cls, dev: device) -> Any:
@@ -672,12 +682,15 @@ class sensor(_Unsupported):
             return self._sensor_name
         return self._dev().get_info(info)
 
-    def supports(self, what: Any) -> bool:
-        if isinstance(what, option) or type(what).__name__ == "option":
-            return _as(option, what, "supports") in self._options()
-        return self._dev().supports(what)
+    def supports(self, arg0: Any) -> bool:
+        """``camera_info`` fields as the device's; options: see the module docs."""
+        if isinstance(arg0, option) or type(arg0).__name__ == "option":
+            return _as(option, arg0, "supports") in self._options()
+        return self._dev().supports(arg0)
 
     def _options(self) -> Dict[option, Callable[[], float]]:
+        if self._stream == stream.depth and self._device is not None:
+            return {option.depth_units: lambda: float(self._dev()._server()[0]["scale"])}
         return {}
 
     def get_supported_options(self) -> List[option]:
@@ -690,27 +703,27 @@ class sensor(_Unsupported):
             "(set them on the robot)"
         )
 
-    def get_option(self, opt: Any) -> float:
-        opt = _as(option, opt, "get_option")
+    def get_option(self, option: Any) -> float:  # noqa: A002 - pyrealsense2's keyword
+        opt = _as(_option, option, "get_option")
         read = self._options().get(opt)
         if read is None:
             raise self._refuse(opt)
         return read()
 
-    def set_option(self, opt: Any, value: float) -> None:
-        opt = _as(option, opt, "set_option")
+    def set_option(self, option: Any, value: float) -> None:  # noqa: A002
+        opt = _as(_option, option, "set_option")
         if opt in self._options():
             raise RuntimeError(f"option.{opt.name} is read-only on a remote xoq camera")
         raise self._refuse(opt)
 
-    def is_option_read_only(self, opt: Any) -> bool:
-        opt = _as(option, opt, "is_option_read_only")
+    def is_option_read_only(self, option: Any) -> bool:  # noqa: A002
+        opt = _as(_option, option, "is_option_read_only")
         if opt not in self._options():
             raise self._refuse(opt)
         return True
 
-    def get_option_range(self, opt: Any) -> option_range:
-        v = self.get_option(opt)
+    def get_option_range(self, option: Any) -> option_range:  # noqa: A002
+        v = self.get_option(option)
         return option_range(v, v, 0.0, v)
 
     def get_stream_profiles(self) -> List["stream_profile"]:
@@ -724,20 +737,16 @@ class sensor(_Unsupported):
         return self.get_stream_profiles()
 
     def is_depth_sensor(self) -> bool:
-        return isinstance(self, depth_sensor)
+        return self._stream == stream.depth
 
     def as_depth_sensor(self) -> "depth_sensor":
-        if not isinstance(self, depth_sensor):
-            raise RuntimeError(f"{self._sensor_name} is not a depth sensor")
-        return self
+        return depth_sensor(self)
 
     def is_color_sensor(self) -> bool:
-        return isinstance(self, color_sensor)
+        return self._stream == stream.color
 
     def as_color_sensor(self) -> "color_sensor":
-        if not isinstance(self, color_sensor):
-            raise RuntimeError(f"{self._sensor_name} is not a color sensor")
-        return self
+        return color_sensor(self)
 
     def __bool__(self) -> bool:
         return self._device is not None
@@ -753,9 +762,6 @@ class depth_sensor(sensor):
     def get_depth_scale(self) -> float:
         """Metres per depth unit, as the server reports it (0.001: millimetres)."""
         return float(self._dev()._server()[0]["scale"])
-
-    def _options(self) -> Dict[option, Callable[[], float]]:
-        return {option.depth_units: self.get_depth_scale}
 
 
 class color_sensor(sensor):
@@ -781,8 +787,8 @@ class device_list(_Unsupported):
     def __iter__(self):
         return iter(self._devices)
 
-    def contains(self, dev: device) -> bool:
-        return dev in self._devices
+    def contains(self, arg0: device) -> bool:
+        return arg0 in self._devices
 
     def front(self) -> device:
         return self._devices[0]
@@ -797,7 +803,7 @@ class device_list(_Unsupported):
 class context(_Unsupported):
     """Lists the cameras registered in ``XOQ_REALSENSE`` and with :meth:`add_device`."""
 
-    def __init__(self) -> None:
+    def __init__(self, json_settings: Any = None) -> None:
         pass
 
     def query_devices(self, product_line: Any = None) -> device_list:
@@ -912,9 +918,11 @@ class stream_profile(_Unsupported):
 
 
 class video_stream_profile(stream_profile):
-    def __init__(self) -> None:
+    def __init__(self, sp: Any = None) -> None:
         super().__init__()
         self._intrinsics = intrinsics()
+        if isinstance(sp, video_stream_profile):  # rs.video_stream_profile(profile): a cast
+            self.__dict__.update(sp.__dict__)
 
     @classmethod
     def _make(cls, s: stream, f: format, fps: int, k: intrinsics, default: bool = True) -> "video_stream_profile":
@@ -975,11 +983,15 @@ class pipeline_profile(_Unsupported):
 class frame(_Unsupported):
     """One picture of a capture (falsy when empty, as pyrealsense2's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, arg0: Any = None) -> None:
         self._data: Optional[memoryview] = None
         self._number = 0
         self._ts_ms = 0.0
         self._profile: Optional[video_stream_profile] = None
+        self._kind: type = type(self)
+        # rs.frame(f), rs.depth_frame(f), ...: a cast, empty when f is not of that kind.
+        if isinstance(arg0, frame) and issubclass(arg0._kind, type(self)):
+            self.__dict__.update(arg0.__dict__)
 
     def _need(self) -> None:
         if self._data is None:
@@ -1048,22 +1060,22 @@ class frame(_Unsupported):
         return self
 
     def is_video_frame(self) -> bool:
-        return isinstance(self, video_frame) and bool(self)
+        return issubclass(self._kind, video_frame) and bool(self)
 
     def as_video_frame(self) -> "video_frame":
-        return self if isinstance(self, video_frame) else video_frame()
+        return video_frame(self)
 
     def is_depth_frame(self) -> bool:
-        return isinstance(self, depth_frame) and bool(self)
+        return issubclass(self._kind, depth_frame) and bool(self)
 
     def as_depth_frame(self) -> "depth_frame":
-        return self if isinstance(self, depth_frame) else depth_frame()
+        return depth_frame(self)
 
     def is_frameset(self) -> bool:
-        return isinstance(self, composite_frame)
+        return issubclass(self._kind, composite_frame) and bool(self)
 
     def as_frameset(self) -> "composite_frame":
-        return self if isinstance(self, composite_frame) else composite_frame()
+        return composite_frame(self)
 
     def is_motion_frame(self) -> bool:
         return False
@@ -1126,9 +1138,9 @@ class video_frame(frame):
 
 
 class depth_frame(video_frame):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, arg0: Any = None) -> None:
         self._scale = 0.0
+        super().__init__(arg0)
 
     def get_units(self) -> float:
         """Metres per depth unit."""
@@ -1148,11 +1160,17 @@ class depth_frame(video_frame):
 class composite_frame(frame):
     """A capture's frames (a "frameset"): depth first, then colour."""
 
-    def __init__(self, frames: Optional[List[frame]] = None) -> None:
-        super().__init__()
-        self._frames = list(frames or [])
-        if self._frames:
-            self._number, self._ts_ms = self._frames[0]._number, self._frames[0]._ts_ms
+    def __init__(self, arg0: Any = None) -> None:
+        self._frames: List[frame] = []
+        super().__init__(arg0)
+
+    @classmethod
+    def _of(cls, frames: List[frame]) -> "composite_frame":
+        fs = cls()
+        fs._frames = list(frames)
+        if fs._frames:
+            fs._number, fs._ts_ms = fs._frames[0]._number, fs._frames[0]._ts_ms
+        return fs
 
     def _need(self) -> None:
         if not self._frames:
@@ -1185,9 +1203,9 @@ class composite_frame(frame):
     def __getitem__(self, i: Any) -> Any:
         return self._frames[i]
 
-    def foreach(self, callback: Callable[[frame], Any]) -> None:
+    def foreach(self, callable: Callable[[frame], Any]) -> None:  # noqa: A002 - pyrealsense2's keyword
         for f in self._frames:
-            callback(f)
+            callable(f)
 
     def _find(self, s: stream, fmt: Any = format.any) -> Optional[frame]:
         fmt = _as(format, fmt, "format")
@@ -1209,7 +1227,7 @@ class composite_frame(frame):
     def get_depth_frame(self) -> depth_frame:
         return self._find(stream.depth) or depth_frame()  # type: ignore[return-value]
 
-    def get_color_frame(self) -> video_frame:
+    def get_color_frame(self, index: int = 0) -> video_frame:
         return self._find(stream.color) or video_frame()  # type: ignore[return-value]
 
     def get_infrared_frame(self, index: int = 0) -> video_frame:
@@ -1254,7 +1272,7 @@ class config(_Unsupported):
     def __init__(self) -> None:
         self._serial: Optional[str] = None
         self._conn: Dict[str, Any] = {}
-        self._streams: Dict[stream, Tuple[int, int, format, int]] = {}
+        self._streams: Dict[stream, Tuple[int, int, format, int, int]] = {}
 
     def enable_device(
         self,
@@ -1268,7 +1286,9 @@ class config(_Unsupported):
         registered camera's server reports. ``key``/``ephemeral``/``offline``: xoq's
         connection options."""
         self._serial = str(serial)
-        self._conn = {k: v for k, v in (("key", key), ("ephemeral", ephemeral), ("offline", offline)) if v}
+        self._conn = {k: v for k, v in (("key", key), ("offline", offline)) if v is not None}
+        if ephemeral:
+            self._conn["ephemeral"] = True
 
     def enable_stream(
         self,
@@ -1311,23 +1331,26 @@ class config(_Unsupported):
         h = height if height is not None else h
         fmt = format if format is not None else fmt
         fps = framerate if framerate is not None else fps
-        if idx is not None and int(idx) not in (-1, 0):
-            raise RuntimeError(f"stream index {idx}: an xoq camera has one {s.name} stream (index 0)")
         self._streams[s] = (
             int(w or 0),
             int(h or 0),
-            _as(globals()["format"], fmt, "format") if fmt is not None else globals()["format"].any,
+            _as(_format, fmt, "format") if fmt is not None else _format.any,
             int(fps or 0),
+            -1 if idx is None else int(idx),
         )
 
     def enable_all_streams(self) -> None:
-        self._streams = {stream.depth: (0, 0, format.any, 0), stream.color: (0, 0, format.any, 0)}
+        self._streams = dict(_ALL_STREAMS)
 
     def disable_stream(self, stream: Any, index: int = -1) -> None:  # noqa: A002 - pyrealsense2's keyword
-        self._streams.pop(_as(globals()["stream"], stream, "disable_stream"), None)
+        self._streams.pop(_as(_stream, stream, "disable_stream"), None)
 
     def disable_all_streams(self) -> None:
         self._streams = {}
+
+
+_config = config
+_ALL_STREAMS = {stream.depth: (0, 0, format.any, 0, -1), stream.color: (0, 0, format.any, 0, -1)}
 
 
 def _resolve_entry(serial: Optional[str]) -> _Entry:
@@ -1379,7 +1402,7 @@ def _measure_fps(cam: Any, deadline: float, address: str, first: Any = None) -> 
         if start is None:
             start = got
         last = got
-        if last[0] > start[0] and last[1] - start[1] >= _FPS_WINDOW_S * 1e6 and last[0] - start[0] >= 2:
+        if last[1] - start[1] >= _FPS_WINDOW_S * 1e6 and last[0] - start[0] >= 3:
             break
     if start is None or last is None:
         raise RuntimeError(f"no frames from the xoq camera {address} within {_FIRST_FRAME_S:g} s")
@@ -1404,35 +1427,42 @@ class pipeline(_Unsupported):
 
     # -- start -------------------------------------------------------------------------------
 
-    def start(self, *args: Any) -> pipeline_profile:
+    def start(self, *args: Any, config: Any = None, callback: Any = None, queue: Any = None) -> pipeline_profile:
         """``start()``, ``start(config)``, ``start(callback)`` or ``start(config, callback)``
-        (the callback gets each frameset on a thread of its own)."""
-        cfg: Optional[config] = None
-        callback = None
+        (the callback gets each frameset on a thread of its own). Frame queues are not
+        supported."""
+        cfg = config
+        if queue is not None:
+            raise RuntimeError("xoq.realsense: pipeline.start(queue) is not supported: use wait_for_frames or a callback")
         for a in args:
-            if isinstance(a, config) and cfg is None and callback is None:
+            if isinstance(a, _config) and cfg is None and callback is None:
                 cfg = a
             elif callable(a) and callback is None:
                 callback = a
             else:
-                raise TypeError(f"pipeline.start: unexpected argument {a!r} (frame queues are not supported)")
+                raise RuntimeError(
+                    f"xoq.realsense: pipeline.start({a!r}) is not supported: give a config and/or a "
+                    "callback (frame queues are not supported)"
+                )
         with self._lock:
             if self._profile is not None:
                 raise RuntimeError("start() cannot be called before stop()")
-            self._open(cfg or config())
+            self._open(cfg or _config())
         if callback is not None:
             self._start_callback(callback)
         return self._profile  # type: ignore[return-value]
 
     def _open(self, cfg: config) -> None:
-        requests = dict(cfg._streams) or {stream.depth: (0, 0, format.any, 0), stream.color: (0, 0, format.any, 0)}
-        for s in requests:
+        requests = dict(cfg._streams) or dict(_ALL_STREAMS)
+        for s, (_, _, _, _, idx) in requests.items():
             if s not in (stream.depth, stream.color):
                 raise RuntimeError(
                     f"Couldn't resolve requests: an xoq depth camera has depth and color streams, not {s.name}"
                 )
+            if idx not in (-1, 0):
+                raise RuntimeError(f"Couldn't resolve requests: an xoq camera has one {s.name} stream (index 0), not {idx}")
         want: Dict[stream, format] = {}
-        for s, (_, _, fmt, _) in requests.items():
+        for s, (_, _, fmt, _, _) in requests.items():
             if s == stream.depth:
                 if fmt not in (format.any, format.z16):
                     raise RuntimeError(f"Couldn't resolve requests: depth comes as z16, not {fmt.name}")
@@ -1470,7 +1500,7 @@ class pipeline(_Unsupported):
         self._cam, self._fps, self._want, self._scale = cam, fps, want, float(info["scale"])
         self._profile = prof
 
-    def _settle(self, cam: Any, address: str, requests: Dict[stream, Tuple[int, int, format, int]], fps_req: int, color: bool) -> int:
+    def _settle(self, cam: Any, address: str, requests: Dict[stream, tuple], fps_req: int, color: bool) -> int:
         """Check (and ask for) the requested sizes and rate; the measured rate."""
 
         def sizes(got: Any) -> Dict[stream, Tuple[int, int]]:
@@ -1482,7 +1512,7 @@ class pipeline(_Unsupported):
         def mismatch(got: Any) -> List[str]:
             have = sizes(got)
             bad = []
-            for s, (w, h, _, _) in requests.items():
+            for s, (w, h, *_) in requests.items():
                 if s not in have:
                     continue
                 hw, hh = have[s]
@@ -1503,7 +1533,7 @@ class pipeline(_Unsupported):
         try:
             got = next_capture(time.monotonic() + _FIRST_FRAME_S, "(with colour)" if color else "")
             target = next(((w, h) for s in (stream.depth, stream.color) if s in requests
-                           for (w, h, _, _) in [requests[s]] if w or h), (0, 0))
+                           for (w, h, *_) in [requests[s]] if w or h), (0, 0))
             if mismatch(got):
                 self._set_mode(cam, address, target[0], target[1], fps_req, mismatch(got))
                 deadline = time.monotonic() + _MODE_CHANGE_S
@@ -1525,7 +1555,8 @@ class pipeline(_Unsupported):
                     raise RuntimeError(
                         f"Couldn't resolve requests: the xoq camera {address} delivers {fps} fps, not {fps_req}"
                     )
-            return fps
+            # Delivered (measured within the tolerance): the requested rate, as on a RealSense.
+            return fps_req or fps
         except _xoq.XoqError as err:
             raise _error(f"the xoq camera {address}", err) from err
 
@@ -1542,7 +1573,7 @@ class pipeline(_Unsupported):
 
     # -- frames ------------------------------------------------------------------------------
 
-    def _frameset(self, got: Any) -> composite_frame:
+    def _frameset(self, cam: Any, got: Any) -> composite_frame:
         seq, ts_us, depth, w, h, rgb, cw, ch = got
         ts_ms = ts_us / 1000.0
         prof = self._profile
@@ -1559,12 +1590,12 @@ class pipeline(_Unsupported):
                 f._data = _rgb_as(fmt, rgb, cw, ch)
                 size = (cw, ch)
             if p is not None and (p.width(), p.height()) != size:
-                k = intrinsics._from(self._cam.info["depth" if s == stream.depth else "color"])
+                k = intrinsics._from(cam.info["depth" if s == stream.depth else "color"])
                 p = video_stream_profile._make(s, fmt, self._fps, k)
             f._number, f._ts_ms, f._profile = seq, ts_ms, p
             frames.append(f)
         frames.sort(key=lambda f: 0 if isinstance(f, depth_frame) else 1)
-        return composite_frame(frames)
+        return composite_frame._of(frames)
 
     def _next(self, timeout_s: Optional[float], caller: str) -> Optional[composite_frame]:
         """The next capture with every enabled stream, or None when ``timeout_s`` passes."""
@@ -1587,7 +1618,7 @@ class pipeline(_Unsupported):
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
-            return self._frameset(got)
+            return self._frameset(cam, got)
 
     def wait_for_frames(self, timeout_ms: int = 5000) -> composite_frame:
         """The newest capture; ``RuntimeError`` when none arrives within ``timeout_ms``."""
@@ -1670,8 +1701,8 @@ def _conn_of(entry: _Entry) -> Dict[str, Any]:
 
 
 _NOT_PROVIDED = {
-    "align": "depth and colour of an xoq camera come from one viewpoint at one size where the server says so",
-    "pointcloud": "use rs2_deproject_pixel_to_point with the depth intrinsics",
+    "align": "compare the depth and colour intrinsics: sim:depth renders both from one viewpoint",
+    "pointcloud": "deproject depth pixels with rs2_deproject_pixel_to_point and the depth intrinsics",
 }
 
 

@@ -41,7 +41,8 @@ pub enum DepthCodec {
     Raw = 0,
     /// RVL only (fastest).
     Rvl = 1,
-    /// RVL then raw deflate (smaller; the default).
+    /// RVL then raw deflate (smaller; the default). The encoder sends plain RVL instead
+    /// when deflate would not shrink it.
     RvlDeflate = 2,
 }
 
@@ -109,6 +110,13 @@ pub fn encode(
             let mut rvl = Vec::with_capacity(data.len());
             rvl_encode(data, &mut rvl);
             deflate(&rvl, level.min(9), &mut out)?;
+            // Noisy depth leaves RVL little deflate can find: then the RVL stream goes as is
+            // (the header says which), never a larger blob.
+            if out.len() - HEADER_LEN >= rvl.len() {
+                out.truncate(HEADER_LEN);
+                out[0] = DepthCodec::Rvl as u8;
+                out.extend_from_slice(&rvl);
+            }
         }
     }
     Ok(out)
@@ -409,6 +417,25 @@ mod tests {
         let blob = encode(DepthCodec::RvlDeflate, w, h, &data, 1).expect("encode");
         assert!(blob.len() * 8 < data.len() * 2, "{} bytes", blob.len());
         assert_eq!(decode(&blob, MAX_DEPTH_PIXELS).expect("decode").data, data);
+    }
+
+    #[test]
+    fn deflate_is_skipped_when_it_does_not_help() {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u16> = (0..64 * 64)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as u16 | 1
+            })
+            .collect();
+        let blob = encode(DepthCodec::RvlDeflate, 64, 64, &noise, 1).expect("encode");
+        assert_eq!(blob[0], DepthCodec::Rvl as u8);
+        assert_eq!(decode(&blob, MAX_DEPTH_PIXELS).expect("decode").data, noise);
+        let flat = vec![1000u16; 64 * 64];
+        let blob = encode(DepthCodec::RvlDeflate, 64, 64, &flat, 1).expect("encode");
+        assert_eq!(blob[0], DepthCodec::RvlDeflate as u8);
     }
 
     #[test]

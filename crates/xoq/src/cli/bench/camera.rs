@@ -19,7 +19,7 @@ use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::camera::Codec;
 
-use super::common::{cpu_seconds, peak_rss_mib};
+use super::common::{cpu_seconds, parse_size, peak_rss_mib};
 
 const SCRIPT: &str = include_str!("camera.py");
 
@@ -52,13 +52,6 @@ async fn python_client(python: &str, addr: &str, seconds: f64) -> anyhow::Result
         cores: field("cores")?,
         server_encode_ms: 0.0,
     })
-}
-
-fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
-    let (w, h) = s
-        .split_once('x')
-        .ok_or_else(|| anyhow::anyhow!("size {s:?}: use WIDTHxHEIGHT, e.g. 1280x720"))?;
-    Ok((w.trim().parse()?, h.trim().parse()?))
 }
 
 /// The codec alone on `frames` pictures: (encode ms, decode + BGR ms) per frame.

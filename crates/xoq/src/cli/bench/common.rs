@@ -191,3 +191,11 @@ pub(super) async fn reply_rtt(bus: &RemoteCanBus, count: usize) -> anyhow::Resul
     }
     Ok(summarize(v))
 }
+
+/// `WIDTHxHEIGHT`.
+pub(super) fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| anyhow::anyhow!("size {s:?}: use WIDTHxHEIGHT, e.g. 1280x720"))?;
+    Ok((w.trim().parse()?, h.trim().parse()?))
+}

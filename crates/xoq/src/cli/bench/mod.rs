@@ -12,6 +12,7 @@ mod can;
 mod clock;
 mod common;
 mod connect;
+mod depth;
 mod link;
 mod python;
 mod serial;
@@ -87,6 +88,19 @@ pub enum BenchWhat {
         #[arg(long)]
         talk_seconds: Option<f64>,
     },
+    /// Depth: the lossless codec against zstd and PNG-16 (ratio, encode and decode ms) and
+    /// capture -> decoded depth + colour over P2P, per size.
+    Depth {
+        /// Picture sizes, comma-separated.
+        #[arg(long, default_value = "640x480,848x480,1280x720")]
+        sizes: String,
+        /// Camera frame rate.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Seconds measured per stream row.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
         /// Round trips per measurement.
@@ -151,6 +165,11 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             no_relay,
             python,
         } => camera::run(&sizes, fps, seconds, !no_relay, python.as_deref()).await,
+        BenchWhat::Depth {
+            sizes,
+            fps,
+            seconds,
+        } => depth::run(&sizes, fps, seconds).await,
         BenchWhat::Audio {
             seconds,
             streams,
