@@ -187,7 +187,9 @@ impl RemoteAudio {
         let opening = async {
             match &addr {
                 Address::Moq { relay, name } => Self::open_relay(relay, name, &opts).await,
-                Address::P2p { .. } => Self::open(addr.clone(), opts.clone()).await,
+                Address::P2p { .. } | Address::Service { .. } => {
+                    Self::open(addr.clone(), opts.clone()).await
+                }
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, opening)

@@ -466,7 +466,7 @@ impl RemoteCanBus {
 
 async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
     match &inner.addr {
-        Address::P2p { .. } => open_p2p(inner, first).await,
+        Address::P2p { .. } | Address::Service { .. } => open_p2p(inner, first).await,
         Address::Moq { relay, name } => {
             let session = MoqSession::connect(relay, inner.opts.reconnect.redial()).await?;
             let own = (!inner.opts.receive_own).then(|| Arc::new(OwnEcho::default()));

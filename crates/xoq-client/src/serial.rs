@@ -591,7 +591,7 @@ impl RemoteSerial {
 /// Open one session (P2P dial + handshake, or the relay peer) and start serving it.
 async fn open_session(inner: &Arc<Inner>, first: bool) -> Result<Run, ClientError> {
     match &inner.addr {
-        Address::P2p { .. } => open_p2p(inner, first).await,
+        Address::P2p { .. } | Address::Service { .. } => open_p2p(inner, first).await,
         Address::Moq { relay, name } => {
             // The relay session redials by itself; this runs once per client.
             let session = MoqSession::connect(relay, inner.opts.reconnect.redial()).await?;

@@ -18,6 +18,7 @@ pub mod can;
 #[cfg(feature = "depth")]
 pub mod depth;
 mod error;
+pub mod machine;
 pub mod queue;
 pub mod relay;
 pub mod safety;

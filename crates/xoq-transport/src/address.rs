@@ -134,6 +134,17 @@ pub enum Address {
         /// A direct socket address to dial, skipping discovery.
         direct: Option<SocketAddr>,
     },
+    /// A service of a deployed machine, by name: `<machine-id>[@<ip>:<port>]/<service>`.
+    /// The machine service (see `xoq_wire::machine`) says which endpoint serves it; P2P
+    /// dials resolve it first (see [`crate::machine::resolve`]).
+    Service {
+        /// The machine service's endpoint id.
+        machine: EndpointId,
+        /// A direct socket address of the machine service.
+        direct: Option<SocketAddr>,
+        /// The service's name on that machine.
+        service: String,
+    },
     /// A broadcast on a MoQ relay.
     Moq {
         /// The relay a session connects to (scheme, host, port, auth root, token).
@@ -176,7 +187,7 @@ impl Address {
                     format!("{root}/{name}")
                 })
             }
-            Address::P2p { .. } => None,
+            Address::P2p { .. } | Address::Service { .. } => None,
         }
     }
 }
@@ -208,6 +219,27 @@ impl FromStr for Address {
                 name,
             });
         }
+        if let Some((machine, service)) = input.split_once('/') {
+            let machine = match machine.parse::<Address>()? {
+                Address::P2p { id, direct } => (id, direct),
+                _ => return Err(bad("give <machine-id>[@<ip>:<port>]/<service>")),
+            };
+            let ok = !service.is_empty()
+                && service.len() <= 64
+                && service
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(bad(
+                    "a service name is letters, digits, '-', '_' or '.' (see `xoq ls <machine>`)",
+                ));
+            }
+            return Ok(Address::Service {
+                machine: machine.0,
+                direct: machine.1,
+                service: service.to_string(),
+            });
+        }
         let (id_part, direct) = match input.split_once('@') {
             Some((id, sock)) => {
                 let sock: SocketAddr = sock
@@ -233,6 +265,16 @@ impl fmt::Display for Address {
                 id,
                 direct: Some(sock),
             } => write!(f, "{id}@{sock}"),
+            Address::Service {
+                machine,
+                direct: None,
+                service,
+            } => write!(f, "{machine}/{service}"),
+            Address::Service {
+                machine,
+                direct: Some(sock),
+                service,
+            } => write!(f, "{machine}@{sock}/{service}"),
             // Never the token: addresses are printed and logged.
             Address::Moq { relay, name } => write!(f, "{relay}/{name}"),
         }
@@ -244,6 +286,28 @@ mod tests {
     use super::*;
 
     const ID: &str = "ae58ff8833241ac82d6ff7611046ed67b5072d142c588d0063e942d9a75502b6";
+
+    #[test]
+    fn services_of_a_machine_parse_and_print() {
+        let a: Address = format!("{ID}/so101").parse().expect("service");
+        assert!(matches!(&a, Address::Service { direct: None, service, .. } if service == "so101"));
+        assert_eq!(a.to_string(), format!("{ID}/so101"));
+        let b: Address = format!("{ID}@127.0.0.1:4700/can-can0")
+            .parse()
+            .expect("service");
+        assert_eq!(b.to_string(), format!("{ID}@127.0.0.1:4700/can-can0"));
+        assert_eq!(b.moq_path(), None);
+        for bad in [
+            format!("{ID}/"),
+            format!("{ID}/a b"),
+            format!("{ID}/a/b"),
+            "notanid/so101".to_string(),
+            format!("{ID}@nothost/so101"),
+        ] {
+            let e = bad.parse::<Address>().expect_err(&bad);
+            assert!(e.to_string().contains("<machine-id>/<service>"), "{e}");
+        }
+    }
 
     #[test]
     fn p2p_forms() {

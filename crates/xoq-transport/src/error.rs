@@ -25,7 +25,7 @@ pub enum TransportError {
     },
     /// An address string could not be parsed.
     #[error(
-        "invalid address {input:?}: {reason}. Use <endpoint-id>, <endpoint-id>@<ip>:<port> or <relay-url>/<path>"
+        "invalid address {input:?}: {reason}. Use <endpoint-id>, <endpoint-id>@<ip>:<port>, <machine-id>/<service> or <relay-url>/<path>"
     )]
     Address {
         /// What the user typed.

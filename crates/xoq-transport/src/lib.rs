@@ -18,6 +18,7 @@ pub mod address;
 pub mod error;
 pub mod framed;
 pub mod key;
+pub mod machine;
 pub mod moq;
 pub mod p2p;
 

@@ -223,6 +223,9 @@ pub async fn client_endpoint(
     let bind = match addr {
         Address::P2p {
             direct: Some(sock), ..
+        }
+        | Address::Service {
+            direct: Some(sock), ..
         } if offline => Some(if sock.ip().is_loopback() {
             SocketAddr::new(sock.ip(), 0)
         } else if sock.is_ipv4() {
@@ -252,6 +255,25 @@ pub async fn connect(
 /// Dial a P2P address offering several ALPNs (the server picks one; read it with
 /// `Connection::alpn`). Used where the protocol version or codec is negotiated.
 pub async fn connect_any(
+    ep: &Endpoint,
+    addr: &Address,
+    alpns: &[&[u8]],
+    offline: bool,
+) -> Result<Connection, TransportError> {
+    // A service by name: ask its machine which endpoint serves it, then dial that.
+    let resolved;
+    let addr = match addr {
+        Address::Service { .. } => {
+            resolved = crate::machine::resolve(ep, addr, offline).await?;
+            &resolved
+        }
+        _ => addr,
+    };
+    connect_endpoint(ep, addr, alpns, offline).await
+}
+
+/// [`connect_any`] for an address that names an endpoint (no service to resolve).
+pub(crate) async fn connect_endpoint(
     ep: &Endpoint,
     addr: &Address,
     alpns: &[&[u8]],

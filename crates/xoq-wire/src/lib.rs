@@ -18,6 +18,7 @@ pub mod damiao;
 pub mod depth;
 pub mod feetech;
 pub mod frame;
+pub mod machine;
 pub mod refuse;
 pub mod relay;
 pub mod serial;
