@@ -102,6 +102,7 @@ if [ ! -x "$VENV/bin/python" ]; then
         apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$VENV"
     }
 fi
+if [ "$(uname -m)" = x86_64 ] && ! dpkg -s libusb-1.0-0 >/dev/null 2>&1 && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq libusb-1.0-0; fi  # pyrealsense2 (test_realsense.py) loads it
 "$VENV/bin/pip" install -q --disable-pip-version-check -r python/requirements-test.txt
 # maturin develop builds with the dev profile into the target dir `cargo build` just filled:
 # only the extension crate itself compiles here.

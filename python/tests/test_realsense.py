@@ -172,7 +172,8 @@ def test_bgr8_rgba8_and_depth_only(depth_server):
     fs = pipe.wait_for_frames()
     assert len(fs) == 1 and not fs.get_color_frame() and fs.get_depth_frame()
     assert [f.get_profile().stream_type() for f in fs] == [rs.stream.depth]
-    assert not pipe.poll_for_frames() or len(pipe.poll_for_frames()) == 1
+    polled = pipe.poll_for_frames()  # never blocks: a frameset if one is ready, else empty
+    assert not polled or len(polled) == 1
     pipe.stop()
 
 
@@ -235,9 +236,10 @@ def test_devices_come_from_the_registration(depth_server, monkeypatch):
                     }
         found.append(info)
     assert found[0]["id"] == depth_server.address and found[0]["product_line"] == "xoq synthetic depth"
-    assert found[0]["default_stream_profile"] == {
-        "stream_type": "Color", "format": "rgb8", "width": W, "height": H, "fps": 30,
-    }
+    # Measured from the capture times (the protocol does not carry the rate): 30 on an idle
+    # machine, fewer when the server is starved of CPU, never much more.
+    assert 0 < found[0]["default_stream_profile"].pop("fps") <= 33
+    assert found[0]["default_stream_profile"] == {"stream_type": "Color", "format": "rgb8", "width": W, "height": H}
     assert wrist.get_info(rs.camera_info.asic_serial_number) == "sim-depth"
     with pytest.raises(RuntimeError, match="not available"):
         wrist.get_info(rs.camera_info.recommended_firmware_version)
@@ -303,10 +305,17 @@ def test_a_callback_gets_framesets(depth_server):
 
 
 def test_through_a_relay(start, relay):
-    server = start("depth-server", "sim:depth", "--relay", relay, "--moq", "anon/test-depth", "--no-p2p")
+    # 320x240: H.264 through the relay costs a debug build on a 2-core machine 4x less.
+    w, h = 320, 240
+    server = start("depth-server", "sim:depth", "--width", str(w), "--height", str(h),
+                   "--relay", relay, "--moq", "anon/test-depth", "--no-p2p")
     address = server.moq_address()
     pipe = rs.pipeline()
-    pipe.start(lerobot_config(address))
+    cfg = rs.config()
+    rs.config.enable_device(cfg, address)
+    cfg.enable_stream(rs.stream.color, w, h, rs.format.rgb8, 30)
+    cfg.enable_stream(rs.stream.depth, w, h, rs.format.z16, 30)
+    pipe.start(cfg)
     try:
         frames = 0
         last = None
@@ -319,9 +328,9 @@ def test_through_a_relay(start, relay):
             assert color_frame, "a frameset carries every enabled stream"
             depth = np.asanyarray(depth_frame.get_data())
             color = np.asanyarray(color_frame.get_data())
-            assert depth.shape == (H, W) and depth.dtype == np.uint16
-            assert color.shape == (H, W, 3) and color.dtype == np.uint8
-            assert depth_frame.get_distance(W // 2, H // 2) == pytest.approx(1.0, abs=0.01)
+            assert depth.shape == (h, w) and depth.dtype == np.uint16
+            assert color.shape == (h, w, 3) and color.dtype == np.uint8
+            assert depth_frame.get_distance(w // 2, h // 2) == pytest.approx(1.0, abs=0.01)
             n, ts = depth_frame.get_frame_number(), round(depth_frame.get_timestamp() * 1000)
             assert depth_stamp(depth) == (n, ts), "depth is bit-exact through the relay"
             assert color_stamp(color) == (n, ts), "colour is paired with its own capture"
@@ -330,14 +339,14 @@ def test_through_a_relay(start, relay):
             last = n
         elapsed = time.monotonic() - t0
         # Most depth pictures came with their colour picture (the rest were skipped).
-        assert pipe._unpaired <= frames, f"{pipe._unpaired} unpaired for {frames} paired in {elapsed:.1f} s"
+        assert pipe._unpaired < frames, f"{pipe._unpaired} unpaired for {frames} paired in {elapsed:.1f} s"
     finally:
         pipe.stop()
 
     # A relay broadcast is view-only: another size cannot be asked for.
     cfg = rs.config()
     cfg.enable_device(address)
-    cfg.enable_stream(rs.stream.depth, 320, 240, rs.format.z16, 30)
+    cfg.enable_stream(rs.stream.depth, 640, 480, rs.format.z16, 30)
     with pytest.raises(RuntimeError, match="view-only"):
         rs.pipeline().start(cfg)
 

@@ -50,11 +50,15 @@ Streams
     ``wait_for_frames`` gives the newest capture: captures taken while nobody asked are dropped,
     as on a RealSense. Without any ``enable_stream`` both streams are enabled.
 
-    ``start()`` checks the request against what the camera delivers. A size or rate that
-    differs from the camera's is asked of the camera (P2P only; the camera is shared, so every
-    viewer gets the new mode), and ``start()`` raises ``RuntimeError`` ("Couldn't resolve
-    requests") when it is not delivered within a few seconds. 0 means "any" as in pyrealsense2.
-    ``profile.fps()`` is the rate measured from the capture times at ``start()``.
+    ``start()`` checks the request against what the camera delivers (0 means "any", as in
+    pyrealsense2). A size that differs from the camera's is asked of the camera (P2P only: a
+    relay broadcast is view-only; the camera is shared, so every viewer gets the new mode), and
+    ``start()`` raises ``RuntimeError`` ("Couldn't resolve requests") when it is not delivered
+    within a few seconds. The protocol does not carry the frame rate, so ``start()`` measures
+    it from the capture times: a requested rate is asked of the camera when the measured one is
+    more than 15 % above it or below 60 % of it; still faster than asked afterwards raises,
+    slower is accepted (a busy robot delivers fewer frames, which cannot be told from a refused
+    rate). ``profile.fps()`` is the requested rate when it is delivered, else the measured one.
 
 What differs from a local RealSense
     Sensor options cannot be changed from the client: ``sensor.supports(option.exposure)``
@@ -67,8 +71,9 @@ What differs from a local RealSense
     as in pyrealsense2, with the native xoq error as ``__cause__``.
 
 To run code that does ``import pyrealsense2 as rs`` unchanged, put this module in its place
-before that import: ``sys.modules["pyrealsense2"] = xoq.realsense``. No numpy is needed: frame
-data are buffers that ``numpy.asanyarray`` wraps without a copy.
+before that import: ``sys.modules["pyrealsense2"] = xoq.realsense`` (LeRobot also checks that a
+distribution named ``pyrealsense2`` is installed). No numpy is needed: frame data are buffers
+that ``numpy.asanyarray`` wraps without a copy.
 """
 
 from __future__ import annotations
@@ -128,8 +133,11 @@ _FIRST_FRAME_S = 10.0
 _MODE_CHANGE_S = 5.0
 # Capture time spanned to measure the frame rate at start() (and at least 3 frame intervals).
 _FPS_WINDOW_S = 0.3
-# A requested rate this close (relative) to the measured one is delivered.
-_FPS_TOLERANCE = 0.15
+# A requested rate counts as delivered when the measured one is at most this much above it
+# (a camera never captures faster than it is set to)...
+_FPS_ABOVE = 0.15
+# ...and at least this fraction of it (a busy robot delivers fewer frames than its camera's rate).
+_FPS_BELOW = 0.6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +543,7 @@ class option_range(_Unsupported):
         self.min, self.max, self.step, self.default = float(min), float(max), float(step), float(default)
 
     def __repr__(self) -> str:
-        return f"<pyrealsense2.option_range: {self.min:g}-{self.max:g}/{self.default:g} [{self.step:g}]>"
+        return f"<xoq.realsense.option_range: {self.min:g}-{self.max:g}/{self.default:g} [{self.step:g}]>"
 
 
 class device(_Unsupported):
@@ -630,7 +638,7 @@ class device(_Unsupported):
 
     def __repr__(self) -> str:
         if self._entry is None:
-            return "<pyrealsense2.device: NULL>"
+            return "<xoq.realsense.device: NULL>"
         return f"<xoq.realsense.device: {self.get_info(camera_info.name)} (S/N: {self._entry.address})>"
 
 
@@ -1388,27 +1396,32 @@ def _resolve_entry(serial: Optional[str]) -> _Entry:
 
 
 def _measure_fps(cam: Any, deadline: float, address: str, first: Any = None) -> Tuple[int, Any]:
-    """The capture rate from frame numbers and capture times (robust to skipped frames), and
-    the last capture read."""
-    start = first
+    """The capture rate, from frame numbers and capture times (a least-squares fit over about
+    ``_FPS_WINDOW_S`` of captures, so skipped frames and jitter do not matter), and the last
+    capture read."""
+    points = [] if first is None else [(first[0], first[1])]
     last = first
-    while True:
+    while not points or points[-1][1] - points[0][1] < _FPS_WINDOW_S * 1e6 or points[-1][0] - points[0][0] < 4:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        got = cam.read(remaining)
+        got = cam.read(remaining) if remaining > 0 else None
         if got is None:
             break
-        if start is None:
-            start = got
+        if points and got[0] <= points[-1][0]:
+            points = []  # the camera restarted its count
+        points.append((got[0], got[1]))
         last = got
-        if last[1] - start[1] >= _FPS_WINDOW_S * 1e6 and last[0] - start[0] >= 3:
-            break
-    if start is None or last is None:
-        raise RuntimeError(f"no frames from the xoq camera {address} within {_FIRST_FRAME_S:g} s")
-    if last[0] <= start[0] or last[1] <= start[1]:
-        raise RuntimeError(f"could not measure the frame rate of {address}: too few frames")
-    return int(round((last[0] - start[0]) * 1e6 / (last[1] - start[1]))), last
+    if last is None:
+        raise RuntimeError(f"no frames from the xoq camera {address} within the time allowed")
+    n = len(points)
+    if n < 2:
+        raise RuntimeError(f"could not measure the frame rate of {address}: frames stopped coming")
+    ms = sum(p[0] for p in points) / n
+    mt = sum(p[1] for p in points) / n
+    var = sum((p[0] - ms) ** 2 for p in points)
+    cov = sum((p[0] - ms) * (p[1] - mt) for p in points)
+    if var <= 0 or cov <= 0:
+        raise RuntimeError(f"could not measure the frame rate of {address}: inconsistent capture times")
+    return int(round(1e6 * var / cov)), last
 
 
 class pipeline(_Unsupported):
@@ -1525,13 +1538,13 @@ class pipeline(_Unsupported):
                 remaining = deadline - time.monotonic()
                 got = cam.read(remaining) if remaining > 0 else None
                 if got is None:
-                    raise RuntimeError(f"no frames {what} from the xoq camera {address} within the time allowed")
+                    raise RuntimeError(f"no frames {what} came from the xoq camera {address} in time".replace("  ", " "))
                 if color and got[5] is None:
                     continue  # through a relay: a depth picture whose colour did not arrive
                 return got
 
         try:
-            got = next_capture(time.monotonic() + _FIRST_FRAME_S, "(with colour)" if color else "")
+            got = next_capture(time.monotonic() + _FIRST_FRAME_S, "with their colour pictures" if color else "")
             target = next(((w, h) for s in (stream.depth, stream.color) if s in requests
                            for (w, h, *_) in [requests[s]] if w or h), (0, 0))
             if mismatch(got):
@@ -1546,16 +1559,32 @@ class pipeline(_Unsupported):
                             f"{', '.join(mismatch(got))}"
                         ) from None
             fps, got = _measure_fps(cam, time.monotonic() + _FIRST_FRAME_S, address, got)
-            if fps_req and abs(fps - fps_req) > _FPS_TOLERANCE * fps_req:
-                self._set_mode(cam, address, 0, 0, fps_req, [f"{fps_req} fps (delivered: {fps} fps)"])
+
+            def too_fast(fps: int) -> bool:  # a camera never captures faster than it is set to
+                return fps > fps_req * (1 + _FPS_ABOVE)
+
+            def too_slow(fps: int) -> bool:  # set slower, or a busy robot: cannot tell
+                return fps < fps_req * _FPS_BELOW
+
+            if fps_req and (too_fast(fps) or too_slow(fps)):
+                wanted = [f"{fps_req} fps (delivered: {fps} fps)"]
+                try:
+                    self._set_mode(cam, address, 0, 0, fps_req, wanted)
+                except RuntimeError:
+                    if too_fast(fps):
+                        raise
+                    return fps  # a view-only relay broadcast, delivering fewer frames than asked
                 deadline = time.monotonic() + _MODE_CHANGE_S
-                while abs(fps - fps_req) > _FPS_TOLERANCE * fps_req and time.monotonic() < deadline:
+                while (too_fast(fps) or too_slow(fps)) and time.monotonic() < deadline:
                     fps, got = _measure_fps(cam, deadline, address, next_capture(deadline, "at the requested rate"))
-                if abs(fps - fps_req) > _FPS_TOLERANCE * fps_req:
+                if too_fast(fps):
                     raise RuntimeError(
                         f"Couldn't resolve requests: the xoq camera {address} delivers {fps} fps, not {fps_req}"
                     )
-            # Delivered (measured within the tolerance): the requested rate, as on a RealSense.
+                if too_slow(fps):
+                    return fps  # what arrives, not what was asked
+            # The requested rate once the camera is at it (as a RealSense reports its mode,
+            # however many frames a busy robot delivers); else the measured rate.
             return fps_req or fps
         except _xoq.XoqError as err:
             raise _error(f"the xoq camera {address}", err) from err
