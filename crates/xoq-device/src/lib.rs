@@ -12,6 +12,7 @@ pub mod audio;
 pub mod camera;
 pub mod can;
 pub mod depth;
+pub mod discover;
 pub mod error;
 pub mod serial;
 pub mod sim;

@@ -14,10 +14,13 @@ mod camera;
 mod can;
 mod common;
 mod demo;
+mod deploy;
 mod depth;
+mod machine;
 mod pty;
 mod relay;
 mod serial;
+mod setup_can;
 mod vectors;
 mod web;
 
@@ -73,6 +76,14 @@ pub enum Command {
     DepthServer(depth::DepthServerCmd),
     /// Watch a remote depth camera: frames, the distance at the centre, latency.
     DepthClient(depth::DepthClientCmd),
+    /// Discover this robot's hardware and run it as systemd services (--dry-run first).
+    Deploy(deploy::DeployCmd),
+    /// Bring a SocketCAN interface up at a bit rate (what deployed CAN units run first).
+    SetupCan(setup_can::SetupCanCmd),
+    /// Answer `xoq ls` for a deployed machine (what `xoq deploy` runs).
+    MachineServer(machine::MachineServerCmd),
+    /// List a deployed machine's services.
+    Ls(machine::LsCmd),
     /// Simulated robot + embedded relay, ready to try.
     Demo(demo::DemoArgs),
     /// Benchmarks, reported as ratios against the raw transport measured in the same run.
@@ -165,6 +176,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::AudioClient(a) => audio::client(a).await,
         Command::DepthServer(a) => depth::server(a).await,
         Command::DepthClient(a) => depth::client(a).await,
+        Command::Deploy(a) => deploy::run(a).await,
+        Command::SetupCan(a) => setup_can::run(a),
+        Command::MachineServer(a) => machine::server(a).await,
+        Command::Ls(a) => machine::ls(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Vectors => {
