@@ -250,7 +250,7 @@ pub(super) async fn run(a: DeployCmd) -> anyhow::Result<()> {
             .to_string();
         planned = plan::plan(&found, &config, &inputs)?;
     }
-    let dir = unit_dir(&a, scope)?;
+    let dir = std::path::absolute(unit_dir(&a, scope)?)?;
     print_found(&found);
     if planned.is_empty() {
         anyhow::bail!(
@@ -279,7 +279,9 @@ pub(super) async fn run(a: DeployCmd) -> anyhow::Result<()> {
             p.port,
             p.key.strip_prefix(&home).unwrap_or(&p.key).display()
         );
-        println!("      {}", p.about);
+        if !p.about.is_empty() {
+            println!("      {}", p.about);
+        }
         if let Some(pre) = &p.pre {
             println!("      before: {}", units::command_line(&pre[1..]));
         }

@@ -99,7 +99,7 @@ pub(crate) struct Planned {
     pub(crate) pre: Option<Vec<String>>,
     /// `ExecStart`.
     pub(crate) exec: Vec<String>,
-    /// What the line in `--dry-run` says about the device.
+    /// What `--dry-run` says about a declared device (discovered ones are listed as found).
     pub(crate) about: String,
 }
 
@@ -184,6 +184,10 @@ pub(crate) fn plan(
         if s.skip {
             return Ok(());
         }
+        anyhow::ensure!(
+            s.deadman.is_none() || s.on_disconnect.is_some(),
+            "{default_name}: \"deadman\" needs \"on_disconnect\" (a file of candump-style frames to send when it trips)"
+        );
         let name = sanitize(s.name.as_deref().unwrap_or(&default_name));
         anyhow::ensure!(
             names.insert(name.clone()),
@@ -277,40 +281,17 @@ pub(crate) fn plan(
         Ok(())
     };
     for p in &found.serial {
-        let usb = p.usb.as_ref().map_or_else(String::new, |u| {
-            format!(
-                "{:04x}:{:04x}{}",
-                u.vendor,
-                u.product,
-                u.serial
-                    .as_ref()
-                    .map_or_else(String::new, |s| format!(" serial {s}"))
-            )
-        });
-        let guess = p
-            .attached
-            .as_ref()
-            .map_or_else(String::new, |g| format!("; {g}"));
         add(
             "serial",
             p.by_id.display().to_string(),
             p.stable_id.clone(),
             p.unit_name.clone(),
-            format!(
-                "{} (now {}) {usb}{guess}",
-                p.by_id.display(),
-                p.tty.display()
-            ),
+            String::new(),
             settings(&p.unit_name, &p.stable_id),
             &mut out,
         )?;
     }
     for c in &found.can {
-        let rate = match (c.bitrate, c.dbitrate) {
-            (Some(b), Some(d)) => format!(", {b} bit/s, data {d} bit/s"),
-            (Some(b), None) => format!(", {b} bit/s"),
-            _ => String::new(),
-        };
         let mut s = settings(&c.unit_name, &c.stable_id);
         // Keep the bit rate the interface runs at unless the config says otherwise.
         s.bitrate = s.bitrate.or(c.bitrate);
@@ -320,12 +301,7 @@ pub(crate) fn plan(
             c.name.clone(),
             c.stable_id.clone(),
             c.unit_name.clone(),
-            format!(
-                "{} ({}, {}{rate})",
-                c.name,
-                if c.fd { "FD" } else { "classic" },
-                if c.up { "up" } else { "down" }
-            ),
+            String::new(),
             s,
             &mut out,
         )?;
@@ -334,10 +310,10 @@ pub(crate) fn plan(
         let device = v.stable.as_ref().unwrap_or(&v.node).display().to_string();
         add(
             "camera",
-            device.clone(),
+            device,
             v.stable_id.clone(),
             v.unit_name.clone(),
-            format!("{device} ({:?}, now {})", v.name, v.node.display()),
+            String::new(),
             settings(&v.unit_name, &v.stable_id),
             &mut out,
         )?;
