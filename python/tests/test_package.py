@@ -22,9 +22,11 @@ REMOTE = [
     f"{ID}@[::1]:9000",
     "http://127.0.0.1:4443/anon/xoq-so101",
     "https://relay.example.org/anon/arm",
+    f"{ID}/so101",
+    f"{ID}@127.0.0.1:47000/can-can0",
 ]
 LOCAL = ["/dev/ttyUSB0", "COM3", "can0", "vcan0", "/dev/pts/3", "loop://", "socket://1.2.3.4:5",
-         ID[:-1], "rfc2217://localhost:7000", ""]
+         ID[:-1], "rfc2217://localhost:7000", "", f"{ID}/", f"{ID}/a b", f"{ID}/a/b"]
 
 
 @pytest.mark.parametrize("address", REMOTE)

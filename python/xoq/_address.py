@@ -14,6 +14,10 @@ SCHEME = "xoq://"
 
 _HEX_ID = re.compile(r"[0-9a-fA-F]{64}")
 _DIRECT = re.compile(r"[0-9a-fA-F]{64}@(\[[0-9a-fA-F:.]+\]|[^\s@:/\[\]]+):[0-9]{1,5}")
+# A deployed machine's service by name: <machine-id>[@<ip>:<port>]/<service> (`xoq ls`).
+_SERVICE = re.compile(
+    r"[0-9a-fA-F]{64}(@(\[[0-9a-fA-F:.]+\]|[^\s@:/\[\]]+):[0-9]{1,5})?/[A-Za-z0-9._-]{1,64}"
+)
 
 
 def strip_scheme(address: str) -> str:
@@ -26,8 +30,9 @@ def strip_scheme(address: str) -> str:
 def is_remote(port: object) -> bool:
     """Whether ``port`` names a remote xoq device rather than a local one.
 
-    Remote: ``xoq://…``, a 64-hex-digit endpoint id, ``<id>@<ip>:<port>``, or a relay URL
-    (``http://…``/``https://…`` with a broadcast path).
+    Remote: ``xoq://…``, a 64-hex-digit endpoint id, ``<id>@<ip>:<port>``, a deployed
+    machine's service (``<machine-id>/<service>``), or a relay URL (``http://…``/``https://…``
+    with a broadcast path).
     """
     if not isinstance(port, str):
         return False
@@ -35,11 +40,12 @@ def is_remote(port: object) -> bool:
         return True
     if port.startswith("http://") or port.startswith("https://"):
         return True
-    return bool(_HEX_ID.fullmatch(port) or _DIRECT.fullmatch(port))
+    return bool(_HEX_ID.fullmatch(port) or _DIRECT.fullmatch(port) or _SERVICE.fullmatch(port))
 
 
 def is_p2p(source: object) -> bool:
-    """Whether ``source`` is a P2P address (``xoq://…``, an endpoint id, or ``<id>@ip:port``).
+    """Whether ``source`` is a P2P address (``xoq://…``, an endpoint id, ``<id>@ip:port``, or
+    ``<machine-id>/<service>``).
 
     ``cv2.VideoCapture`` takes this test, not :func:`is_remote`: ``http://`` URLs belong to
     OpenCV's own network streams.
@@ -48,4 +54,6 @@ def is_p2p(source: object) -> bool:
         return False
     if source[: len(SCHEME)].lower() == SCHEME:
         return True
-    return bool(_HEX_ID.fullmatch(source) or _DIRECT.fullmatch(source))
+    return bool(
+        _HEX_ID.fullmatch(source) or _DIRECT.fullmatch(source) or _SERVICE.fullmatch(source)
+    )
