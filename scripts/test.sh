@@ -21,9 +21,11 @@ log "system packages"
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
+# The deploy tests check generated units with systemd-analyze (no running systemd needed).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     else
         echo "please install: ${missing[*]}" >&2; exit 1
     fi
@@ -48,7 +50,7 @@ log "build"
 cargo build --workspace --all-targets --quiet
 
 log "feature sets (each service alone builds neither OpenH264 nor moq-relay unless it needs them)"
-for features in serial can camera audio relay-server serial,can; do
+for features in serial can camera audio depth relay-server serial,can; do
     cargo check --quiet -p xoq --no-default-features --features "$features"
 done
 cargo check --quiet -p xoq --no-default-features
