@@ -113,6 +113,9 @@ async function tokenRelay() {
 async function open(page, name) {
   const p = await browser.newPage({ viewport: { width: 1200, height: 700 } });
   p.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+  // What the page logs, for tests that check it (WebGL errors, say).
+  p.consoleLog = [];
+  p.on("console", (m) => p.consoleLog.push({ type: m.type(), text: m.text() }));
   await p.goto(new URL(page, url).toString());
   return p;
 }
@@ -134,7 +137,10 @@ async function shot(p, name) {
 test("index lists the pages", async () => {
   const p = await open("index.html", "index");
   const links = await p.$$eval("a", (as) => as.map((a) => a.getAttribute("href")));
-  for (const page of ["openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html", "camera.html", "audio.html"]) {
+  for (const page of [
+    "openarm.html", "urdf_viewer.html", "can_cmd_test.html", "subscribe.html", "camera.html", "audio.html",
+    "realsense_viewer.html", "realsense_pointcloud.html",
+  ]) {
     assert.ok(links.includes(page), `index links ${page}`);
   }
   await shot(p, "index");
@@ -387,4 +393,152 @@ test("camera: a relay that is down gets a clear message", async () => {
   await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
   assert.match(await p.textContent("#status"), /cannot reach the relay/);
   await p.close();
+});
+
+// The synthetic depth camera's stamp (crates/xoq-device/src/depth/scene.rs): its first 12
+// pixels are three u64 words, 16 bits a pixel, high first: frame number, capture time, check.
+function depthStamp(px) {
+  const word = (i) => px.slice(i * 4, i * 4 + 4).reduce((acc, v) => (acc << 16n) | BigInt(v), 0n);
+  const M = (1n << 64n) - 1n;
+  const rotl = (x, n) => ((x << BigInt(n)) | (x >> BigInt(64 - n))) & M;
+  const [seq, ts, chk] = [word(0), word(1), word(2)];
+  const ok = chk === (rotl(seq, 23) ^ rotl(ts, 7) ^ 0x786f715f64707431n);
+  return { seq, ts, ok };
+}
+
+test("depth viewer: frames arrive, the board reads 1 m, also under the cursor", async () => {
+  const p = await open("realsense_viewer.html", "realsense_viewer");
+  await waitState(p, () => window.xoqDepth?.frames > 3 && window.xoqState.kind === "ok", undefined, 30_000);
+  const first = await p.evaluate(() => ({ frames: window.xoqDepth.frames, seq: window.xoqDepth.lastSeq }));
+  await waitState(p, (a) => window.xoqDepth.frames >= a.frames + 5 && window.xoqDepth.lastSeq > a.seq, first);
+  // One frame, read at once (the page swaps frames between evaluations).
+  const d = await p.evaluate(() => {
+    const x = window.xoqDepth;
+    const k = x.intrinsics;
+    const around = [];
+    for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) around.push(x.valueAt(Math.floor(k.ppx) + dx, Math.floor(k.ppy) + dy));
+    const left = [];
+    for (let y = 20; y < 480; y += 20) left.push(x.valueAt(3, y));
+    return {
+      width: x.width, height: x.height, scale: x.scale, k, around, left,
+      outside: x.valueAt(640, 0), stamp: x.pixels(0, 12), seq: x.lastSeq, ts: x.timestampUs,
+      latencyMs: x.latencyMs, compression: x.compression, codec: x.codec, decodeErrors: x.decodeErrors,
+    };
+  });
+  assert.equal(d.width, 640);
+  assert.equal(d.height, 480);
+  assert.equal(d.scale, 0.001);
+  assert.equal(d.k.width, 640);
+  assert.equal(d.k.height, 480);
+  // The board at 1.000 m (±2 mm noise) covers the principal point; a pixel may drop out (0).
+  const measured = d.around.filter((v) => v !== 0);
+  assert.ok(measured.length >= 5, `the centre is measured: ${d.around}`);
+  for (const v of measured) assert.ok(Math.abs(v - 1000) <= 10, `centre reads ${v} mm, not 1000 ± 10: ${d.around}`);
+  assert.ok(d.left.every((v) => v === 0), `the band on the left has no measurement: ${d.left}`);
+  assert.equal(d.outside, null);
+  assert.equal(d.decodeErrors, 0);
+  // The decoded picture carries the capture's own numbers: decoding got them right.
+  const stamp = depthStamp(d.stamp);
+  assert.ok(stamp.ok, `the frame's stamp checks out: ${d.stamp}`);
+  assert.equal(Number(stamp.ts), d.ts, "the stamp's capture time is the track frame's");
+  assert.equal(Number(stamp.seq), d.seq, "the stamp's frame number is the track frame's");
+  assert.ok(d.compression > 1.5, `compression ${d.compression}:1 (${d.codec})`);
+  assert.ok(Number.isFinite(d.latencyMs) && d.latencyMs > -5 && d.latencyMs < 3000, `latency ${d.latencyMs} ms`);
+  const info = await p.textContent("#frame-info");
+  assert.match(info, /frame \d+ · capture → display [\d.]+ ms · compression [\d.]+:1/);
+  // The cursor over the middle of the depth picture: about 1000 mm (a dropout there shows as
+  // "no measurement" for one frame; the readout follows the frames).
+  const box = await p.locator("#depth").boundingBox();
+  await p.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await waitState(p, () => {
+    const m = /: (\d+) mm = ([\d.]+) m/.exec(document.getElementById("depth-at").textContent);
+    return m !== null && Math.abs(Number(m[1]) - 1000) <= 10 && Math.abs(Number(m[2]) - 1) <= 0.01;
+  });
+  const text = await p.textContent("#depth-at");
+  assert.match(text, /pixel \((31\d|32\d), (23\d|24\d)\): \d+ mm = [\d.]+ m/);
+  // The colour picture plays next to it.
+  await waitState(p, () => window.xoqState.colorFrames > 3, undefined, 30_000);
+  // "Match the colour": the depth shown is then of the capture the colour picture shows.
+  await p.check("#sync");
+  const unsynced = await p.evaluate(() => window.xoqDepth.frames);
+  await waitState(p, (n) => window.xoqDepth.syncMs === 0 && window.xoqDepth.frames > n + 3, unsynced);
+  assert.match(await p.textContent("#frame-info"), /the colour frame's capture/);
+  assert.equal(await p.evaluate(() => window.xoqState.kind), "ok");
+  await shot(p, "realsense_viewer");
+  await p.close();
+});
+
+// The WebGL canvas scaled down: the share of it that is not the background, and its colours.
+function sampleCloud(p) {
+  return p.evaluate(() => {
+    const src = document.querySelector("#view canvas");
+    const w = 160;
+    const h = 90;
+    const c = document.createElement("canvas");
+    c.width = w;
+    c.height = h;
+    const ctx = c.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(src, 0, 0, w, h);
+    const d = ctx.getImageData(0, 0, w, h).data;
+    let lit = 0;
+    const px = [];
+    for (let i = 0; i < d.length; i += 4) {
+      // The background is 0x0d0e12.
+      if (Math.abs(d[i] - 13) + Math.abs(d[i + 1] - 14) + Math.abs(d[i + 2] - 18) > 24) lit++;
+      px.push([d[i], d[i + 1], d[i + 2]]);
+    }
+    return { lit: lit / (w * h), px };
+  });
+}
+
+test("depth point cloud: the cloud renders, coloured by picture and by distance, without WebGL errors", async () => {
+  const p = await open("realsense_pointcloud.html", "realsense_pointcloud");
+  // 640 × 480 pixels less the invalid band (1/32 of the width) and dropouts (1 in 200).
+  await waitState(p, () => window.xoqCloud?.frames > 2 && window.xoqCloud.points > 100_000 && window.xoqState.kind === "ok", undefined, 40_000);
+  const c = await p.evaluate(() => ({ ...window.xoqState, width: window.xoqCloud.width, height: window.xoqCloud.height, points: window.xoqCloud.points }));
+  assert.equal(c.width, 640);
+  assert.equal(c.height, 480);
+  assert.ok(c.points > 280_000 && c.points < 300_000, `${c.points} points`);
+  // Coloured by the colour picture once the player shows it.
+  await waitState(p, () => window.xoqCloud.colorBy === "picture" && window.xoqCloud.pairedFrames > 2, undefined, 30_000);
+  // Each colour frame is drawn with the depth of its own capture.
+  assert.equal(await p.evaluate(() => window.xoqCloud.syncMs), 0, "colour and depth of the same capture");
+  const frames = await p.evaluate(() => window.xoqCloud.frames);
+  await waitState(p, (f) => window.xoqCloud.frames > f, frames);
+  const picture = await sampleCloud(p);
+  assert.ok(picture.lit > 0.2, `the cloud covers the view (${(picture.lit * 100).toFixed(0)}% drawn)`);
+  await shot(p, "realsense_pointcloud");
+  // By distance: the same points, other colours.
+  await p.selectOption("#color-by", "depth");
+  const f2 = await p.evaluate(() => window.xoqCloud.frames);
+  await waitState(p, (f) => window.xoqCloud.colorBy === "depth" && window.xoqCloud.frames > f + 1, f2);
+  const depth = await sampleCloud(p);
+  assert.ok(depth.lit > 0.2, `the cloud covers the view (${(depth.lit * 100).toFixed(0)}% drawn)`);
+  const recoloured = picture.px.filter((a, i) => {
+    const b = depth.px[i];
+    return Math.abs(a[0] - b[0]) + Math.abs(a[1] - b[1]) + Math.abs(a[2] - b[2]) > 60;
+  }).length / picture.px.length;
+  assert.ok(recoloured > 0.1, `colouring by distance changes the picture (${(recoloured * 100).toFixed(0)}% of it)`);
+  await shot(p, "realsense_pointcloud_depth");
+  assert.equal(await p.evaluate(() => window.xoqCloud.glErrors), 0, "gl.getError() after drawing");
+  const gl = p.consoleLog.filter((m) => (m.type === "error" || m.type === "warning") && /WebGL|GL_|THREE\.|shader/i.test(m.text));
+  assert.deepEqual(gl, [], "no WebGL errors in the console");
+  await p.close();
+});
+
+test("depth pages: a broadcast nobody publishes, one without depth, and a relay that is down get clear messages", async () => {
+  const p = await open("realsense_viewer.html?depth=nothing-here", "realsense-no-publisher");
+  await waitState(p, () => window.xoqState.kind === "error", undefined, 30_000);
+  assert.match(await p.textContent("#status"), /no publisher for "nothing-here"/);
+  await shot(p, "realsense_no_publisher");
+  await p.close();
+  // The colour camera's broadcast: published, but its catalog describes no depth camera.
+  const q = await open("realsense_pointcloud.html?depth=xoq-camera", "realsense-no-depth");
+  await waitState(q, () => window.xoqState.kind === "error", undefined, 30_000);
+  assert.match(await q.textContent("#status"), /"xoq-camera" is published but shows no depth: its catalog describes no depth camera/);
+  await q.close();
+  const r = await open("realsense_pointcloud.html?relay=http://127.0.0.1:9/anon", "realsense-relay-down");
+  await waitState(r, () => window.xoqState.kind === "error", undefined, 30_000);
+  assert.match(await r.textContent("#status"), /cannot reach the relay/);
+  await r.close();
 });

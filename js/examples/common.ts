@@ -251,6 +251,9 @@ export class Rolling {
     this.v.push(x);
     if (this.v.length > this.n) this.v.shift();
   }
+  clear(): void {
+    this.v = [];
+  }
   median(): number | undefined {
     if (!this.v.length) return undefined;
     const s = [...this.v].sort((a, b) => a - b);

@@ -67,6 +67,11 @@ export class DepthFeed {
   info: DepthInfo | undefined;
   latest: DepthFrame | undefined;
   announced = false;
+  /** Decode each newest frame as it comes (off while a page picks frames with {@link decodeAt}). */
+  decodeNewest = true;
+  /** How many received frames to keep, undecoded, for {@link decodeAt} (0: none). */
+  keepRecent = 0;
+  #recent: { ts: number; payload: Uint8Array }[] = [];
   #pending: Uint8Array | undefined;
   #wake: (() => void) | undefined;
   #lastAt = 0;
@@ -132,6 +137,12 @@ export class DepthFeed {
         const payload = await depthReader.next();
         if (payload === undefined) return;
         this.received++;
+        if (this.keepRecent > 0 && payload.length >= 16) {
+          const ts = Number(new DataView(payload.buffer, payload.byteOffset, 8).getBigUint64(0, false));
+          this.#recent.push({ ts, payload });
+          if (this.#recent.length > this.keepRecent) this.#recent.splice(0, this.#recent.length - this.keepRecent);
+        }
+        if (!this.decodeNewest) continue;
         this.#pending = payload;
         this.#wake?.();
       }
@@ -146,30 +157,58 @@ export class DepthFeed {
       const payload = this.#pending;
       this.#pending = undefined;
       if (payload === undefined) continue;
-      try {
-        const t0 = performance.now();
-        const f = parseDepthTrackFrame(payload);
-        const image = await decodeDepth(f.blob);
-        const frame: DepthFrame = {
-          seq: Number(f.seq),
-          timestampUs: Number(f.timestampUs),
-          image,
-          blobBytes: f.blob.length,
-          codec: f.blob[0]!,
-          decodeMs: performance.now() - t0,
-        };
-        if (this.latest && frame.seq > this.latest.seq + 1) this.skipped += frame.seq - this.latest.seq - 1;
-        this.latest = frame;
-        this.frames++;
-        this.#lastAt = performance.now();
-        this.lastError = undefined;
-        this.hooks.onFrame(frame);
-      } catch (e) {
-        this.decodeErrors++;
-        this.lastError = e instanceof Error ? e.message : String(e);
-      }
+      const frame = await this.#decode(payload);
+      if (frame) this.hooks.onFrame(frame);
       this.showStatus();
     }
+  }
+
+  // Decode one track frame and count it; undefined (and counted) when it is damaged.
+  async #decode(payload: Uint8Array): Promise<DepthFrame | undefined> {
+    try {
+      const t0 = performance.now();
+      const f = parseDepthTrackFrame(payload);
+      const image = await decodeDepth(f.blob);
+      const frame: DepthFrame = {
+        seq: Number(f.seq),
+        timestampUs: Number(f.timestampUs),
+        image,
+        blobBytes: f.blob.length,
+        codec: f.blob[0]!,
+        decodeMs: performance.now() - t0,
+      };
+      if (this.latest && frame.seq > this.latest.seq + 1) this.skipped += frame.seq - this.latest.seq - 1;
+      this.latest = frame;
+      this.frames++;
+      this.#lastAt = performance.now();
+      this.lastError = undefined;
+      return frame;
+    } catch (e) {
+      this.decodeErrors++;
+      this.lastError = e instanceof Error ? e.message : String(e);
+      return undefined;
+    }
+  }
+
+  /**
+   * Decode the kept frame (see {@link keepRecent}) captured nearest to `timestampUs`, if one
+   * is within `toleranceUs`: the depth of the capture a colour frame shows.
+   */
+  async decodeAt(timestampUs: number, toleranceUs: number): Promise<DepthFrame | undefined> {
+    let best: { ts: number; payload: Uint8Array } | undefined;
+    for (const r of this.#recent) {
+      if (!best || Math.abs(r.ts - timestampUs) < Math.abs(best.ts - timestampUs)) best = r;
+    }
+    if (!best || Math.abs(best.ts - timestampUs) > toleranceUs) return undefined;
+    const frame = await this.#decode(best.payload);
+    this.showStatus();
+    return frame;
+  }
+
+  /** The capture time of the colour video's presentation time 0 (the catalog's `xoq.epochUs`). */
+  get epochUs(): number | undefined {
+    const e = (this.catalog as { xoq?: { epochUs?: unknown } } | null | undefined)?.xoq?.epochUs;
+    return typeof e === "number" && Number.isFinite(e) ? e : undefined;
   }
 
   /** Whether frames stopped coming (after some did). */

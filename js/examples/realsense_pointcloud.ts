@@ -2,7 +2,8 @@
 // integer texture (R16UI) and a fixed grid of one point per pixel is placed in space by the
 // vertex shader (pinhole deprojection with the catalog's intrinsics; pixels without a
 // measurement are dropped). Points are coloured by distance, or by the colour picture, which
-// the stock MoQ player decodes from the same broadcast (aligned with depth: same viewpoint).
+// the stock MoQ player decodes from the same broadcast (aligned with depth: same viewpoint),
+// each colour frame drawn with the depth of its own capture.
 import * as THREE from "three";
 import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
 import { type CameraView, watchCamera } from "../src/camera";
@@ -27,6 +28,10 @@ interface CloudView {
   readonly colorBy: ColorBy;
   /** Colour pictures uploaded as the texture. */
   readonly colorFrames: number;
+  /** Frames drawn coloured by picture, each with the depth of the colour frame's capture. */
+  readonly pairedFrames: number;
+  /** Picture mode: how far apart the last drawn colour and depth were captured, ms (0: the same capture). */
+  readonly syncMs: number | null;
   /** WebGL errors seen by gl.getError() after drawing (0 is right). */
   readonly glErrors: number;
   /** Capture → drawn, ms (median of the last 30 frames). */
@@ -60,9 +65,9 @@ const scene = new THREE.Scene();
 scene.background = new THREE.Color(0x0d0e12);
 const camera = new THREE.PerspectiveCamera(50, 1, 0.02, 50);
 camera.up.set(0, -1, 0); // y points down in the depth camera's frame
-camera.position.set(1.6, -1.1, -1.4);
+camera.position.set(1.1, -1.0, -1.0);
 const controls = new OrbitControls(camera, renderer.domElement);
-controls.target.set(0, 0.1, 1.6);
+controls.target.set(0, 0.15, 1.7);
 controls.update();
 
 const VERTEX = /* glsl */ `
@@ -193,11 +198,16 @@ const resize = (): void => {
 window.addEventListener("resize", resize);
 resize();
 
-// --- colour: the stock player's canvas as a texture -----------------------------------------
+// --- colour: the stock player's pictures as a texture ----------------------------------------
+// Colouring by picture pairs each colour frame the player shows with the depth of the same
+// capture (the colour frame's presentation time + the catalog's epoch is its capture time,
+// the depth frame's timestamp is the same clock), so a moving ball keeps its colour; the
+// cloud then runs at the colour video's latency. Colouring by distance shows the newest depth.
 let view: CameraView | undefined;
+// The colour frame being paired, copied out of the player's canvas.
+const staging = document.createElement("canvas");
+const stagingCtx = staging.getContext("2d") as CanvasRenderingContext2D;
 let colorTex: THREE.CanvasTexture | undefined;
-let colorTexSize = "";
-let colorShown = 0;
 let colorFrames = 0;
 let colorBy: ColorBy = (new URLSearchParams(location.search).get("color") as ColorBy | null) === "depth" ? "depth" : "picture";
 select.value = colorBy;
@@ -213,34 +223,10 @@ function setColorBy(mode: ColorBy): void {
   dirty = true;
 }
 
-// Upload the player's newest picture (when there is one) for colouring by picture.
-function updateColor(info: DepthInfo | undefined): void {
-  const shown = view?.framesShown() ?? 0;
-  const usePicture = colorBy === "picture" && shown > 0 && info !== undefined;
-  const want = usePicture ? 1 : 0;
-  if (uniforms.uColorBy.value !== want) {
-    uniforms.uColorBy.value = want;
-    dirty = true;
-  }
-  state.colorBy = usePicture ? "picture" : "depth";
-  if (!usePicture || !view || shown === colorShown) return;
-  colorShown = shown;
-  const src = view.canvas;
-  const size = `${src.width}x${src.height}`;
-  if (!colorTex || colorTexSize !== size) {
-    // A texture's storage is allocated at its first size: a new size needs a new texture.
-    colorTex?.dispose();
-    colorTex = new THREE.CanvasTexture(src);
-    colorTex.flipY = false;
-    colorTex.minFilter = THREE.LinearFilter;
-    colorTex.generateMipmaps = false;
-    colorTexSize = size;
-    uniforms.uColor.value = colorTex;
-  }
-  colorTex.needsUpdate = true;
-  colorFrames++;
-  dirty = true;
-}
+/** Keep this many depth frames (undecoded) to pair with the colour frames: over 1 s at 30/s. */
+const KEEP_DEPTH = 45;
+/** Pair a colour frame with depth captured at most this far from it (µs). */
+const PAIR_TOLERANCE_US = 40_000;
 
 // --- the depth feed ------------------------------------------------------------------------
 let feed: DepthFeed | undefined;
@@ -251,6 +237,13 @@ let points = 0;
 let glErrors = 0;
 let lastError = "";
 const latency = new Rolling(30);
+// Picture mode: the colour frame last paired (its presentation time, ms), a pairing under way,
+// a paired depth frame waiting to be drawn, and how far apart the last pair was captured.
+let pairedPts: number | undefined;
+let pairing = false;
+let paired: DepthFrame | undefined;
+let pairedFrames = 0;
+let syncMs: number | null = null;
 
 function applyInfo(info: DepthInfo | undefined): void {
   if (!info) return;
@@ -276,18 +269,84 @@ function upload(f: DepthFrame): void {
   dirty = true;
 }
 
+// Copy the colour frame on the player's canvas (presentation time `pts`, ms) and find the
+// depth of its capture; the next animation frame draws both.
+function pair(fd: DepthFeed, v: CameraView, pts: number, epochUs: number): void {
+  const src = v.canvas;
+  if (staging.width !== src.width || staging.height !== src.height || !colorTex) {
+    staging.width = src.width;
+    staging.height = src.height;
+    // A texture's storage is allocated at its first size: a new size needs a new texture.
+    colorTex?.dispose();
+    colorTex = new THREE.CanvasTexture(staging);
+    colorTex.flipY = false;
+    colorTex.minFilter = THREE.LinearFilter;
+    colorTex.generateMipmaps = false;
+    uniforms.uColor.value = colorTex;
+  }
+  stagingCtx.drawImage(src, 0, 0);
+  pairedPts = pts;
+  pairing = true;
+  const captureUs = epochUs + Math.round(pts * 1000);
+  void fd.decodeAt(captureUs, PAIR_TOLERANCE_US).then((f) => {
+    // No depth of that capture (yet, or any more): the newest there is, and say how far off.
+    const d = f ?? fd.latest;
+    if (!d) {
+      pairing = false;
+      return;
+    }
+    syncMs = Math.abs(d.timestampUs - captureUs) / 1000;
+    paired = d;
+  });
+}
+
 function loop(): void {
   requestAnimationFrame(loop);
-  updateColor(feed?.info);
-  const f = latest;
-  const fresh = f !== undefined && f !== uploaded && feed?.info !== undefined;
-  if (fresh) upload(f);
+  const fd = feed;
+  const info = fd?.info;
+  const pts = view?.element.renderer.out.timestamp.peek();
+  const epochUs = fd?.epochUs;
+  const picture = colorBy === "picture" && info !== undefined && pts !== undefined && epochUs !== undefined;
+  if (fd) {
+    fd.keepRecent = picture ? KEEP_DEPTH : 0;
+    fd.decodeNewest = !picture;
+  }
+  if (uniforms.uColorBy.value !== (picture ? 1 : 0)) {
+    uniforms.uColorBy.value = picture ? 1 : 0;
+    dirty = true;
+  }
+  state.colorBy = picture ? "picture" : "depth";
+  let fresh: DepthFrame | undefined;
+  if (picture) {
+    if (paired) {
+      fresh = paired;
+      paired = undefined;
+      upload(fresh);
+      colorTex!.needsUpdate = true;
+      colorFrames++;
+      pairedFrames++;
+    } else if (!pairing && pts !== pairedPts && fd && view) {
+      pair(fd, view, pts, epochUs);
+    }
+  } else {
+    syncMs = null;
+    pairing = false;
+    paired = undefined;
+    pairedPts = undefined;
+    const f = latest;
+    if (f !== undefined && f !== uploaded && info !== undefined) {
+      fresh = f;
+      upload(f);
+    }
+  }
   if (!dirty || !cloud) return;
   dirty = false;
   renderer.render(scene, camera);
   if (fresh) {
+    // The pair is drawn: the next colour frame may be paired.
+    pairing = false;
     frames++;
-    latency.push(Date.now() - f.timestampUs / 1000);
+    latency.push(Date.now() - fresh.timestampUs / 1000);
     // gl.getError() waits for the GPU: look now and then, not every frame.
     if (frames === 1 || frames % 30 === 0) {
       const e = gl.getError();
@@ -296,7 +355,7 @@ function loop(): void {
         lastError = `0x${e.toString(16)}`;
       }
     }
-    Object.assign(state, { frames, points, lastSeq: f.seq, glErrors, latencyMs: latency.median() ?? null });
+    Object.assign(state, { frames, points, lastSeq: fresh.seq, glErrors, syncMs, latencyMs: latency.median() ?? null });
   }
 }
 
@@ -330,11 +389,13 @@ async function main(): Promise<void> {
     const c = view?.status();
     stats.textContent = [
       `broadcast    ${fd.name}`,
-      `points       ${points.toLocaleString("en")} of ${uploaded ? (uploaded.image.width * uploaded.image.height).toLocaleString("en") : "–"} pixels`,
-      `frames       ${frames} drawn, ~${fps.toFixed(0)}/s, ${fd.skipped} skipped, frame ${uploaded?.seq ?? "–"}`,
-      `latency      ${l === undefined ? "–" : `${l.toFixed(1)} ms capture → drawn`}`,
-      `intrinsics   ${k ? `${k.width}×${k.height} fx ${k.fx.toFixed(1)} fy ${k.fy.toFixed(1)} ppx ${k.ppx.toFixed(1)} ppy ${k.ppy.toFixed(1)}` : "– (waiting for the catalog)"}`,
-      `colour by    ${state.colorBy}${colorBy === "picture" && state.colorBy !== "picture" ? " (until the colour picture arrives)" : ""}; colour ${c ? `${c.link}, ${c.framesShown} frames` : "–"}`,
+      `points       ${points.toLocaleString("en")} of ${uploaded ? (uploaded.image.width * uploaded.image.height).toLocaleString("en") : "–"}`,
+      `frames       ${frames} drawn, ~${fps.toFixed(0)}/s, ${fd.skipped} skipped`,
+      `frame        ${uploaded?.seq ?? "–"}, ${l === undefined ? "–" : `${l.toFixed(0)} ms`} capture → drawn`,
+      `intrinsics   ${k ? `${k.width}×${k.height}, fx ${k.fx.toFixed(1)} fy ${k.fy.toFixed(1)}` : "– (waiting for the catalog)"}`,
+      ...(k ? [`             ppx ${k.ppx.toFixed(1)} ppy ${k.ppy.toFixed(1)} (${k.model})`] : []),
+      `colour by    ${state.colorBy}${colorBy === "picture" && state.colorBy !== "picture" ? " (no picture yet)" : ""}${syncMs === null ? "" : syncMs === 0 ? ", depth of the same capture" : `, depth ${syncMs.toFixed(0)} ms off`}`,
+      `colour       ${c ? `${c.link}, ${c.framesShown} frames shown` : "–"}`,
       `WebGL        ${glErrors ? `${glErrors} errors (last ${lastError})` : "no errors"}`,
     ].join("\n");
   }, 1000);
@@ -367,6 +428,12 @@ window.xoqCloud = {
   },
   get colorFrames() {
     return colorFrames;
+  },
+  get pairedFrames() {
+    return pairedFrames;
+  },
+  get syncMs() {
+    return syncMs;
   },
   get glErrors() {
     return glErrors;

@@ -1,6 +1,7 @@
 // A depth camera (a RealSense behind `xoq depth-server`, or the demo's synthetic one) from the
-// relay: colour played by the stock MoQ player, depth decoded here (lossless, RVL + deflate)
-// and drawn with a colour map, the distance under the cursor, and per-frame numbers.
+// relay: colour played by the stock MoQ player, depth decoded here (lossless: RVL, deflated
+// when that helps) and drawn with a colour map, the distance under the cursor, and per-frame
+// numbers (frame, capture-to-display latency, compression).
 import { type CameraView, watchCamera } from "../src/camera";
 import { type DepthInfo, type Intrinsics, deproject } from "../src/index";
 import { Rolling, dialUrl, setStatus } from "./common";
@@ -31,6 +32,8 @@ interface DepthView {
   pixels(start: number, n: number): number[];
   /** The newest frame's capture time (µs since the epoch). */
   readonly timestampUs: number | null;
+  /** With "match the colour" (?sync=1): how far the shown depth was captured from the colour frame, ms. */
+  readonly syncMs: number | null;
 }
 
 declare global {
@@ -56,6 +59,8 @@ let imageData: ImageData | undefined;
 let drawnFrames = 0;
 let feed: DepthFeed | undefined;
 const latency = new Rolling(30);
+// With "match the colour": how far apart the shown depth and colour frames were captured, ms.
+let syncMs: number | null = null;
 // The cursor, in depth pixels (over either picture: they are aligned).
 let cursor: { x: number; y: number } | undefined;
 
@@ -158,7 +163,25 @@ function paint(f: DepthFrame, fresh: boolean): void {
   paintCursor();
 }
 
+/** With "match the colour": keep this many depth frames to pair with colour frames (> 1 s). */
+const KEEP_DEPTH = 45;
+/** Pair a colour frame with depth captured at most this far from it (µs). */
+const PAIR_TOLERANCE_US = 40_000;
+
+// Draw a decoded frame (at the next animation frame) and count it.
+function show(f: DepthFrame): void {
+  paint(f, true);
+  drawn = f;
+  drawnFrames++;
+  // Capture → drawn on this machine's clock (the demo's camera runs on the same one).
+  latency.push(Date.now() - f.timestampUs / 1000);
+  showReadout(feed?.info);
+  showFrameInfo();
+}
+
 async function main(): Promise<void> {
+  const syncBox = document.getElementById("sync") as HTMLInputElement;
+  syncBox.checked = new URLSearchParams(location.search).get("sync") === "1";
   let queued = false;
   feed = await startDepthFeed({
     onCatalog(info) {
@@ -169,19 +192,11 @@ async function main(): Promise<void> {
     },
     onFrame(f) {
       latest = f;
-      if (queued) return;
+      if (queued || syncBox.checked) return;
       queued = true;
       requestAnimationFrame(() => {
         queued = false;
-        const g = latest;
-        if (!g) return;
-        paint(g, true);
-        drawn = g;
-        drawnFrames++;
-        // Capture → drawn on this machine's clock (the demo's camera runs on the same one).
-        latency.push(Date.now() - g.timestampUs / 1000);
-        showReadout(feed?.info);
-        showFrameInfo();
+        if (latest && !syncBox.checked) show(latest);
       });
     },
     okText: (f) => `showing depth of "${f.name}" from ${f.cfg.relay}`,
@@ -196,6 +211,39 @@ async function main(): Promise<void> {
   track(canvas);
   track(document.getElementById("color") as HTMLElement);
 
+  // "Match the colour": each colour frame the player shows (presentation time + the catalog's
+  // epoch = its capture time) gets the depth of the same capture, at the video's latency.
+  let pairedPts: number | undefined;
+  let pairing = false;
+  const follow = (): void => {
+    requestAnimationFrame(follow);
+    const on = syncBox.checked;
+    fd.keepRecent = on ? KEEP_DEPTH : 0;
+    fd.decodeNewest = !on;
+    state.sync = on;
+    if (!on) {
+      pairedPts = undefined;
+      return;
+    }
+    const pts = view.element.renderer.out.timestamp.peek();
+    const epochUs = fd.epochUs;
+    if (pairing || pts === undefined || epochUs === undefined || pts === pairedPts) return;
+    pairedPts = pts;
+    pairing = true;
+    const captureUs = epochUs + Math.round(pts * 1000);
+    void fd.decodeAt(captureUs, PAIR_TOLERANCE_US).then((f) => {
+      pairing = false;
+      if (f && syncBox.checked) {
+        syncMs = Math.abs(f.timestampUs - captureUs) / 1000;
+        show(f);
+      }
+    });
+  };
+  requestAnimationFrame(follow);
+  syncBox.addEventListener("change", () => {
+    syncMs = null;
+    latency.clear();
+  });
 
   let lastFrames = 0;
   let lastTick = performance.now();
@@ -207,7 +255,7 @@ async function main(): Promise<void> {
     lastTick = now;
     const info = fd.info;
     const c = view.status();
-    state.colorFrames = c?.framesShown ?? 0;
+    state.colorFrames = c.framesShown;
     const d = drawn;
     const k = info?.depth;
     stats.textContent = [
@@ -216,7 +264,7 @@ async function main(): Promise<void> {
       `             ${fd.received} received, ${fd.skipped} skipped, ${fd.decodeErrors} undecodable${d ? `, decode ${d.decodeMs.toFixed(1)} ms` : ""}`,
       `scale        ${info ? `${info.scale} m per unit` : "– (no catalog yet: assuming 0.001)"}`,
       `intrinsics   ${k ? `fx ${k.fx.toFixed(1)} fy ${k.fy.toFixed(1)} ppx ${k.ppx.toFixed(1)} ppy ${k.ppy.toFixed(1)} (${k.model})` : "–"}`,
-      `colour       ${`${c.link}${c.width ? `, ${c.width}×${c.height}` : ""}, ${c.framesShown} frames shown${c.error ? `, ${c.error}` : ""}`,
+      `colour       ${c.link}${c.width ? `, ${c.width}×${c.height}` : ""}, ${c.framesShown} frames shown${c.error ? `, ${c.error}` : ""}`,
     ].join("\n");
   }, 1000);
 }
@@ -233,9 +281,11 @@ function showFrameInfo(): void {
     latencyMs: l ?? null,
     compression: ratio,
   });
+  state.syncMs = syncMs;
   frameInfo.textContent =
     `frame ${f.seq} · capture → display ${l === undefined ? "–" : `${l.toFixed(1)} ms`} · ` +
-    `compression ${ratio.toFixed(1)}:1 (${CODEC_NAMES[f.codec] ?? `codec ${f.codec}`}, ${(f.blobBytes / 1024).toFixed(1)} KiB of ${((f.image.width * f.image.height * 2) / 1024).toFixed(0)} KiB)`;
+    `compression ${ratio.toFixed(1)}:1 (${CODEC_NAMES[f.codec] ?? `codec ${f.codec}`}, ${(f.blobBytes / 1024).toFixed(1)} KiB of ${((f.image.width * f.image.height * 2) / 1024).toFixed(0)} KiB)` +
+    (syncMs === null ? "" : syncMs === 0 ? " · the colour frame's capture" : ` · ${syncMs.toFixed(0)} ms from the colour frame's capture`);
 }
 
 window.xoqDepth = {
@@ -277,6 +327,9 @@ window.xoqDepth = {
   },
   get timestampUs() {
     return drawn?.timestampUs ?? null;
+  },
+  get syncMs() {
+    return syncMs;
   },
   valueAt,
   pixels(start: number, n: number): number[] {

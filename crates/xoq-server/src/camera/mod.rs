@@ -40,6 +40,7 @@ use capture::capture_loop;
 use encode::EncodeSettings;
 
 pub use p2p::CameraProtocol;
+#[cfg(feature = "depth")]
 pub(crate) use publish::CatalogExtra;
 pub use publish::catalog_json;
 
