@@ -656,3 +656,59 @@ fn a_second_deploy_replaces_the_first_and_status_lists_it() {
     assert!(status.contains("xoq-so101.service"), "{status}");
     assert!(!status.contains("openarm"), "{status}");
 }
+
+#[test]
+fn a_relay_token_stays_out_of_the_units_and_the_allowlist_reaches_every_unit() {
+    let home = tempfile::tempdir().expect("home");
+    let units = home.path().join("units");
+    let empty = Fake::new();
+    let config = home.path().join("robot.json");
+    let client = "ae58ff8833241ac82d6ff7611046ed67b5072d142c588d0063e942d9a75502b6";
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"allow": ["{client}"], "extra": [{{"kind": "serial", "device": "sim:so101", "name": "so101"}}]}}"#
+        ),
+    )
+    .expect("config");
+    ok(&deploy(
+        home.path(),
+        &[
+            "--root",
+            s(empty.root()),
+            "--config",
+            s(&config),
+            "--unit-dir",
+            s(&units),
+            "--no-systemctl",
+            "--relay",
+            "https://relay.example.org/anon?jwt=SECRET-TOKEN",
+        ],
+    ));
+    let m = machine_json(home.path());
+    let id = m["machine_id"].as_str().expect("id");
+    assert_eq!(m["relay"], "https://relay.example.org/anon");
+    let path = format!("anon/{}/so101", &id[..16]);
+    assert_eq!(m["services"][0]["moq_path"], path.as_str());
+    for (name, text) in units_of(&units) {
+        assert!(!text.contains("SECRET"), "{name} shows the token");
+        assert!(
+            text.contains(&format!("--allow {client}")),
+            "{name} admits anyone"
+        );
+    }
+    let so101 = &units_of(&units)["xoq-so101.service"];
+    assert!(so101.contains(&format!("--moq {path}")));
+    let env = home.path().join("relay.env");
+    assert!(so101.contains(&format!("EnvironmentFile={}", env.display())));
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("relay.env"),
+        "XOQ_RELAY=https://relay.example.org/anon?jwt=SECRET-TOKEN\n"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&env).expect("env").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    ok(&deploy(home.path(), &["--uninstall", "--no-systemctl"]));
+    assert!(!env.exists(), "uninstall removes what deploy wrote");
+}

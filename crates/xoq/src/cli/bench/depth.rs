@@ -21,6 +21,8 @@ use xoq_transport::p2p::EndpointBuilder;
 
 use super::common::{cpu_seconds, parse_size, print_process_figures};
 
+const SCRIPT: &str = include_str!("depth.py");
+
 /// Pictures per codec measurement.
 const FRAMES: u64 = 30;
 
@@ -126,7 +128,58 @@ struct StreamRow {
     coded_mbit: f64,
 }
 
-async fn stream_row(w: u32, h: u32, fps: u32, seconds: f64) -> anyhow::Result<StreamRow> {
+/// Figures a Python client printed (`key=value` pairs).
+fn python_field(text: &str, k: &str) -> anyhow::Result<f64> {
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {k} in the python client's output: {text}"))
+}
+
+/// Run the LeRobot-style xoq.realsense loop on `addr`; (p50 ms, p95 ms, fps, cores).
+async fn python_row(
+    python: &str,
+    addr: &str,
+    seconds: f64,
+    w: u32,
+    h: u32,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let out = tokio::process::Command::new(python)
+        .args([
+            "-c",
+            SCRIPT,
+            addr,
+            &seconds.to_string(),
+            &w.to_string(),
+            &h.to_string(),
+        ])
+        .env("XOQ_OFFLINE", "1")
+        .output()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run {python}: {e} (pass --python with xoq installed)")
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "python client failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((
+        python_field(&text, "p50_ms")?,
+        python_field(&text, "p95_ms")?,
+        python_field(&text, "fps")?,
+        python_field(&text, "cores")?,
+    ))
+}
+
+async fn stream_row(
+    w: u32,
+    h: u32,
+    fps: u32,
+    seconds: f64,
+    python: Option<&str>,
+) -> anyhow::Result<(StreamRow, Option<(f64, f64, f64, f64)>)> {
     let server = DepthServer::builder(Box::new(SceneSource::new(w, h, fps)?))
         .start()
         .await?;
@@ -154,20 +207,32 @@ async fn stream_row(w: u32, h: u32, fps: u32, seconds: f64) -> anyhow::Result<St
     let cores = (cpu_seconds() - cpu0) / wall;
     let coded = server.stats().depth_coded_bytes.load(Relaxed) - coded0;
     cam.close().await;
+    let py = match python {
+        Some(p) => Some(python_row(p, &addr, seconds, w, h).await?),
+        None => None,
+    };
     let _ = router.shutdown().await;
     anyhow::ensure!(!lat.is_empty(), "no captures arrived");
     lat.sort_by(f64::total_cmp);
     let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
-    Ok(StreamRow {
-        p50_ms: at(0.5),
-        p95_ms: at(0.95),
-        fps: lat.len() as f64 / wall,
-        cores,
-        coded_mbit: coded as f64 * 8.0 / 1e6 / wall,
-    })
+    Ok((
+        StreamRow {
+            p50_ms: at(0.5),
+            p95_ms: at(0.95),
+            fps: lat.len() as f64 / wall,
+            cores,
+            coded_mbit: coded as f64 * 8.0 / 1e6 / wall,
+        },
+        py,
+    ))
 }
 
-pub(super) async fn run(sizes: &str, fps: u32, seconds: f64) -> anyhow::Result<()> {
+pub(super) async fn run(
+    sizes: &str,
+    fps: u32,
+    seconds: f64,
+    python: Option<&str>,
+) -> anyhow::Result<()> {
     let sizes: Vec<(u32, u32)> = sizes
         .split(',')
         .map(parse_size)
@@ -208,7 +273,7 @@ pub(super) async fn run(sizes: &str, fps: u32, seconds: f64) -> anyhow::Result<(
     );
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     for &(w, h) in &sizes {
-        let r = stream_row(w, h, fps, seconds).await?;
+        let (r, py) = stream_row(w, h, fps, seconds, python).await?;
         let raw_mbit = f64::from(w * h * 2 * fps) * 8.0 / 1e6;
         println!(
             "{:<10} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>11.1} {:>11.1}",
@@ -220,6 +285,12 @@ pub(super) async fn run(sizes: &str, fps: u32, seconds: f64) -> anyhow::Result<(
             r.coded_mbit,
             raw_mbit
         );
+        if let Some((p50, p95, fps, cores)) = py {
+            println!(
+                "{:<10} {:>8.1} {:>8.1} {:>7.1} {:>6.2}   (python: xoq.realsense -> numpy, client process only)",
+                "  python", p50, p95, fps, cores
+            );
+        }
     }
     println!();
     print_process_figures(cpu_seconds() - cpu0, t0.elapsed().as_secs_f64(), "");

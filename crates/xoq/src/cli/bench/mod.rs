@@ -100,6 +100,10 @@ pub enum BenchWhat {
         /// Seconds measured per stream row.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Also measure the LeRobot-style `xoq.realsense` loop through this interpreter (xoq
+        /// and numpy installed).
+        #[arg(long)]
+        python: Option<String>,
     },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
@@ -169,7 +173,8 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             sizes,
             fps,
             seconds,
-        } => depth::run(&sizes, fps, seconds).await,
+            python,
+        } => depth::run(&sizes, fps, seconds, python.as_deref()).await,
         BenchWhat::Audio {
             seconds,
             streams,

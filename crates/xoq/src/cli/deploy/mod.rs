@@ -147,6 +147,20 @@ fn addresses(id: &str, bind_ip: std::net::IpAddr, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// V4L2 nodes of this machine that deliver depth (Z16/Y16), from their modes.
+fn depth_nodes() -> Vec<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        xoq_device::camera::v4l2::list()
+            .into_iter()
+            .filter(|d| d.modes.iter().any(|m| m.format.is_depth()))
+            .map(|d| d.path)
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    Vec::new()
+}
+
 fn print_found(found: &Found) {
     println!("found:");
     if found.is_empty() {
@@ -241,6 +255,11 @@ pub(super) async fn run(a: DeployCmd) -> anyhow::Result<()> {
             "<machine id, created at deploy>".to_string()
         },
         offline: a.offline,
+        depth_nodes: if a.root == Path::new("/") {
+            depth_nodes()
+        } else {
+            Vec::new()
+        },
     };
     let mut planned = plan::plan(&found, &config, &inputs)?;
     if !a.dry_run && !planned.is_empty() && !machine_key.exists() {
@@ -330,12 +349,20 @@ fn install(
 ) -> anyhow::Result<()> {
     let previous = MachineFile::read(manifest_path).ok();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let relay_env = home.join("relay.env");
+    match &inputs.relay {
+        Some(url) => write_private(&relay_env, &format!("XOQ_RELAY={url}\n"))?,
+        None => {
+            let _ = std::fs::remove_file(&relay_env);
+        }
+    }
+    let relay_env = inputs.relay.as_ref().map(|_| relay_env.as_path());
     let mut services = Vec::new();
     for p in planned {
         let id = xoq_transport::key::load_or_create(&p.key)?
             .public()
             .to_string();
-        let unit = units::render_planned(p, home, scope);
+        let unit = units::render_planned(p, home, scope, relay_env);
         std::fs::write(dir.join(&p.unit), unit)
             .with_context(|| format!("cannot write {}", dir.join(&p.unit).display()))?;
         services.push(ServiceEntry {
@@ -355,7 +382,11 @@ fn install(
         .public()
         .to_string();
     let machine_unit = "xoq-machine.service".to_string();
-    let exec = plan::machine_exec(inputs, machine_key);
+    let allow = match &a.config {
+        Some(p) => RobotConfig::read(p)?.allow,
+        None => Vec::new(),
+    };
+    let exec = plan::machine_exec(inputs, machine_key, &allow);
     let unit = units::render(
         "xoq machine service (answers `xoq ls`)",
         None,
@@ -364,6 +395,7 @@ fn install(
         "",
         home,
         scope,
+        None,
     );
     std::fs::write(dir.join(&machine_unit), unit)?;
     let name = RobotConfigName::get(a)?;
@@ -432,6 +464,24 @@ fn install(
         println!("  {}/{}  ({})", file.machine_id, s.name, s.kind);
     }
     println!("list them from anywhere: xoq ls {}", file.machine_id);
+    Ok(())
+}
+
+/// Write a file only its owner can read (a relay token).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -538,6 +588,10 @@ fn uninstall(manifest_path: &Path, no_systemctl: bool) -> anyhow::Result<()> {
     }
     std::fs::remove_file(manifest_path)
         .with_context(|| format!("cannot remove {}", manifest_path.display()))?;
+    let relay_env = manifest_path.with_file_name("relay.env");
+    if std::fs::remove_file(&relay_env).is_ok() {
+        println!("removed {}", relay_env.display());
+    }
     println!("removed {}", manifest_path.display());
     println!(
         "kept the keys in {} (the services keep their ids if deployed again)",

@@ -122,6 +122,8 @@ pub(crate) struct PlanInputs {
     pub(crate) machine_id: String,
     /// Servers without discovery (loopback tests).
     pub(crate) offline: bool,
+    /// Video nodes that deliver depth (known only on a real root, from their modes).
+    pub(crate) depth_nodes: Vec<PathBuf>,
 }
 
 /// Services get ports in `port_base + 1 ..= port_base + PORT_SPAN`.
@@ -139,7 +141,8 @@ pub(crate) fn sanitize(s: &str) -> String {
             }
         })
         .collect();
-    out.truncate(96);
+    // Service addresses take names of at most 64 characters.
+    out.truncate(64);
     out
 }
 
@@ -254,13 +257,10 @@ pub(crate) fn plan(
         if inp.offline {
             exec.push("--offline".into());
         }
-        if let (Some(relay), Some(path)) = (&inp.relay, &moq_path) {
-            exec.extend([
-                "--relay".into(),
-                relay.clone(),
-                "--moq".into(),
-                path.clone(),
-            ]);
+        // The relay URL (and its token) comes from the 0600 environment file the unit names,
+        // never from the command line, which any local user can read.
+        if let Some(path) = &moq_path {
+            exec.extend(["--moq".into(), path.clone()]);
         }
         for id in &config.allow {
             exec.extend(["--allow".into(), id.clone()]);
@@ -306,10 +306,22 @@ pub(crate) fn plan(
             &mut out,
         )?;
     }
+    // A depth camera's node serves depth with the colour node of the same USB device paired
+    // in; that colour node is not served again as a camera (it would be busy).
+    let depth_cams: Vec<_> = found
+        .cameras
+        .iter()
+        .filter(|v| inp.depth_nodes.contains(&v.node))
+        .filter_map(|v| v.usb.clone())
+        .collect();
     for v in found.cameras.iter().filter(|v| !v.likely_metadata()) {
+        let depth = inp.depth_nodes.contains(&v.node);
+        if !depth && v.usb.as_ref().is_some_and(|u| depth_cams.contains(u)) {
+            continue;
+        }
         let device = v.stable.as_ref().unwrap_or(&v.node).display().to_string();
         add(
-            "camera",
+            if depth { "depth" } else { "camera" },
             device,
             v.stable_id.clone(),
             v.unit_name.clone(),
@@ -346,8 +358,8 @@ pub(crate) fn plan(
     Ok(out)
 }
 
-/// The machine service's command line.
-pub(crate) fn machine_exec(inp: &PlanInputs, key: &Path) -> Vec<String> {
+/// The machine service's command line (it admits the same clients as the services).
+pub(crate) fn machine_exec(inp: &PlanInputs, key: &Path, allow: &[String]) -> Vec<String> {
     let mut exec = vec![
         inp.xoq.display().to_string(),
         "machine-server".into(),
@@ -360,6 +372,9 @@ pub(crate) fn machine_exec(inp: &PlanInputs, key: &Path) -> Vec<String> {
     ];
     if inp.offline {
         exec.push("--offline".into());
+    }
+    for id in allow {
+        exec.extend(["--allow".into(), id.clone()]);
     }
     exec
 }

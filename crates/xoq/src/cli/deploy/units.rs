@@ -68,6 +68,7 @@ fn access(kind: &str, device: &str) -> (&'static [&'static str], &'static [&'sta
 }
 
 /// The unit file of one service (`description` names it for `systemctl status`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn render(
     description: &str,
     pre: Option<&[String]>,
@@ -76,6 +77,7 @@ pub(crate) fn render(
     device: &str,
     home: &Path,
     scope: Scope,
+    relay_env: Option<&Path>,
 ) -> String {
     let mut u = String::new();
     let _ = writeln!(
@@ -99,6 +101,10 @@ pub(crate) fn render(
         quote(&format!("XOQ_HOME={}", home.display()))
     );
     let _ = writeln!(u, "Environment=XOQ_LOG=info");
+    if let Some(env) = relay_env {
+        // XOQ_RELAY with its token: kept out of the unit, which every local user can read.
+        let _ = writeln!(u, "EnvironmentFile={}", quote(&env.display().to_string()));
+    }
     if let Some(pre) = pre {
         // Setting a CAN bit rate needs CAP_NET_ADMIN: only a system unit can; a user unit
         // runs on the interface as it is (`-`: a failure does not stop the server).
@@ -146,8 +152,13 @@ pub(crate) fn render(
     u
 }
 
-/// The unit of a planned service.
-pub(crate) fn render_planned(p: &Planned, home: &Path, scope: Scope) -> String {
+/// The unit of a planned service (`relay_env`: the file holding `XOQ_RELAY`, when it publishes).
+pub(crate) fn render_planned(
+    p: &Planned,
+    home: &Path,
+    scope: Scope,
+    relay_env: Option<&Path>,
+) -> String {
     render(
         &format!("xoq {} server: {} ({})", p.kind, p.name, p.device),
         p.pre.as_deref(),
@@ -156,6 +167,7 @@ pub(crate) fn render_planned(p: &Planned, home: &Path, scope: Scope) -> String {
         &p.device,
         home,
         scope,
+        relay_env.filter(|_| p.moq_path.is_some()),
     )
 }
 
@@ -235,6 +247,7 @@ mod tests {
             "x",
             Path::new("/h"),
             Scope::User,
+            None,
         );
         assert_eq!(exec_lines(&unit), vec![args]);
     }
