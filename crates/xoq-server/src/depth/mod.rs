@@ -444,6 +444,41 @@ struct CaptureSettings {
     overrides: Overrides,
 }
 
+/// Captures between two tries of deflate once it stopped helping (noisy depth): deflating a
+/// 1280x720 RVL stream costs several ms, so it is not paid on every frame for nothing.
+const DEFLATE_RETRY: u64 = 30;
+
+/// Whether to deflate this capture: as configured, except that after a capture where it did
+/// not shrink the RVL stream, only every [`DEFLATE_RETRY`]th capture tries again.
+#[derive(Debug, Default)]
+struct DeflateGate {
+    /// Captures since deflate last failed to help (`None`: it helped, or never tried).
+    since_useless: Option<u64>,
+}
+
+impl DeflateGate {
+    fn codec(&mut self, configured: DepthCodec) -> DepthCodec {
+        match (configured, self.since_useless.as_mut()) {
+            (DepthCodec::RvlDeflate, Some(n)) => {
+                *n += 1;
+                if *n >= DEFLATE_RETRY {
+                    DepthCodec::RvlDeflate
+                } else {
+                    DepthCodec::Rvl
+                }
+            }
+            (c, _) => c,
+        }
+    }
+
+    /// What the encoder sent when asked for `asked` (the blob's first byte).
+    fn sent(&mut self, asked: DepthCodec, sent: u8) {
+        if asked == DepthCodec::RvlDeflate {
+            self.since_useless = (sent != DepthCodec::RvlDeflate as u8).then_some(0);
+        }
+    }
+}
+
 fn capture_loop(
     mut source: Box<dyn DepthSource>,
     settings: CaptureSettings,
@@ -456,6 +491,7 @@ fn capture_loop(
         bitrate: None,
     });
     let mut errors = 0u32;
+    let mut gate = DeflateGate::default();
     let mut seq = 0u64;
     while !sh.stop.load(Ordering::Relaxed) {
         let request = sh.mode_request.lock().ok().and_then(|mut r| r.take());
@@ -496,7 +532,7 @@ fn capture_loop(
         seq += 1;
         sh.stats.captured.fetch_add(1, Ordering::Relaxed);
         if sh.latest.receiver_count() > 0 {
-            match encode(&cap, &settings, &mut jpeg, sh) {
+            match encode(&cap, &settings, &mut gate, &mut jpeg, sh) {
                 Ok((depth, color)) => {
                     sh.stats.encoded.fetch_add(1, Ordering::Relaxed);
                     sh.latest.send_replace(Some(Arc::new(EncodedCapture {
@@ -526,17 +562,14 @@ fn capture_loop(
 fn encode(
     cap: &xoq_device::depth::DepthCapture,
     settings: &CaptureSettings,
+    gate: &mut DeflateGate,
     jpeg: &mut Encoders,
     sh: &Shared,
 ) -> Result<(Bytes, Option<Bytes>), xoq_media::MediaError> {
     let started = Instant::now();
-    let depth = xoq_media::depth::encode(
-        settings.codec,
-        cap.width,
-        cap.height,
-        &cap.depth,
-        settings.level,
-    )?;
+    let codec = gate.codec(settings.codec);
+    let depth = xoq_media::depth::encode(codec, cap.width, cap.height, &cap.depth, settings.level)?;
+    gate.sent(codec, depth.first().copied().unwrap_or(0));
     let st = &sh.stats;
     st.depth_encode_us
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -554,4 +587,36 @@ fn encode(
         None
     };
     Ok((Bytes::from(depth), color))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deflate_is_retried_only_now_and_then_once_it_stopped_helping() {
+        let mut g = DeflateGate::default();
+        assert_eq!(g.codec(DepthCodec::RvlDeflate), DepthCodec::RvlDeflate);
+        g.sent(DepthCodec::RvlDeflate, DepthCodec::Rvl as u8);
+        let tried: Vec<DepthCodec> = (0..DEFLATE_RETRY * 2)
+            .map(|_| {
+                let c = g.codec(DepthCodec::RvlDeflate);
+                g.sent(c, DepthCodec::Rvl as u8);
+                c
+            })
+            .collect();
+        let retries = tried
+            .iter()
+            .filter(|&&c| c == DepthCodec::RvlDeflate)
+            .count();
+        assert_eq!(retries, 2, "{tried:?}");
+        // Once it helps again, every capture is deflated.
+        g.sent(DepthCodec::RvlDeflate, DepthCodec::RvlDeflate as u8);
+        assert_eq!(g.codec(DepthCodec::RvlDeflate), DepthCodec::RvlDeflate);
+        assert_eq!(
+            g.codec(DepthCodec::Rvl),
+            DepthCodec::Rvl,
+            "a fixed codec is kept"
+        );
+    }
 }
