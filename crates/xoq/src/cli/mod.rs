@@ -18,6 +18,7 @@ mod deploy;
 mod depth;
 mod machine;
 mod pty;
+mod record;
 mod relay;
 mod serial;
 mod setup_can;
@@ -76,6 +77,8 @@ pub enum Command {
     DepthServer(depth::DepthServerCmd),
     /// Watch a remote depth camera: frames, the distance at the centre, latency.
     DepthClient(depth::DepthClientCmd),
+    /// Record cameras and CAN buses to an MCAP file (Foxglove, Rerun), on the robot's clock.
+    Record(record::RecordCmd),
     /// Discover this robot's hardware and run it as systemd services (--dry-run first).
     Deploy(deploy::DeployCmd),
     /// Bring a SocketCAN interface up at a bit rate (what deployed CAN units run first).
@@ -176,6 +179,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::AudioClient(a) => audio::client(a).await,
         Command::DepthServer(a) => depth::server(a).await,
         Command::DepthClient(a) => depth::client(a).await,
+        Command::Record(a) => record::run(a).await,
         Command::Deploy(a) => deploy::run(a).await,
         Command::SetupCan(a) => setup_can::run(a),
         Command::MachineServer(a) => machine::server(a).await,
