@@ -31,6 +31,9 @@ pub struct DemoArgs {
     /// Address of the web pages (HTTP); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8480")]
     pub web: SocketAddr,
+    /// Record the demo's camera and OpenArm bus to this MCAP file until Ctrl-C.
+    #[arg(long, value_name = "FILE.mcap")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -226,8 +229,33 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
+    let recording = a.record.clone().map(|output| {
+        let cmd = super::record::RecordCmd {
+            sources: vec![
+                format!("camera:camera={cam_p2p}"),
+                format!("can:openarm={arm_moq}"),
+            ],
+            output,
+            duration: None,
+            key: None,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(super::record::run_until(cmd, async {
+            let _ = stop_rx.await;
+        }));
+        (stop_tx, task)
+    });
     println!("ready (Ctrl-C to stop)");
     common::shutdown_signal().await;
+    if let Some((stop, task)) = recording {
+        // Finish the file while the devices are still there.
+        let _ = stop.send(());
+        match task.await {
+            Ok(Err(e)) => println!("recording failed: {e:#}"),
+            Err(e) => println!("recording failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some((_, task)) = web {
         task.abort();
     }

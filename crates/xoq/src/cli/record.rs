@@ -218,6 +218,14 @@ async fn probe(address: &str) -> anyhow::Result<Kind> {
 }
 
 pub(super) async fn run(a: RecordCmd) -> anyhow::Result<()> {
+    run_until(a, common::shutdown_signal()).await
+}
+
+/// Record until `stop` resolves (or `--duration` passes, or every source ended).
+pub(super) async fn run_until(
+    a: RecordCmd,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut sources = a
         .sources
         .iter()
@@ -296,7 +304,6 @@ pub(super) async fn run(a: RecordCmd) -> anyhow::Result<()> {
     let mut dropped = 0u64;
     let mut live = sources.len();
     let mut progress = tokio::time::interval(Duration::from_secs(1));
-    let stop = common::shutdown_signal();
     tokio::pin!(stop);
     loop {
         let msg = tokio::select! {
