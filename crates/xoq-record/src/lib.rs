@@ -84,7 +84,10 @@ pub fn ns(us: u64) -> u64 {
 impl<W: Write + Seek> McapRecorder<W> {
     /// Start a recording on `w` (zstd chunks; `profile` empty: not a ROS bag).
     pub fn new(w: W) -> Result<Self, RecordError> {
+        // Chunks are built in memory and written whole when they close (no length patched in
+        // afterwards), so a killed recorder leaves a file that ends at a chunk boundary.
         let writer = mcap::WriteOptions::new()
+            .disable_seeking(true)
             .compression(Some(mcap::Compression::Zstd))
             .profile("")
             .library(format!("xoq-record {}", env!("CARGO_PKG_VERSION")))

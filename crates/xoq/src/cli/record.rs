@@ -236,6 +236,15 @@ pub(super) async fn run_until(
         if s.kind.is_none() {
             s.kind = Some(probe(&s.address).await?);
         }
+        if s.kind == Some(Kind::Can)
+            && !matches!(s.address.parse::<Address>(), Ok(Address::Moq { .. }))
+        {
+            anyhow::bail!(
+                "{}: record CAN through the relay (`<relay-url>/<path>`), where a subscriber is read-only; \
+                 a P2P session would count as a controller of the motors",
+                s.address
+            );
+        }
     }
     let file = std::fs::File::create(&a.output)
         .with_context(|| format!("cannot create {}", a.output.display()))?;
@@ -303,6 +312,13 @@ pub(super) async fn run_until(
         .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
     let mut dropped = 0u64;
     let mut live = sources.len();
+    let mut failures: Vec<String> = Vec::new();
+    // A terminal gets one line updated in place; a log gets a line per second.
+    let (lead, tail) = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ("\r", "   ")
+    } else {
+        ("", "\n")
+    };
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(stop);
     loop {
@@ -318,7 +334,7 @@ pub(super) async fn run_until(
             _ = progress.tick() => {
                 let (n, b) = rec.stats().values().fold((0, 0), |(n, b), s| (n + s.messages, b + s.bytes));
                 eprint!(
-                    "\r{:6.1} s  {} streams  {n} messages  {:.1} MB  dropped {dropped}   ",
+                    "{lead}{:6.1} s  {} streams  {n} messages  {:.1} MB  dropped {dropped}{tail}",
                     t0.elapsed().as_secs_f64(),
                     live,
                     b as f64 / 1e6
@@ -360,6 +376,9 @@ pub(super) async fn run_until(
             Msg::Ended(name, why) => {
                 live -= 1;
                 eprintln!("\n{name}: {why}");
+                if why != "stopped" {
+                    failures.push(format!("{name}: {why}"));
+                }
             }
         }
     }
@@ -380,6 +399,11 @@ pub(super) async fn run_until(
         "wrote {} ({:.1} s, {dropped} dropped)",
         a.output.display(),
         t0.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        failures.len() < sources.len(),
+        "every source failed: {}",
+        failures.join("; ")
     );
     Ok(())
 }
