@@ -318,3 +318,29 @@ async fn the_relay_broadcast_carries_lossless_depth_paired_with_the_video() {
     publish.abort();
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_captured_for_nobody_and_a_colour_viewer_alone_wakes_the_capture() {
+    let (server, router, addr) = serve_with(DepthServer::synthetic(320, 240).expect("scene")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        server.stats().captured.load(Ordering::Relaxed),
+        0,
+        "no viewer: the scene is not rendered"
+    );
+    // Only the colour camera is watched (no depth viewer): captures run for it.
+    let mut video =
+        xoq::camera::RemoteCamera::connect(&addr, xoq::camera::CameraOptions::new().offline(true))
+            .await
+            .expect("camera viewer");
+    for _ in 0..5 {
+        let (f, img) = video.next_rgb().await.expect("colour");
+        assert_eq!(
+            read_stamp(&img.data, 320, 240).map(|s| s.1),
+            Some(f.timestamp_us)
+        );
+    }
+    assert!(server.stats().captured.load(Ordering::Relaxed) >= 5);
+    video.close().await;
+    let _ = router.shutdown().await;
+}

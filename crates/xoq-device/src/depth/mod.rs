@@ -41,6 +41,12 @@ pub trait DepthSource: Send {
     fn info(&self) -> DepthInfo;
     /// Block until the next capture.
     fn capture(&mut self) -> Result<DepthCapture, DeviceError>;
+    /// Let the next capture go by unused (nobody is watching): the default captures and
+    /// drops it, so a real device keeps streaming fresh frames; a simulated one can skip
+    /// rendering.
+    fn skip(&mut self) -> Result<(), DeviceError> {
+        self.capture().map(|_| ())
+    }
     /// Switch to the mode closest to `req`; returns the mode now delivered.
     fn set_mode(&mut self, req: ModeRequest) -> Result<Mode, DeviceError>;
 }

@@ -201,6 +201,17 @@ impl SceneSource {
     fn period(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(1.0 / f64::from(self.fps))
     }
+
+    /// Wait for the next capture's turn.
+    fn pace(&mut self) {
+        let now = std::time::Instant::now();
+        let due = self.next.unwrap_or(now);
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        // Schedule from the due time (no drift), never into the past (no bursts).
+        self.next = Some((due + self.period()).max(std::time::Instant::now()));
+    }
 }
 
 /// Distance and surface of the still scene along the ray through normalised image point
@@ -284,14 +295,15 @@ impl DepthSource for SceneSource {
         }
     }
 
+    fn skip(&mut self) -> Result<(), DeviceError> {
+        // Keep the pace and the frame count, render nothing: the scene costs a core at 720p.
+        self.pace();
+        self.seq += 1;
+        Ok(())
+    }
+
     fn capture(&mut self) -> Result<DepthCapture, DeviceError> {
-        let now = std::time::Instant::now();
-        let due = self.next.unwrap_or(now);
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        // Schedule from the due time (no drift), never into the past (no bursts).
-        self.next = Some((due + self.period()).max(std::time::Instant::now()));
+        self.pace();
         let seq = self.seq;
         self.seq += 1;
         Ok(self.render(seq, now_us()))

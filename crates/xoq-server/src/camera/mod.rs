@@ -275,4 +275,10 @@ impl CameraServer {
     pub fn failure(&self) -> Option<String> {
         self.inner.shared.failed.borrow().clone()
     }
+
+    /// Whether anyone watches (P2P viewers or relay subscribers of any codec).
+    pub fn watched(&self) -> bool {
+        let sh = &self.inner.shared;
+        sh.h264.receiver_count() + sh.jpeg.receiver_count() > 0
+    }
 }

@@ -172,9 +172,10 @@ impl DepthServerBuilder {
             overrides,
         };
         let source = self.source;
+        let cam = camera.clone();
         std::thread::Builder::new()
             .name("xoq-depth".into())
-            .spawn(move || capture_loop(source, settings, color_tx, &sh))
+            .spawn(move || capture_loop(source, settings, color_tx, &cam, &sh))
             .map_err(|e| ServerError::Config(format!("cannot start the depth capture: {e}")))?;
         Ok(DepthServer {
             inner: Arc::new(Inner { shared, camera }),
@@ -420,10 +421,20 @@ impl CameraSource for TeeSource {
     }
 
     fn capture(&mut self) -> Result<RawFrame, DeviceError> {
-        // Wake now and then so the camera thread notices its own stop flag.
-        self.frames
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|e| DeviceError::Config(format!("the depth capture stopped: {e}")))
+        // No colour while nobody watches is not an error: wait as long as the depth capture
+        // runs (it ends this channel when it stops).
+        loop {
+            match self.frames.recv_timeout(Duration::from_secs(1)) {
+                Ok(f) => return Ok(f),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if self.shared.strong_count() > 0 => {}
+                Err(e) => {
+                    return Err(DeviceError::Config(format!(
+                        "the depth capture stopped: {e}"
+                    )));
+                }
+            }
+        }
     }
 
     fn set_mode(&mut self, req: ModeRequest) -> Result<Mode, DeviceError> {
@@ -483,6 +494,7 @@ fn capture_loop(
     mut source: Box<dyn DepthSource>,
     settings: CaptureSettings,
     color_tx: SyncSender<RawFrame>,
+    camera: &CameraServer,
     sh: &Shared,
 ) {
     let mut jpeg = Encoders::new(EncodeSettings {
@@ -507,6 +519,16 @@ fn capture_loop(
                 }
                 Err(e) => tracing::warn!("mode change refused: {e}"),
             }
+        }
+        if sh.latest.receiver_count() == 0 && !camera.watched() {
+            // Nobody watches depth or colour: let the capture go by (a simulated camera
+            // renders nothing), keeping the pace and the frame numbers.
+            if let Err(e) = source.skip() {
+                tracing::debug!("idle capture failed: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seq += 1;
+            continue;
         }
         let cap = match source.capture() {
             Ok(c) => {
