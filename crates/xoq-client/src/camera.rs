@@ -437,14 +437,7 @@ impl RemoteCamera {
     /// Close the connection.
     pub async fn close(self) {
         match self.link {
-            Link::P2p { mut guard, .. } => {
-                if let Some(conn) = guard.conn.take() {
-                    conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
-                }
-                if let Some(ep) = guard.endpoint.take() {
-                    ep.close().await;
-                }
-            }
+            Link::P2p { mut guard, .. } => guard.close().await,
             Link::Relay {
                 session, watcher, ..
             } => {

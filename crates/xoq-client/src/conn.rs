@@ -160,6 +160,19 @@ pub(crate) struct ConnGuard {
 }
 
 #[cfg(feature = "camera")]
+impl ConnGuard {
+    /// Close the connection with a goodbye and wait for the endpoint to close.
+    pub(crate) async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.close(p2p::CLOSE_NORMAL.into(), b"bye");
+        }
+        if let Some(ep) = self.endpoint.take() {
+            ep.close().await;
+        }
+    }
+}
+
+#[cfg(feature = "camera")]
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {

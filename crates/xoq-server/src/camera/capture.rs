@@ -42,6 +42,8 @@ pub(super) fn capture_loop(
                 errors = 0;
                 f
             }
+            // Stopping: a source that ends with the server is not a camera error.
+            Err(_) if sh.stop.load(Ordering::Relaxed) => return,
             Err(e) => {
                 sh.stats.errors.fetch_add(1, Ordering::Relaxed);
                 errors += 1;

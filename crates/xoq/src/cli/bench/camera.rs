@@ -19,7 +19,7 @@ use xoq_transport::moq::MoqSession;
 use xoq_transport::p2p::EndpointBuilder;
 use xoq_wire::camera::Codec;
 
-use super::common::{cpu_seconds, parse_size, peak_rss_mib};
+use super::common::{cpu_seconds, parse_size, peak_rss_mib, python_field};
 
 const SCRIPT: &str = include_str!("camera.py");
 
@@ -40,11 +40,7 @@ async fn python_client(python: &str, addr: &str, seconds: f64) -> anyhow::Result
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |k: &str| {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok())
-            .ok_or_else(|| anyhow::anyhow!("no {k} in the python client's output: {text}"))
-    };
+    let field = |k: &str| python_field(&text, k);
     Ok(Run {
         p50_ms: field("p50_ms")?,
         p95_ms: field("p95_ms")?,

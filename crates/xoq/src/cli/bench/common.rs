@@ -199,3 +199,10 @@ pub(super) fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
         .ok_or_else(|| anyhow::anyhow!("size {s:?}: use WIDTHxHEIGHT, e.g. 1280x720"))?;
     Ok((w.trim().parse()?, h.trim().parse()?))
 }
+
+/// A figure a Python bench client printed as `key=value`.
+pub(super) fn python_field(text: &str, k: &str) -> anyhow::Result<f64> {
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {k} in the python client's output: {text}"))
+}

@@ -19,7 +19,7 @@ use xoq_media::depth::{self, DepthCodec};
 use xoq_server::depth::DepthServer;
 use xoq_transport::p2p::EndpointBuilder;
 
-use super::common::{cpu_seconds, parse_size, print_process_figures};
+use super::common::{cpu_seconds, parse_size, print_process_figures, python_field};
 
 const SCRIPT: &str = include_str!("depth.py");
 
@@ -126,13 +126,6 @@ struct StreamRow {
     fps: f64,
     cores: f64,
     coded_mbit: f64,
-}
-
-/// Figures a Python client printed (`key=value` pairs).
-fn python_field(text: &str, k: &str) -> anyhow::Result<f64> {
-    text.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<f64>().ok())
-        .ok_or_else(|| anyhow::anyhow!("no {k} in the python client's output: {text}"))
 }
 
 /// Run the LeRobot-style xoq.realsense loop on `addr`; (p50 ms, p95 ms, fps, cores).
