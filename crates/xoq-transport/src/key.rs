@@ -65,17 +65,31 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, TransportError> {
                 let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
             }
             let key = SecretKey::generate();
-            // create_new + mode: the file is never visible with wider permissions, and a
-            // concurrent creator cannot be overwritten.
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    writeln!(f, "{}", hex::encode(key.to_bytes())).map_err(err)?;
-                    f.sync_all().map_err(err)?;
+            // Written whole under a private name (create_new + mode: never visible with wider
+            // permissions), then linked into place: a concurrent reader sees no file or the
+            // whole key, never an empty one, and a concurrent creator cannot be overwritten.
+            let tmp = path.with_extension(format!(
+                "key.{}.{:x}.tmp",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            let written = (|| {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                writeln!(f, "{}", hex::encode(key.to_bytes()))?;
+                f.sync_all()
+            })();
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(err(e));
+            }
+            let linked = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
                     tracing::info!(path = %path.display(), "created a new endpoint key");
                     Ok(key)
                 }
@@ -119,6 +133,35 @@ mod tests {
         let b = load_or_create(&path).expect("load");
         assert_eq!(a.public(), b.public());
         assert_eq!(fs::read_to_string(&path).expect("read").trim().len(), 64);
+    }
+
+    #[test]
+    fn concurrent_creators_and_readers_all_get_the_one_key() {
+        // Tests in one process open clients at once and all create the user's key: none may
+        // read it half-written.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("client.key");
+            let ids: Vec<_> = (0..8)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || load_or_create(&p).map(|k| k.public()))
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .expect("thread")
+                        .expect("a key, not a half-written file")
+                })
+                .collect();
+            assert!(ids.windows(2).all(|w| w[0] == w[1]), "one key for all");
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .flatten()
+                .collect();
+            assert_eq!(left.len(), 1, "no temporary file left behind");
+        }
     }
 
     #[test]
