@@ -165,7 +165,7 @@ for _ in $(seq 100); do grep -q '^ready' "$DEPTH_OUT/banner" && break; sleep 0.1
 DEPTH_ADDR="$(grep -m1 '^address: .*@' "$DEPTH_OUT/banner" | cut -d' ' -f2)"
 "$XOQ" depth-client "$DEPTH_ADDR" --frames 10 | tee "$DEPTH_OUT/frames"
 kill "$DEPTH_PID"
-grep -Eq 'centre (0\.99|1\.00)[0-9] m' "$DEPTH_OUT/frames"
+grep -Eq 'centre (0\.98|0\.99|1\.00|1\.01)[0-9] m' "$DEPTH_OUT/frames"  # 1 m ± the scene's 14 mm at 320 wide
 rm -rf "$DEPTH_OUT"
 
 log "benchmark smoke run (figures printed, never pass/fail on timing)"

@@ -78,10 +78,11 @@ async fn a_hundred_frames_arrive_bit_exact_with_their_colour_picture() {
         }
         last = Some(set.seq);
     }
-    // The board at the principal point is 1 m away (± the scene's noise).
+    // The board at the principal point is 1 m away, within the scene's stereo error at this
+    // width: (0.1 px + half a 1/32 px) over f·B = 14 mm at 320 pixels.
     let set = cam.next().await.expect("frame");
     let centre = set.depth.data[120 * 320 + 160];
-    assert!((f32::from(centre) * info.scale - 1.0).abs() < 0.01);
+    assert!((f32::from(centre) * info.scale - 1.0).abs() < 0.015);
     let st = server.stats();
     assert!(st.depth_coded_bytes.load(Ordering::Relaxed) > 0);
     assert!(

@@ -4,12 +4,15 @@
 //! The camera sits [`CAMERA_HEIGHT_M`] above a floor, looking level at a wall
 //! [`WALL_M`] away. A board faces it at [`TARGET_M`], covering the centre of the picture
 //! (the pixel at the principal point sees it), and a ball swings left and right behind the
-//! board. Like a stereo camera, the depth picture has a band of invalid (0) pixels on the
-//! left, scattered dropouts, and noise that grows with the square of the distance (about
-//! ±2 mm at 1 m). The colour picture is rendered from the same viewpoint (so it is aligned
-//! with depth: same size, same intrinsics) and carries the test pattern's stamp; the depth
-//! picture carries the frame number and capture time in its first 12 pixels (inside the
-//! invalid band), so both pictures of a capture can be matched and timed.
+//! board. Like a stereo camera (a D435-like 50 mm baseline), the depth picture has a band of
+//! invalid (0) pixels on the left, scattered dropouts, and error made where a stereo camera
+//! makes it: in the disparity, part shared by an 8×8-pixel matching window and part per pixel
+//! (±0.05 px each, new every frame), then quantised to 1/32-pixel subpixel steps, so depth steps and noise grow with
+//! the square of the distance (at 640 pixels wide: within 7 mm at the board, 6 cm at the wall). The colour picture is
+//! rendered from the same viewpoint with the same field of view (aligned with depth; at its
+//! own size when one is given) and carries the test pattern's stamp; the depth picture
+//! carries the frame number and capture time in its first 12 pixels (inside the invalid
+//! band), so both pictures of a capture can be matched and timed.
 
 use super::{DepthCapture, DepthInfo, DepthSource, Distortion, Intrinsics};
 use crate::DeviceError;
@@ -34,6 +37,16 @@ const BALL_PERIOD: u64 = 120;
 /// The board: x from -0.15 to 0.15 m, y from -0.25 to 0.05 m (y points down).
 const BOARD: [f32; 4] = [-0.15, 0.15, -0.25, 0.05];
 const STAMP_WORDS: usize = 12;
+/// Stereo baseline, metres (a D435's).
+const BASELINE_M: f32 = 0.05;
+/// Subpixel steps per pixel of disparity.
+const SUBPIXEL: f32 = 32.0;
+/// Largest disparity error shared by a matching window, pixels (uniform, new every frame).
+const WINDOW_ERROR_PX: f32 = 0.05;
+/// Largest disparity error of each pixel on top, pixels (uniform).
+const PIXEL_ERROR_PX: f32 = 0.05;
+/// Side of the matching window the error is shared over, pixels.
+const WINDOW: usize = 8;
 const MAGIC: u64 = 0x786F_715F_6470_7431; // "xoq_dpt1"
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,6 +56,9 @@ enum Surface {
     Board,
     Ball,
 }
+
+/// The colour picture's own size and its still scene.
+type ColorView = (u32, u32, Vec<(f32, u8)>);
 
 /// The synthetic depth camera at one size and rate (see the module docs).
 #[derive(Debug)]
@@ -54,6 +70,8 @@ pub struct SceneSource {
     next: Option<std::time::Instant>,
     /// The still part of the scene for this size: distance (m) and surface per pixel.
     still: Vec<(f32, u8)>,
+    /// A colour size of its own (`None`: the depth size), and its still scene.
+    color: Option<ColorView>,
 }
 
 fn check(seq: u64, ts: u64) -> u64 {
@@ -90,9 +108,32 @@ impl SceneSource {
             seq: 0,
             next: None,
             still: Vec::new(),
+            color: None,
         };
         s.resize(width, height, fps)?;
         Ok(s)
+    }
+
+    /// Render the colour picture at `width × height` instead of the depth size (same
+    /// viewpoint and field of view: a D4xx's 848×480 depth with 1280×720 colour).
+    pub fn with_color_size(mut self, width: u32, height: u32) -> Result<Self, DeviceError> {
+        if width > 1920 || height > 1080 {
+            return Err(DeviceError::Config(format!(
+                "synthetic colour size {width}x{height}: at most 1920x1080"
+            )));
+        }
+        TestPattern::new(width, height)?;
+        let k = Intrinsics::pinhole(width, height, HFOV_DEG);
+        self.color = Some((width, height, still_scene(width, height, &k)));
+        Ok(self)
+    }
+
+    /// Intrinsics of the colour picture.
+    pub fn color_intrinsics(&self) -> Intrinsics {
+        match &self.color {
+            Some((w, h, _)) => Intrinsics::pinhole(*w, *h, HFOV_DEG),
+            None => self.intrinsics(),
+        }
     }
 
     fn resize(&mut self, width: u32, height: u32, fps: u32) -> Result<(), DeviceError> {
@@ -112,14 +153,7 @@ impl SceneSource {
         self.height = height;
         self.fps = fps;
         let k = self.intrinsics();
-        self.still = (0..width * height)
-            .map(|i| {
-                let (u, v) = ((i % width) as f32 + 0.5, (i / width) as f32 + 0.5);
-                let (x, y) = ((u - k.ppx) / k.fx, (v - k.ppy) / k.fy);
-                still_point(x, y)
-            })
-            .map(|(z, s)| (z, s as u8))
-            .collect();
+        self.still = still_scene(width, height, &k);
         Ok(())
     }
 
@@ -134,45 +168,24 @@ impl SceneSource {
         let k = self.intrinsics();
         let phase = (seq % BALL_PERIOD) as f32 / BALL_PERIOD as f32 * std::f32::consts::TAU;
         let ball = [BALL_SWING * phase.sin(), -0.1, BALL_Z];
-        let mut scene: Vec<(f32, u8)> = self.still.clone();
-        // The ball, over its bounding box only.
-        let near = ball[2] - BALL_R;
-        let span = |c: f32, f: f32, p: f32| {
-            let a = p + f * (c - 1.5 * BALL_R) / near;
-            let b = p + f * (c + 1.5 * BALL_R) / near;
-            (a.max(0.0) as usize, (b.max(0.0) as usize))
-        };
-        let (u0, u1) = span(ball[0], k.fx, k.ppx);
-        let (v0, v1) = span(ball[1], k.fy, k.ppy);
-        for v in v0.min(h)..(v1 + 1).min(h) {
-            for u in u0.min(w)..(u1 + 1).min(w) {
-                let (x, y) = (
-                    (u as f32 + 0.5 - k.ppx) / k.fx,
-                    (v as f32 + 0.5 - k.ppy) / k.fy,
-                );
-                if let Some(z) = ball_hit(x, y, ball) {
-                    let px = &mut scene[v * w + u];
-                    if z < px.0 {
-                        *px = (z, Surface::Ball as u8);
-                    }
-                }
-            }
-        }
+        let scene = with_ball(&self.still, w, h, &k, ball);
         let band = w / 32;
+        let fb = k.fx * BASELINE_M;
         let mut depth = vec![0u16; w * h];
-        let mut rgb = vec![0u8; w * h * 3];
-        for (i, &(z, s)) in scene.iter().enumerate() {
-            let u = i % w;
-            let noise = hash(seq, i as u64);
-            let px = &mut rgb[i * 3..i * 3 + 3];
-            px.copy_from_slice(&shade(s, u, z, ball, &k));
-            if u < band || noise.is_multiple_of(200) || !z.is_finite() {
+        for (i, &(z, _)) in scene.iter().enumerate() {
+            let (u, v) = (i % w, i / w);
+            if u < band || hash(seq, i as u64).is_multiple_of(200) || !z.is_finite() {
                 continue;
             }
-            // Stereo-like error: ± 2 mm × z², uniform.
-            let err = ((noise >> 8) % 2001) as f32 / 1000.0 - 1.0;
-            let mm = z * 1000.0 + err * 2.0 * z * z;
-            depth[i] = mm.round().clamp(1.0, 65535.0) as u16;
+            // The disparity a stereo matcher finds: the window's error, then subpixel steps.
+            let unit = |x: u64| (x % 2001) as f32 / 1000.0 - 1.0;
+            let window = ((v / WINDOW) as u64) << 32 | (u / WINDOW) as u64;
+            let err = unit(hash(seq ^ 0x5eed, window)) * WINDOW_ERROR_PX
+                + unit(hash(seq, i as u64) >> 8) * PIXEL_ERROR_PX;
+            let d = ((fb / z + err) * SUBPIXEL).round() / SUBPIXEL;
+            if d > 0.0 {
+                depth[i] = (fb / d * 1000.0).round().clamp(1.0, 65535.0) as u16;
+            }
         }
         let words = [seq, timestamp_us, check(seq, timestamp_us)];
         for (n, word) in words.iter().enumerate() {
@@ -180,7 +193,17 @@ impl SceneSource {
                 depth[n * 4 + j] = (word >> (48 - 16 * j)) as u16;
             }
         }
-        if let Ok(p) = TestPattern::new(self.width, self.height) {
+        let (cw, ch, rgb) = match &self.color {
+            None => (self.width, self.height, paint(&scene, w, &k, ball)),
+            Some((cw, ch, still)) => {
+                let kc = Intrinsics::pinhole(*cw, *ch, HFOV_DEG);
+                let (cwu, chu) = (*cw as usize, *ch as usize);
+                let scene = with_ball(still, cwu, chu, &kc, ball);
+                (*cw, *ch, paint(&scene, cwu, &kc, ball))
+            }
+        };
+        let mut rgb = rgb;
+        if let Ok(p) = TestPattern::new(cw, ch) {
             p.stamp(&mut rgb, seq, timestamp_us);
         }
         DepthCapture {
@@ -190,8 +213,8 @@ impl SceneSource {
             depth,
             color: RawFrame {
                 format: PixelFormat::Rgb24,
-                width: self.width,
-                height: self.height,
+                width: cw,
+                height: ch,
                 timestamp_us,
                 data: rgb,
             },
@@ -212,6 +235,61 @@ impl SceneSource {
         // Schedule from the due time (no drift), never into the past (no bursts).
         self.next = Some((due + self.period()).max(std::time::Instant::now()));
     }
+}
+
+/// The still scene seen through `k` at `width × height`: distance (m) and surface per pixel.
+fn still_scene(width: u32, height: u32, k: &Intrinsics) -> Vec<(f32, u8)> {
+    (0..width * height)
+        .map(|i| {
+            let (u, v) = ((i % width) as f32 + 0.5, (i / width) as f32 + 0.5);
+            let (x, y) = ((u - k.ppx) / k.fx, (v - k.ppy) / k.fy);
+            still_point(x, y)
+        })
+        .map(|(z, s)| (z, s as u8))
+        .collect()
+}
+
+/// `still` with the ball at `ball` drawn in (over its bounding box only).
+fn with_ball(
+    still: &[(f32, u8)],
+    w: usize,
+    h: usize,
+    k: &Intrinsics,
+    ball: [f32; 3],
+) -> Vec<(f32, u8)> {
+    let mut scene = still.to_vec();
+    let near = ball[2] - BALL_R;
+    let span = |c: f32, f: f32, p: f32| {
+        let a = p + f * (c - 1.5 * BALL_R) / near;
+        let b = p + f * (c + 1.5 * BALL_R) / near;
+        (a.max(0.0) as usize, (b.max(0.0) as usize))
+    };
+    let (u0, u1) = span(ball[0], k.fx, k.ppx);
+    let (v0, v1) = span(ball[1], k.fy, k.ppy);
+    for v in v0.min(h)..(v1 + 1).min(h) {
+        for u in u0.min(w)..(u1 + 1).min(w) {
+            let (x, y) = (
+                (u as f32 + 0.5 - k.ppx) / k.fx,
+                (v as f32 + 0.5 - k.ppy) / k.fy,
+            );
+            if let Some(z) = ball_hit(x, y, ball) {
+                let px = &mut scene[v * w + u];
+                if z < px.0 {
+                    *px = (z, Surface::Ball as u8);
+                }
+            }
+        }
+    }
+    scene
+}
+
+/// The colour picture of `scene` (`w` pixels wide), packed RGB.
+fn paint(scene: &[(f32, u8)], w: usize, k: &Intrinsics, ball: [f32; 3]) -> Vec<u8> {
+    let mut rgb = vec![0u8; scene.len() * 3];
+    for (i, &(z, s)) in scene.iter().enumerate() {
+        rgb[i * 3..i * 3 + 3].copy_from_slice(&shade(s, i % w, z, ball, k));
+    }
+    rgb
 }
 
 /// Distance and surface of the still scene along the ray through normalised image point
@@ -273,10 +351,14 @@ fn shade(s: u8, u: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
 
 impl DepthSource for SceneSource {
     fn mode(&self) -> Mode {
+        let (width, height) = self
+            .color
+            .as_ref()
+            .map_or((self.width, self.height), |c| (c.0, c.1));
         Mode {
             format: PixelFormat::Rgb24,
-            width: self.width,
-            height: self.height,
+            width,
+            height,
             fps: self.fps,
         }
     }
@@ -288,7 +370,7 @@ impl DepthSource for SceneSource {
             depth: k,
             color: Intrinsics {
                 model: Distortion::None,
-                ..k
+                ..self.color_intrinsics()
             },
             name: "xoq synthetic depth".into(),
             serial: "sim-depth".into(),
@@ -367,6 +449,31 @@ mod tests {
         };
         assert!(ball(&a) < 50 && ball(&b) > 500, "{} {}", ball(&a), ball(&b));
         assert_ne!(a.depth[12..], b.depth[12..]);
+    }
+
+    #[test]
+    fn colour_can_have_its_own_size_from_the_same_viewpoint() {
+        let s = SceneSource::new(848, 480, 30)
+            .expect("scene")
+            .with_color_size(1280, 720)
+            .expect("colour size");
+        let c = s.render(5, 77);
+        assert_eq!((c.width, c.height, c.depth.len()), (848, 480, 848 * 480));
+        assert_eq!((c.color.width, c.color.height), (1280, 720));
+        assert_eq!(read_stamp(&c.color.data, 1280, 720), Some((5, 77)));
+        assert_eq!(read_depth_stamp(&c.depth), Some((5, 77)));
+        let i = s.info();
+        assert_eq!((i.depth.width, i.color.width), (848, 1280));
+        assert_eq!(s.mode().width, 1280, "the mode is the colour picture's");
+        // Same field of view: the principal points see the same board.
+        let board = c.depth[240 * 848 + 424];
+        assert!((990..=1010).contains(&board), "{board} mm");
+        assert!(
+            SceneSource::new(640, 480, 30)
+                .expect("s")
+                .with_color_size(4000, 10)
+                .is_err()
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let depth = super::depth::start(&super::depth::DepthServerCmd {
         device: "sim:depth".into(),
         color: None,
+        color_size: None,
         width: Some(640),
         height: Some(480),
         fps: Some(30),

@@ -23,6 +23,10 @@ pub struct DepthServerCmd {
     /// device that offers pictures).
     #[arg(long, value_name = "DEVICE")]
     pub color: Option<String>,
+    /// sim:depth only: colour picture size (WIDTHxHEIGHT; default: the depth size), as a
+    /// D4xx's 848x480 depth with 1280x720 colour.
+    #[arg(long, value_name = "WxH")]
+    pub color_size: Option<String>,
     /// Picture width (depth and colour).
     #[arg(long)]
     pub width: Option<u32>,
@@ -50,11 +54,23 @@ pub struct DepthServerCmd {
 
 fn open_source(a: &DepthServerCmd) -> anyhow::Result<Box<dyn DepthSource>> {
     match a.device.as_str() {
-        "sim:depth" | "sim" | "test" => Ok(Box::new(SceneSource::new(
-            a.width.unwrap_or(640),
-            a.height.unwrap_or(480),
-            a.fps.unwrap_or(30),
-        )?)),
+        "sim:depth" | "sim" | "test" => {
+            let mut s = SceneSource::new(
+                a.width.unwrap_or(640),
+                a.height.unwrap_or(480),
+                a.fps.unwrap_or(30),
+            )?;
+            if let Some(size) = &a.color_size {
+                let (w, h) = size
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
+                    .with_context(|| {
+                        format!("--color-size {size:?}: use WIDTHxHEIGHT, e.g. 1280x720")
+                    })?;
+                s = s.with_color_size(w, h)?;
+            }
+            Ok(Box::new(s))
+        }
         #[cfg(target_os = "linux")]
         node => {
             let req = xoq_device::camera::ModeRequest {

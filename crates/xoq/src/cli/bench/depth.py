@@ -8,11 +8,12 @@ import time
 import numpy as np
 import xoq.realsense as rs
 
-addr, seconds, w, h = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+addr, seconds = sys.argv[1], float(sys.argv[2])
+w, h, cw, ch = (int(v) for v in sys.argv[3:7])
 pipe, cfg = rs.pipeline(), rs.config()
 cfg.enable_device(addr)
 cfg.enable_stream(rs.stream.depth, w, h, rs.format.z16, 30)
-cfg.enable_stream(rs.stream.color, w, h, rs.format.rgb8, 30)
+cfg.enable_stream(rs.stream.color, cw, ch, rs.format.rgb8, 30)
 pipe.start(cfg)
 for _ in range(5):  # warm up
     pipe.wait_for_frames()
@@ -24,7 +25,7 @@ while time.time() - t0 < seconds:
     assert ok
     depth = np.asanyarray(fs.get_depth_frame().get_data())
     color = np.asanyarray(fs.get_color_frame().get_data())
-    assert depth.dtype == np.uint16 and color.shape == (h, w, 3)
+    assert depth.dtype == np.uint16 and depth.shape == (h, w) and color.shape == (ch, cw, 3)
     lat.append(time.time() * 1e3 - fs.get_timestamp())
 wall = time.time() - t0
 ru1 = resource.getrusage(resource.RUSAGE_SELF)

@@ -133,8 +133,8 @@ async fn python_row(
     python: &str,
     addr: &str,
     seconds: f64,
-    w: u32,
-    h: u32,
+    (w, h): (u32, u32),
+    (cw, ch): (u32, u32),
 ) -> anyhow::Result<(f64, f64, f64, f64)> {
     let out = tokio::process::Command::new(python)
         .args([
@@ -144,6 +144,8 @@ async fn python_row(
             &seconds.to_string(),
             &w.to_string(),
             &h.to_string(),
+            &cw.to_string(),
+            &ch.to_string(),
         ])
         .env("XOQ_OFFLINE", "1")
         .output()
@@ -167,15 +169,17 @@ async fn python_row(
 }
 
 async fn stream_row(
-    w: u32,
-    h: u32,
+    (w, h): (u32, u32),
+    color: Option<(u32, u32)>,
     fps: u32,
     seconds: f64,
     python: Option<&str>,
 ) -> anyhow::Result<(StreamRow, Option<(f64, f64, f64, f64)>)> {
-    let server = DepthServer::builder(Box::new(SceneSource::new(w, h, fps)?))
-        .start()
-        .await?;
+    let mut scene = SceneSource::new(w, h, fps)?;
+    if let Some((cw, ch)) = color {
+        scene = scene.with_color_size(cw, ch)?;
+    }
+    let server = DepthServer::builder(Box::new(scene)).start().await?;
     let ep = EndpointBuilder::new()
         .offline(true)
         .alpns(server.alpns())
@@ -201,7 +205,7 @@ async fn stream_row(
     let coded = server.stats().depth_coded_bytes.load(Relaxed) - coded0;
     cam.close().await;
     let py = match python {
-        Some(p) => Some(python_row(p, &addr, seconds, w, h).await?),
+        Some(p) => Some(python_row(p, &addr, seconds, (w, h), color.unwrap_or((w, h))).await?),
         None => None,
     };
     let _ = router.shutdown().await;
@@ -222,10 +226,12 @@ async fn stream_row(
 
 pub(super) async fn run(
     sizes: &str,
+    color: Option<&str>,
     fps: u32,
     seconds: f64,
     python: Option<&str>,
 ) -> anyhow::Result<()> {
+    let color = color.map(parse_size).transpose()?;
     let sizes: Vec<(u32, u32)> = sizes
         .split(',')
         .map(parse_size)
@@ -259,6 +265,9 @@ pub(super) async fn run(
         "stream rows: P2P on loopback at {fps} fps, {seconds} s each; latency = capture -> depth and colour decoded in the client"
     );
     println!("CPU = server (capture, RVL+deflate, JPEG) + client (decode) in one process");
+    if let Some((cw, ch)) = color {
+        println!("colour {cw}x{ch} with every depth size");
+    }
     println!();
     println!(
         "{:<10} {:>8} {:>8} {:>7} {:>6} {:>11} {:>11}",
@@ -266,7 +275,7 @@ pub(super) async fn run(
     );
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     for &(w, h) in &sizes {
-        let (r, py) = stream_row(w, h, fps, seconds, python).await?;
+        let (r, py) = stream_row((w, h), color, fps, seconds, python).await?;
         let raw_mbit = f64::from(w * h * 2 * fps) * 8.0 / 1e6;
         println!(
             "{:<10} {:>8.1} {:>8.1} {:>7.1} {:>6.2} {:>11.1} {:>11.1}",

@@ -100,6 +100,9 @@ pub enum BenchWhat {
         /// Seconds measured per stream row.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Colour size for every row (default: the depth size), e.g. 1280x720.
+        #[arg(long)]
+        color_size: Option<String>,
         /// Also measure the LeRobot-style `xoq.realsense` loop through this interpreter (xoq
         /// and numpy installed).
         #[arg(long)]
@@ -171,10 +174,20 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         } => camera::run(&sizes, fps, seconds, !no_relay, python.as_deref()).await,
         BenchWhat::Depth {
             sizes,
+            color_size,
             fps,
             seconds,
             python,
-        } => depth::run(&sizes, fps, seconds, python.as_deref()).await,
+        } => {
+            depth::run(
+                &sizes,
+                color_size.as_deref(),
+                fps,
+                seconds,
+                python.as_deref(),
+            )
+            .await
+        }
         BenchWhat::Audio {
             seconds,
             streams,
