@@ -4,9 +4,9 @@
 //! Codec rows run on the same pictures of the synthetic scene (rendered before timing): our
 //! RVL + deflate and RVL alone, against zstd alone and PNG-16 (what ROS's
 //! `compressed_depth_image_transport` sends by default), each checked bit-exact after
-//! decoding, and against raw Z16 (the bandwidth without coding). The scene is smoother than
-//! a real stereo camera's depth, so its ratios are upper bounds (real RVL ratios are about
-//! 4-5:1 per the literature); the timings and the ranking are what carry over.
+//! decoding, and against raw Z16 (the bandwidth without coding). The scene's error is a
+//! stereo camera's (see `xoq_device::depth::scene`), but a real camera's texture, holes and
+//! noise differ: ratios are for this scene, timings and the ranking are what carry over.
 //!
 //! Stream rows: a depth server and a client in this process; the client decodes every capture
 //! (depth and its JPEG colour picture) and notes `now - capture` (same clock).
@@ -237,7 +237,7 @@ pub(super) async fn run(
         .map(parse_size)
         .collect::<anyhow::Result<_>>()?;
     println!(
-        "xoq bench depth: synthetic scene (smoother than real stereo depth: ratios are upper bounds)"
+        "xoq bench depth: synthetic scene with stereo-like error (ratios depend on a real camera's noise)"
     );
     println!("codec rows: {FRAMES} pictures, bit-exact round trip checked; ratio against raw Z16");
     println!();
