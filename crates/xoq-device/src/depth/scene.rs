@@ -164,6 +164,13 @@ impl SceneSource {
 
     /// Render capture `seq` taken at `timestamp_us`.
     pub fn render(&self, seq: u64, timestamp_us: u64) -> DepthCapture {
+        let mut cap = self.render_unstamped(seq);
+        stamp(&mut cap, seq, timestamp_us);
+        cap
+    }
+
+    /// Capture `seq` without its stamps (and with timestamp 0).
+    fn render_unstamped(&self, seq: u64) -> DepthCapture {
         let (w, h) = (self.width as usize, self.height as usize);
         let k = self.intrinsics();
         let phase = (seq % BALL_PERIOD) as f32 / BALL_PERIOD as f32 * std::f32::consts::TAU;
@@ -187,12 +194,6 @@ impl SceneSource {
                 depth[i] = (fb / d * 1000.0).round().clamp(1.0, 65535.0) as u16;
             }
         }
-        let words = [seq, timestamp_us, check(seq, timestamp_us)];
-        for (n, word) in words.iter().enumerate() {
-            for j in 0..4 {
-                depth[n * 4 + j] = (word >> (48 - 16 * j)) as u16;
-            }
-        }
         let (cw, ch, rgb) = match &self.color {
             None => (self.width, self.height, paint(&scene, w, &k, ball)),
             Some((cw, ch, still)) => {
@@ -202,12 +203,8 @@ impl SceneSource {
                 (*cw, *ch, paint(&scene, cwu, &kc, ball))
             }
         };
-        let mut rgb = rgb;
-        if let Ok(p) = TestPattern::new(cw, ch) {
-            p.stamp(&mut rgb, seq, timestamp_us);
-        }
         DepthCapture {
-            timestamp_us,
+            timestamp_us: 0,
             width: self.width,
             height: self.height,
             depth,
@@ -215,7 +212,7 @@ impl SceneSource {
                 format: PixelFormat::Rgb24,
                 width: cw,
                 height: ch,
-                timestamp_us,
+                timestamp_us: 0,
                 data: rgb,
             },
         }
@@ -235,6 +232,23 @@ impl SceneSource {
         // Schedule from the due time (no drift), never into the past (no bursts).
         self.next = Some((due + self.period()).max(std::time::Instant::now()));
     }
+}
+
+/// Write capture `seq`'s frame number and capture time into both pictures and the capture.
+fn stamp(cap: &mut DepthCapture, seq: u64, timestamp_us: u64) {
+    let words = [seq, timestamp_us, check(seq, timestamp_us)];
+    for (n, word) in words.iter().enumerate() {
+        for j in 0..4 {
+            if let Some(px) = cap.depth.get_mut(n * 4 + j) {
+                *px = (word >> (48 - 16 * j)) as u16;
+            }
+        }
+    }
+    if let Ok(p) = TestPattern::new(cap.color.width, cap.color.height) {
+        p.stamp(&mut cap.color.data, seq, timestamp_us);
+    }
+    cap.timestamp_us = timestamp_us;
+    cap.color.timestamp_us = timestamp_us;
 }
 
 /// The still scene seen through `k` at `width × height`: distance (m) and surface per pixel.
@@ -388,7 +402,11 @@ impl DepthSource for SceneSource {
         self.pace();
         let seq = self.seq;
         self.seq += 1;
-        Ok(self.render(seq, now_us()))
+        // Stamped when the pictures exist, as a camera stamps a frame when it is read out:
+        // rendering the scene is the simulated sensor, not part of what is measured.
+        let mut cap = self.render_unstamped(seq);
+        stamp(&mut cap, seq, now_us());
+        Ok(cap)
     }
 
     fn set_mode(&mut self, req: ModeRequest) -> Result<Mode, DeviceError> {
