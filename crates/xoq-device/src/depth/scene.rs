@@ -54,11 +54,73 @@ enum Surface {
     Floor,
     Wall,
     Board,
-    Ball,
 }
 
-/// The colour picture's own size and its still scene.
-type ColorView = (u32, u32, Vec<(f32, u8)>);
+/// What a picture of the scene looks like without the ball, at one size: distance (m) and
+/// surface per pixel, and the colour picture (the still parts do not change; only the ball's
+/// pixels are drawn per capture).
+#[derive(Debug)]
+struct View {
+    width: u32,
+    height: u32,
+    k: Intrinsics,
+    still: Vec<(f32, u8)>,
+    still_rgb: Vec<u8>,
+}
+
+impl View {
+    fn new(width: u32, height: u32) -> View {
+        let k = Intrinsics::pinhole(width, height, HFOV_DEG);
+        let still = still_scene(width, height, &k);
+        let still_rgb = paint(&still, width as usize, &k);
+        View {
+            width,
+            height,
+            k,
+            still,
+            still_rgb,
+        }
+    }
+
+    /// The pixels where the ball at `ball` is in front of the still scene: (index, z).
+    fn ball_pixels(&self, ball: [f32; 3]) -> Vec<(usize, f32)> {
+        let (w, h, k) = (self.width as usize, self.height as usize, &self.k);
+        let near = ball[2] - BALL_R;
+        let span = |c: f32, f: f32, p: f32| {
+            let a = p + f * (c - 1.5 * BALL_R) / near;
+            let b = p + f * (c + 1.5 * BALL_R) / near;
+            (a.max(0.0) as usize, (b.max(0.0) as usize))
+        };
+        let (u0, u1) = span(ball[0], k.fx, k.ppx);
+        let (v0, v1) = span(ball[1], k.fy, k.ppy);
+        let mut out = Vec::new();
+        for v in v0.min(h)..(v1 + 1).min(h) {
+            for u in u0.min(w)..(u1 + 1).min(w) {
+                let (x, y) = (
+                    (u as f32 + 0.5 - k.ppx) / k.fx,
+                    (v as f32 + 0.5 - k.ppy) / k.fy,
+                );
+                let i = v * w + u;
+                if let Some(z) = ball_hit(x, y, ball)
+                    && z < self.still[i].0
+                {
+                    out.push((i, z));
+                }
+            }
+        }
+        out
+    }
+
+    /// The colour picture with the ball drawn in.
+    fn color(&self, ball: [f32; 3], pixels: &[(usize, f32)]) -> Vec<u8> {
+        let mut rgb = self.still_rgb.clone();
+        let w = self.width as usize;
+        for &(i, z) in pixels {
+            rgb[i * 3..i * 3 + 3].copy_from_slice(&shade_ball(i % w, z, ball, &self.k));
+        }
+        rgb
+    }
+}
 
 /// The synthetic depth camera at one size and rate (see the module docs).
 #[derive(Debug)]
@@ -68,10 +130,10 @@ pub struct SceneSource {
     fps: u32,
     seq: u64,
     next: Option<std::time::Instant>,
-    /// The still part of the scene for this size: distance (m) and surface per pixel.
-    still: Vec<(f32, u8)>,
-    /// A colour size of its own (`None`: the depth size), and its still scene.
-    color: Option<ColorView>,
+    /// The depth picture's view.
+    view: View,
+    /// The colour picture's own view (`None`: the depth view).
+    color: Option<View>,
 }
 
 fn check(seq: u64, ts: u64) -> u64 {
@@ -107,7 +169,7 @@ impl SceneSource {
             fps: 1,
             seq: 0,
             next: None,
-            still: Vec::new(),
+            view: View::new(128, 32),
             color: None,
         };
         s.resize(width, height, fps)?;
@@ -123,17 +185,15 @@ impl SceneSource {
             )));
         }
         TestPattern::new(width, height)?;
-        let k = Intrinsics::pinhole(width, height, HFOV_DEG);
-        self.color = Some((width, height, still_scene(width, height, &k)));
+        self.color = Some(View::new(width, height));
         Ok(self)
     }
 
     /// Intrinsics of the colour picture.
     pub fn color_intrinsics(&self) -> Intrinsics {
-        match &self.color {
-            Some((w, h, _)) => Intrinsics::pinhole(*w, *h, HFOV_DEG),
-            None => self.intrinsics(),
-        }
+        self.color
+            .as_ref()
+            .map_or_else(|| self.intrinsics(), |c| c.k)
     }
 
     fn resize(&mut self, width: u32, height: u32, fps: u32) -> Result<(), DeviceError> {
@@ -152,8 +212,7 @@ impl SceneSource {
         self.width = width;
         self.height = height;
         self.fps = fps;
-        let k = self.intrinsics();
-        self.still = still_scene(width, height, &k);
+        self.view = View::new(width, height);
         Ok(())
     }
 
@@ -172,36 +231,40 @@ impl SceneSource {
     /// Capture `seq` without its stamps (and with timestamp 0).
     fn render_unstamped(&self, seq: u64) -> DepthCapture {
         let (w, h) = (self.width as usize, self.height as usize);
-        let k = self.intrinsics();
+        let k = self.view.k;
         let phase = (seq % BALL_PERIOD) as f32 / BALL_PERIOD as f32 * std::f32::consts::TAU;
         let ball = [BALL_SWING * phase.sin(), -0.1, BALL_Z];
-        let scene = with_ball(&self.still, w, h, &k, ball);
+        let ball_px = self.view.ball_pixels(ball);
         let band = w / 32;
         let fb = k.fx * BASELINE_M;
-        let mut depth = vec![0u16; w * h];
-        for (i, &(z, _)) in scene.iter().enumerate() {
+        let unit = |x: u64| (x % 2001) as f32 / 1000.0 - 1.0;
+        // What the stereo matcher reports at pixel i for a surface z metres away: the
+        // window's error plus the pixel's, then subpixel steps; 0 for the invalid band,
+        // dropouts and nothing in range.
+        let measure = |i: usize, z: f32| -> u16 {
             let (u, v) = (i % w, i / w);
             if u < band || hash(seq, i as u64).is_multiple_of(200) || !z.is_finite() {
-                continue;
+                return 0;
             }
-            // The disparity a stereo matcher finds: the window's error, then subpixel steps.
-            let unit = |x: u64| (x % 2001) as f32 / 1000.0 - 1.0;
             let window = ((v / WINDOW) as u64) << 32 | (u / WINDOW) as u64;
             let err = unit(hash(seq ^ 0x5eed, window)) * WINDOW_ERROR_PX
                 + unit(hash(seq, i as u64) >> 8) * PIXEL_ERROR_PX;
             let d = ((fb / z + err) * SUBPIXEL).round() / SUBPIXEL;
             if d > 0.0 {
-                depth[i] = (fb / d * 1000.0).round().clamp(1.0, 65535.0) as u16;
+                (fb / d * 1000.0).round().clamp(1.0, 65535.0) as u16
+            } else {
+                0
             }
+        };
+        let mut depth: Vec<u16> = (0..w * h)
+            .map(|i| measure(i, self.view.still[i].0))
+            .collect();
+        for &(i, z) in &ball_px {
+            depth[i] = measure(i, z);
         }
         let (cw, ch, rgb) = match &self.color {
-            None => (self.width, self.height, paint(&scene, w, &k, ball)),
-            Some((cw, ch, still)) => {
-                let kc = Intrinsics::pinhole(*cw, *ch, HFOV_DEG);
-                let (cwu, chu) = (*cw as usize, *ch as usize);
-                let scene = with_ball(still, cwu, chu, &kc, ball);
-                (*cw, *ch, paint(&scene, cwu, &kc, ball))
-            }
+            None => (self.width, self.height, self.view.color(ball, &ball_px)),
+            Some(c) => (c.width, c.height, c.color(ball, &c.ball_pixels(ball))),
         };
         DepthCapture {
             timestamp_us: 0,
@@ -263,45 +326,11 @@ fn still_scene(width: u32, height: u32, k: &Intrinsics) -> Vec<(f32, u8)> {
         .collect()
 }
 
-/// `still` with the ball at `ball` drawn in (over its bounding box only).
-fn with_ball(
-    still: &[(f32, u8)],
-    w: usize,
-    h: usize,
-    k: &Intrinsics,
-    ball: [f32; 3],
-) -> Vec<(f32, u8)> {
-    let mut scene = still.to_vec();
-    let near = ball[2] - BALL_R;
-    let span = |c: f32, f: f32, p: f32| {
-        let a = p + f * (c - 1.5 * BALL_R) / near;
-        let b = p + f * (c + 1.5 * BALL_R) / near;
-        (a.max(0.0) as usize, (b.max(0.0) as usize))
-    };
-    let (u0, u1) = span(ball[0], k.fx, k.ppx);
-    let (v0, v1) = span(ball[1], k.fy, k.ppy);
-    for v in v0.min(h)..(v1 + 1).min(h) {
-        for u in u0.min(w)..(u1 + 1).min(w) {
-            let (x, y) = (
-                (u as f32 + 0.5 - k.ppx) / k.fx,
-                (v as f32 + 0.5 - k.ppy) / k.fy,
-            );
-            if let Some(z) = ball_hit(x, y, ball) {
-                let px = &mut scene[v * w + u];
-                if z < px.0 {
-                    *px = (z, Surface::Ball as u8);
-                }
-            }
-        }
-    }
-    scene
-}
-
-/// The colour picture of `scene` (`w` pixels wide), packed RGB.
-fn paint(scene: &[(f32, u8)], w: usize, k: &Intrinsics, ball: [f32; 3]) -> Vec<u8> {
+/// The colour picture of the still `scene` (`w` pixels wide), packed RGB.
+fn paint(scene: &[(f32, u8)], w: usize, k: &Intrinsics) -> Vec<u8> {
     let mut rgb = vec![0u8; scene.len() * 3];
     for (i, &(z, s)) in scene.iter().enumerate() {
-        rgb[i * 3..i * 3 + 3].copy_from_slice(&shade(s, i % w, z, ball, k));
+        rgb[i * 3..i * 3 + 3].copy_from_slice(&shade(s, i % w, z, k));
     }
     rgb
 }
@@ -333,11 +362,10 @@ fn ball_hit(x: f32, y: f32, c: [f32; 3]) -> Option<f32> {
     (disc >= 0.0).then(|| (-b - disc.sqrt()) / (2.0 * a))
 }
 
-/// Colour of a surface point: a checkered floor, a striped wall, an orange board and a
-/// shaded blue ball, dimmed with distance.
-fn shade(s: u8, u: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
+/// Colour of a still surface point: a checkered floor, a striped wall and an orange board,
+/// dimmed with distance.
+fn shade(s: u8, u: usize, z: f32, k: &Intrinsics) -> [u8; 3] {
     let x = (u as f32 + 0.5 - k.ppx) / k.fx * z;
-    let dim = |c: [f32; 3], f: f32| c.map(|c| (c * f).clamp(0.0, 255.0) as u8);
     let fade = 1.2 - z / (2.0 * WALL_M);
     match s {
         s if s == Surface::Floor as u8 => {
@@ -346,12 +374,6 @@ fn shade(s: u8, u: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
             dim([g, g, g], fade)
         }
         s if s == Surface::Board as u8 => [235, 120, 30],
-        s if s == Surface::Ball as u8 => {
-            // Lambert from the camera: brighter where the surface faces it.
-            let dx = (x - ball[0]) / BALL_R;
-            let facing = (1.0 - dx * dx).max(0.0).sqrt();
-            dim([40.0, 90.0, 230.0], 0.4 + 0.6 * facing)
-        }
         _ => {
             let stripe = if (x / 0.5).floor() as i64 & 1 == 0 {
                 1.0
@@ -363,12 +385,24 @@ fn shade(s: u8, u: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
     }
 }
 
+/// Colour of the ball: blue, lit from the camera (brighter where it faces it).
+fn shade_ball(u: usize, z: f32, ball: [f32; 3], k: &Intrinsics) -> [u8; 3] {
+    let x = (u as f32 + 0.5 - k.ppx) / k.fx * z;
+    let dx = (x - ball[0]) / BALL_R;
+    let facing = (1.0 - dx * dx).max(0.0).sqrt();
+    dim([40.0, 90.0, 230.0], 0.4 + 0.6 * facing)
+}
+
+fn dim(c: [f32; 3], f: f32) -> [u8; 3] {
+    c.map(|c| (c * f).clamp(0.0, 255.0) as u8)
+}
+
 impl DepthSource for SceneSource {
     fn mode(&self) -> Mode {
         let (width, height) = self
             .color
             .as_ref()
-            .map_or((self.width, self.height), |c| (c.0, c.1));
+            .map_or((self.width, self.height), |c| (c.width, c.height));
         Mode {
             format: PixelFormat::Rgb24,
             width,
