@@ -174,6 +174,7 @@ cargo run --quiet --bin xoq -- bench can --count 300 --frames 5000 --seconds 0.5
 cargo run --quiet --bin xoq -- bench python --count 300 --python "$VENV/bin/python"
 cargo run --quiet --bin xoq -- bench camera --sizes 320x240 --seconds 0.5
 cargo run --quiet --bin xoq -- bench audio --seconds 1
+cargo run --quiet --bin xoq -- bench record --seconds 3 --hz 200
 cargo run --quiet --bin xoq -- bench depth --sizes 320x240 --seconds 0.5 --python "$VENV/bin/python"
 cargo run --quiet --bin xoq -- bench connect --count 10 --python "$VENV/bin/python"
 # Impaired links run in a private network namespace (root); about a minute together.

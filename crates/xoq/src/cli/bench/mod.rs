@@ -15,6 +15,7 @@ mod connect;
 mod depth;
 mod link;
 mod python;
+mod record;
 mod serial;
 
 /// `xoq bench`.
@@ -108,6 +109,16 @@ pub enum BenchWhat {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Recording: the recorder's CPU, MB/min and dropped messages for a 720p30 camera and two
+    /// OpenArm buses driven at 1 kHz.
+    Record {
+        /// Seconds recorded.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Commands per second on each bus (each answered by a feedback frame).
+        #[arg(long, default_value_t = 1000)]
+        hz: u32,
+    },
     /// Python package (pyserial, python-can) latency vs the Rust client, same servers.
     Python {
         /// Round trips per measurement.
@@ -188,6 +199,7 @@ pub(crate) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             )
             .await
         }
+        BenchWhat::Record { seconds, hz } => record::run(seconds, hz).await,
         BenchWhat::Audio {
             seconds,
             streams,
