@@ -14,7 +14,7 @@
 //! carries the frame number and capture time in its first 12 pixels (inside the invalid
 //! band), so both pictures of a capture can be matched and timed.
 
-use super::{DepthCapture, DepthInfo, DepthSource, Distortion, Intrinsics};
+use super::{DepthCapture, DepthInfo, DepthSource, Intrinsics};
 use crate::DeviceError;
 use crate::camera::{Mode, ModeRequest, PixelFormat, RawFrame, TestPattern, now_us};
 
@@ -163,17 +163,16 @@ fn hash(a: u64, b: u64) -> u64 {
 impl SceneSource {
     /// The scene at `width × height` (even, 128×32 to 1920×1080) and `fps` (1–120).
     pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, DeviceError> {
-        let mut s = Self {
-            width: 0,
-            height: 0,
-            fps: 1,
+        check_mode(width, height, fps)?;
+        Ok(Self {
+            width,
+            height,
+            fps,
             seq: 0,
             next: None,
-            view: View::new(128, 32),
+            view: View::new(width, height),
             color: None,
-        };
-        s.resize(width, height, fps)?;
-        Ok(s)
+        })
     }
 
     /// Render the colour picture at `width × height` instead of the depth size (same
@@ -197,18 +196,7 @@ impl SceneSource {
     }
 
     fn resize(&mut self, width: u32, height: u32, fps: u32) -> Result<(), DeviceError> {
-        if width > 1920 || height > 1080 {
-            return Err(DeviceError::Config(format!(
-                "synthetic depth size {width}x{height}: at most 1920x1080"
-            )));
-        }
-        // The colour picture carries the test pattern's stamp: same size rules.
-        TestPattern::new(width, height)?;
-        if !(1..=120).contains(&fps) {
-            return Err(DeviceError::Config(format!(
-                "synthetic depth rate {fps} fps: use 1 to 120"
-            )));
-        }
+        check_mode(width, height, fps)?;
         self.width = width;
         self.height = height;
         self.fps = fps;
@@ -295,6 +283,23 @@ impl SceneSource {
         // Schedule from the due time (no drift), never into the past (no bursts).
         self.next = Some((due + self.period()).max(std::time::Instant::now()));
     }
+}
+
+/// Refuse a size or rate the scene cannot render (before anything is built or changed).
+fn check_mode(width: u32, height: u32, fps: u32) -> Result<(), DeviceError> {
+    if width > 1920 || height > 1080 {
+        return Err(DeviceError::Config(format!(
+            "synthetic depth size {width}x{height}: at most 1920x1080"
+        )));
+    }
+    // The colour picture carries the test pattern's stamp: same size rules.
+    TestPattern::new(width, height)?;
+    if !(1..=120).contains(&fps) {
+        return Err(DeviceError::Config(format!(
+            "synthetic depth rate {fps} fps: use 1 to 120"
+        )));
+    }
+    Ok(())
 }
 
 /// Write capture `seq`'s frame number and capture time into both pictures and the capture.
@@ -416,10 +421,7 @@ impl DepthSource for SceneSource {
         DepthInfo {
             scale: SCALE,
             depth: k,
-            color: Intrinsics {
-                model: Distortion::None,
-                ..self.color_intrinsics()
-            },
+            color: self.color_intrinsics(),
             name: "xoq synthetic depth".into(),
             serial: "sim-depth".into(),
         }
@@ -447,8 +449,7 @@ impl DepthSource for SceneSource {
         let w = req.width.unwrap_or(self.width) & !1;
         let h = req.height.unwrap_or(self.height) & !1;
         let fps = req.fps.unwrap_or(self.fps);
-        // Check before touching anything: a refused request changes nothing.
-        SceneSource::new(w, h, fps)?;
+        // resize checks before it changes anything: a refused request changes nothing.
         self.resize(w, h, fps)?;
         Ok(self.mode())
     }

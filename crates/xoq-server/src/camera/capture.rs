@@ -13,7 +13,7 @@ use super::encode::{EncodeSettings, Encoders};
 use super::{IDR_MIN_INTERVAL, Shared};
 
 /// Consecutive capture errors after which the server stops (the camera is gone).
-const MAX_CAPTURE_ERRORS: u32 = 50;
+pub(crate) const MAX_CAPTURE_ERRORS: u32 = 50;
 
 /// Capture and encode until the server is dropped or the camera fails for good.
 pub(super) fn capture_loop(

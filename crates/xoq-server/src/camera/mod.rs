@@ -21,7 +21,7 @@
 //! `encode` (the encoders), `capture` (the capture thread), `p2p` (P2P viewers) and
 //! `publish` (relay broadcasts).
 
-mod capture;
+pub(crate) mod capture;
 pub(crate) mod encode;
 mod p2p;
 mod publish;

@@ -32,14 +32,12 @@ use xoq_media::depth::DepthCodec;
 use xoq_wire::camera::Codec;
 
 use crate::ServerError;
+use crate::camera::capture::MAX_CAPTURE_ERRORS;
 use crate::camera::encode::{EncodeSettings, Encoders};
 use crate::camera::{CameraServer, CameraServerBuilder};
 
 pub use p2p::DepthProtocol;
 pub use publish::DEPTH_MIME;
-
-/// Consecutive capture errors after which the server stops (the camera is gone).
-const MAX_CAPTURE_ERRORS: u32 = 50;
 
 /// Configures and starts a [`DepthServer`].
 #[must_use]

@@ -345,3 +345,13 @@ pub(super) fn shown(address: &str) -> String {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "<invalid address>".into())
 }
+
+/// A picture size written `WIDTHxHEIGHT` (`1280x720`).
+pub(super) fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let bad = || anyhow::anyhow!("size {s:?}: use WIDTHxHEIGHT, e.g. 1280x720");
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    Ok((
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    ))
+}

@@ -61,12 +61,7 @@ fn open_source(a: &DepthServerCmd) -> anyhow::Result<Box<dyn DepthSource>> {
                 a.fps.unwrap_or(30),
             )?;
             if let Some(size) = &a.color_size {
-                let (w, h) = size
-                    .split_once('x')
-                    .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
-                    .with_context(|| {
-                        format!("--color-size {size:?}: use WIDTHxHEIGHT, e.g. 1280x720")
-                    })?;
+                let (w, h) = common::parse_size(size).context("--color-size")?;
                 s = s.with_color_size(w, h)?;
             }
             Ok(Box::new(s))

@@ -265,9 +265,7 @@ pub(super) async fn run_until(
                     "camera"
                 },
                 // Never a relay token in the file.
-                s.address
-                    .split_once('?')
-                    .map_or(s.address.as_str(), |(h, _)| h)
+                common::shown(&s.address)
             )
         })
         .collect();

@@ -192,13 +192,7 @@ pub(super) async fn reply_rtt(bus: &RemoteCanBus, count: usize) -> anyhow::Resul
     Ok(summarize(v))
 }
 
-/// `WIDTHxHEIGHT`.
-pub(super) fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
-    let (w, h) = s
-        .split_once('x')
-        .ok_or_else(|| anyhow::anyhow!("size {s:?}: use WIDTHxHEIGHT, e.g. 1280x720"))?;
-    Ok((w.trim().parse()?, h.trim().parse()?))
-}
+pub(super) use crate::cli::common::parse_size;
 
 /// A figure a Python bench client printed as `key=value`.
 pub(super) fn python_field(text: &str, k: &str) -> anyhow::Result<f64> {

@@ -326,6 +326,7 @@ pub(super) async fn run(a: DeployCmd) -> anyhow::Result<()> {
     }
     install(
         &a,
+        &config,
         scope,
         &dir,
         &home,
@@ -339,6 +340,7 @@ pub(super) async fn run(a: DeployCmd) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn install(
     a: &DeployCmd,
+    config: &RobotConfig,
     scope: Scope,
     dir: &Path,
     home: &Path,
@@ -382,11 +384,7 @@ fn install(
         .public()
         .to_string();
     let machine_unit = "xoq-machine.service".to_string();
-    let allow = match &a.config {
-        Some(p) => RobotConfig::read(p)?.allow,
-        None => Vec::new(),
-    };
-    let exec = plan::machine_exec(inputs, machine_key, &allow);
+    let exec = plan::machine_exec(inputs, machine_key, &config.allow);
     let unit = units::render(
         "xoq machine service (answers `xoq ls`)",
         None,
@@ -398,7 +396,13 @@ fn install(
         None,
     );
     std::fs::write(dir.join(&machine_unit), unit)?;
-    let name = RobotConfigName::get(a)?;
+    // The machine's name: the config's, else the host name.
+    let name = config.name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "robot".into())
+    });
     let file = MachineFile {
         machine_addresses: addresses(&machine_id, a.bind_ip, a.port_base),
         machine_id,
@@ -485,30 +489,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The machine's name: the config's, else the host name.
-struct RobotConfigName;
-
-impl RobotConfigName {
-    fn get(a: &DeployCmd) -> anyhow::Result<String> {
-        if let Some(p) = &a.config
-            && let Some(n) = RobotConfig::read(p)?.name
-        {
-            return Ok(n);
-        }
-        Ok(nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "robot".into()))
-    }
-}
-
 fn status(manifest_path: &Path, no_systemctl: bool) -> anyhow::Result<()> {
     let file = MachineFile::read(manifest_path)?;
-    let scope = if file.scope == "user" {
-        Scope::User
-    } else {
-        Scope::System
-    };
+    let scope = Scope::from_name(&file.scope);
     println!(
         "machine {} ({}), {} units in {}",
         file.machine_id,
@@ -562,11 +545,7 @@ fn status(manifest_path: &Path, no_systemctl: bool) -> anyhow::Result<()> {
 
 fn uninstall(manifest_path: &Path, no_systemctl: bool) -> anyhow::Result<()> {
     let file = MachineFile::read(manifest_path)?;
-    let scope = if file.scope == "user" {
-        Scope::User
-    } else {
-        Scope::System
-    };
+    let scope = Scope::from_name(&file.scope);
     let units = file.units();
     if !no_systemctl {
         let mut args = vec!["disable", "--now"];

@@ -22,6 +22,15 @@ pub(crate) enum Scope {
 }
 
 impl Scope {
+    /// The scope `machine.json` names (`user`, else system).
+    pub(crate) fn from_name(name: &str) -> Scope {
+        if name == "user" {
+            Scope::User
+        } else {
+            Scope::System
+        }
+    }
+
     /// `system` or `user`.
     pub(crate) fn name(self) -> &'static str {
         match self {
