@@ -23,6 +23,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
 # The deploy tests check generated units with systemd-analyze (no running systemd needed).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The recorder's fragmented MP4 files are checked with ffprobe, as users would.
+command -v ffprobe >/dev/null || missing+=(ffmpeg)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

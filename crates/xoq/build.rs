@@ -28,11 +28,13 @@ fn main() {
     walk(&web, &web, &mut files);
     let mut code = String::from("/// Embedded web files: (path relative to `web/`, contents).\n");
     code.push_str("pub(crate) static FILES: &[(&str, &[u8])] = &[\n");
-    for (rel, path) in files {
+    // Paths relative to the manifest directory, not absolute: two clones sharing one build
+    // cache (CI's fresh clone beside a work tree) reuse this output, which must then name
+    // the files of the clone being compiled.
+    for (rel, _) in files {
         let _ = writeln!(
             code,
-            "    ({rel:?}, include_bytes!({:?})),",
-            path.display().to_string()
+            "    ({rel:?}, include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/web/\", {rel:?}))),"
         );
     }
     code.push_str("];\n");

@@ -18,7 +18,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod damiao;
+pub mod lerobot;
+pub mod mp4;
+pub mod read;
 pub mod ros2;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::io::{Seek, Write};

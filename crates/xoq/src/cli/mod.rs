@@ -16,6 +16,7 @@ mod common;
 mod demo;
 mod deploy;
 mod depth;
+mod export;
 mod machine;
 mod pty;
 mod record;
@@ -79,6 +80,8 @@ pub enum Command {
     DepthClient(depth::DepthClientCmd),
     /// Record cameras and CAN buses to an MCAP file (Foxglove, Rerun), on the robot's clock.
     Record(record::RecordCmd),
+    /// Turn a recording into a training dataset (LeRobot v3.0).
+    Export(export::ExportCmd),
     /// Discover this robot's hardware and run it as systemd services (--dry-run first).
     Deploy(deploy::DeployCmd),
     /// Bring a SocketCAN interface up at a bit rate (what deployed CAN units run first).
@@ -180,6 +183,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::DepthServer(a) => depth::server(a).await,
         Command::DepthClient(a) => depth::client(a).await,
         Command::Record(a) => record::run(a).await,
+        Command::Export(a) => export::run(a).await,
         Command::Deploy(a) => deploy::run(a).await,
         Command::SetupCan(a) => setup_can::run(a),
         Command::MachineServer(a) => machine::server(a).await,

@@ -3,7 +3,9 @@
 //! this process; `xoq record` runs as a child process for the given time. Reported: the
 //! recorder's CPU (its own process, from the kernel's accounting of reaped children), MB per
 //! minute, messages per second per kind, and dropped messages (what the recorder counted).
-//! Not measured: the camera/joint skew of an exported dataset (no export yet).
+//! Then the recording is exported as a LeRobot dataset at 30 fps (`xoq export lerobot`'s
+//! code, in process): the export's time, and the skew between each row's camera frame and
+//! the joint samples paired with it (target: at most half a frame).
 
 use std::time::{Duration, Instant};
 
@@ -134,7 +136,25 @@ pub(super) async fn run(seconds: f64, hz: u32) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&child.stdout);
     anyhow::ensure!(child.status.success(), "the recorder failed: {text}");
     let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let exported = tokio::task::spawn_blocking({
+        let (out, ds) = (out.clone(), dir.join("dataset"));
+        move || -> anyhow::Result<(xoq_record::lerobot::ExportSummary, f64)> {
+            let t = Instant::now();
+            let rec = xoq_record::read::Recording::read(&std::fs::read(&out)?)?;
+            let opts = xoq_record::lerobot::ExportOptions {
+                fps: 30,
+                state: Vec::new(),
+                action: Vec::new(),
+                task: "bench".into(),
+                robot_type: None,
+            };
+            let s = xoq_record::lerobot::export(&rec, &opts, &ds)?;
+            Ok((s, t.elapsed().as_secs_f64()))
+        }
+    })
+    .await?;
     let _ = std::fs::remove_dir_all(&dir);
+    let (summary, export_s) = exported?;
     println!("{}", text.trim_end());
     let dropped = text
         .lines()
@@ -151,6 +171,21 @@ pub(super) async fn run(seconds: f64, hz: u32) -> anyhow::Result<()> {
         "recorder: {:.2} cores ({cpu:.2} s CPU over {wall:.1} s), {:.1} MB/min, {dropped} dropped; {sent} commands sent",
         cpu / wall,
         bytes as f64 / 1e6 / (seconds / 60.0)
+    );
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let c = &summary.camera_to_state;
+    println!(
+        "export (LeRobot v3.0, 30 fps): {} rows in {export_s:.1} s ({}); camera frame vs paired joint sample: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} pairs (half a frame: 16.67 ms)",
+        summary.frames,
+        if summary.cameras.iter().any(|c| c.reencoded) {
+            "video re-encoded"
+        } else {
+            "video copied"
+        },
+        ms(c.p50_ns),
+        ms(c.p99_ns),
+        ms(c.max_ns),
+        c.pairs
     );
     Ok(())
 }

@@ -1,0 +1,203 @@
+"""`xoq export lerobot`: a recording of real servers on loopback becomes a LeRobot v3.0
+dataset that passes the validator in `lerobot_v3.py` (what LeRobot 0.4.x checks and relies
+on, without torch), with camera frames and joint samples paired on the robot clock.
+
+The scene is scripted with a known event: the test-pattern camera writes its capture time
+into every picture, and python-can steps joint1's commanded position at a known moment. The
+export must show the step in the row whose grid time is nearest it, next to the camera frame
+captured within one frame of it, and every video frame in the MP4 must be the very picture
+the row's `capture_ns` column names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import xoq_bin
+
+can = pytest.importorskip("can")
+av = pytest.importorskip("av")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("mcap")
+
+import lerobot_v3  # noqa: E402
+from test_record import (  # noqa: E402
+    MOTORS, S, WIDTH, HEIGHT, encode_mit, read_complete, stamp, warm_up,
+)
+
+FPS = 30
+STEP = 0.5  # rad: joint1's commanded step
+
+
+def drive(bus: can.BusABC, seconds: float, step_after: float) -> None:
+    """MIT commands to all eight motors every 5 ms for `seconds`; joint1's target steps from
+    0 to STEP after `step_after` seconds."""
+    for cmd_id, _, _, _ in MOTORS:
+        bus.send(can.Message(arbitration_id=cmd_id, data=bytes([0xFF] * 7 + [0xFC]),
+                             is_extended_id=False))
+    t0 = time.monotonic()
+    nxt = t0
+    while (now := time.monotonic()) < t0 + seconds:
+        target = STEP if now - t0 >= step_after else 0.0
+        for cmd_id, _, limits, _ in MOTORS:
+            p = target if cmd_id == 1 else 0.0
+            bus.send(can.Message(arbitration_id=cmd_id, data=encode_mit(limits, p, 0.0, 30.0, 1.0, 0.0),
+                                 is_extended_id=False))
+        while bus.recv(timeout=0) is not None:
+            pass
+        nxt += 0.005
+        time.sleep(max(0.0, nxt - time.monotonic()))
+
+
+def export(rec: pathlib.Path, out: pathlib.Path, *args: str) -> str:
+    p = subprocess.run([xoq_bin(), "export", "lerobot", str(rec), "-o", str(out), *args],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"export failed:\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def decoded_stamps(mp4: pathlib.Path) -> list[tuple[float, int]]:
+    """(presentation time s, capture µs written in the picture) of every frame."""
+    out = []
+    with av.open(str(mp4)) as c:
+        for f in c.decode(video=0):
+            st = stamp(f.to_ndarray(format="rgb24"))
+            assert st is not None, f"frame at {f.time} s: the capture stamp does not read back"
+            out.append((float(f.time), st[1]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A recording of the pattern camera (P2P) and an OpenArm driven by python-can (relay):
+    (MCAP path, joint1's step capture time in ns, the recording's messages)."""
+    from conftest import Server  # noqa: PLC0415
+    from test_record import Recorder  # noqa: PLC0415
+
+    home = tmp_path_factory.mktemp("home")
+    tmp = tmp_path_factory.mktemp("scene")
+    servers: list[Server] = []
+    rec = None
+    try:
+        def start(*args: str) -> Server:
+            servers.append(Server(list(args), home))
+            return servers[-1]
+
+        relay = start("relay", "--listen", "127.0.0.1:0").values("url")[0]
+        cam = start("camera-server", "sim:pattern", "--width", str(WIDTH), "--height",
+                    str(HEIGHT), "--fps", str(FPS))
+        arm = start("fake-can-server", "--relay", relay, "--moq", "anon/arm")
+        rec = Recorder(home, tmp / "scene.mcap", f"camera:cam={cam.address}",
+                       f"can:arm={arm.moq_address()}", "--duration", "14")
+        with can.Bus(interface="xoq", channel=arm.address) as bus:
+            warm_up(bus, rec, "/arm/frames")
+            drive(bus, seconds=6.0, step_after=3.0)
+        assert rec.wait(timeout=60) == 0, rec.output()
+        msgs, _, _ = read_complete(rec.out)
+        steps = [m.log_time for m in msgs if m.topic == "/arm/joint_commands"
+                 and m.obj.name == ["joint1"] and m.obj.position[0] > STEP / 2]
+        assert steps, "joint1's step is in the recording"
+        yield rec.out, min(steps), msgs
+    finally:
+        if rec is not None:
+            rec.kill()
+        for s in servers:
+            s.kill()
+
+
+def rows_of(ds: pathlib.Path) -> dict:
+    t = pq.read_table(ds / "data/chunk-000/file-000.parquet")
+    return {name: t.column(name).to_pylist() for name in t.column_names}
+
+
+def test_export_passes_lerobot_checks_and_lines_up_a_known_event(scene, tmp_path):
+    mcap, step_ns, msgs = scene
+    ds = tmp_path / "ds"
+    out = export(mcap, ds, "--fps", str(FPS), "--task", "step joint1")
+    summary = lerobot_v3.validate(ds)
+    info = json.loads((ds / "meta/info.json").read_text())
+    assert summary["fps"] == FPS and summary["episodes"] == 1
+    assert info["features"]["observation.state"]["names"][0] == "arm.joint1"
+    assert len(info["features"]["observation.state"]["names"]) == 8
+    assert len(info["features"]["action"]["names"]) == 8
+    assert "copied unchanged" in out, out  # a 30 fps camera on a 30 fps grid is not re-encoded
+    tasks = pq.read_table(ds / "meta/tasks.parquet").to_pandas()
+    assert list(tasks.index) == ["step joint1"]
+
+    rows = rows_of(ds)
+    n = len(rows["index"])
+    assert n >= 5 * FPS, f"{n} rows"
+    grid = rows["robot_time_ns"]
+    cam_t = rows["capture_ns.observation.images.cam"]
+    period = S / FPS
+    assert all(grid[k] == grid[0] + (k * S) // FPS for k in range(n)), "rows on the fps grid"
+
+    # The pairing rule: each row's camera frame is the recorded frame nearest its grid time.
+    recorded = sorted(m.log_time for m in msgs if m.topic == "/cam/video")
+    for k in range(n):
+        nearest = min(recorded, key=lambda t: (abs(t - grid[k]), t))
+        assert cam_t[k] == nearest, f"row {k}: frame {cam_t[k]} is not the nearest ({nearest})"
+
+    # Every MP4 frame is the picture its row names, at exactly k / fps.
+    frames = decoded_stamps(ds / "videos/observation.images.cam/chunk-000/file-000.mp4")
+    assert len(frames) == n
+    for k, (pts, us) in enumerate(frames):
+        assert abs(pts - k / FPS) < 1e-6, (k, pts)
+        assert us * 1000 == cam_t[k], f"row {k}: MP4 frame captured at {us} µs, row says {cam_t[k]}"
+
+    # The known event: joint1's step shows first in the row nearest it, beside a camera frame
+    # captured within one frame of it.
+    j1 = info["features"]["action"]["names"].index("arm.joint1")
+    act = rows["action"]
+    r = next(k for k in range(n) if act[k][j1] > STEP / 2)
+    assert r > 0 and act[r - 1][j1] < STEP / 2
+    assert abs(grid[r] - step_ns) <= period, (grid[r], step_ns)
+    assert abs(cam_t[r] - step_ns) <= period, (cam_t[r] - step_ns) / 1e6
+    assert rows["capture_ns.action"][r][j1] >= step_ns
+
+    # Camera frames and the joint samples beside them: within half a frame on this loopback
+    # scene (joints sampled every ~5 ms, a 30 fps camera); reported by the export too.
+    state_t = rows["capture_ns.observation.state"]
+    skew = [abs(cam_t[k] - t) for k in range(n) for t in state_t[k]]
+    assert max(skew) <= period / 2, f"max camera-to-state skew {max(skew) / 1e6:.1f} ms"
+    assert "camera frame vs state sample" in out
+
+
+def test_a_slower_grid_is_re_encoded_on_exact_times(scene, tmp_path):
+    mcap, _, _ = scene
+    ds = tmp_path / "ds15"
+    out = export(mcap, ds, "--fps", "15", "--state", "/arm/joint_states",
+                 "--action", "/arm/joint_commands")
+    assert "re-encoded" in out, out
+    lerobot_v3.validate(ds)
+    rows = rows_of(ds)
+    frames = decoded_stamps(ds / "videos/observation.images.cam/chunk-000/file-000.mp4")
+    assert len(frames) == len(rows["index"])
+    for k, (pts, us) in enumerate(frames):
+        assert abs(pts - k / 15) < 1e-6
+        assert us * 1000 == rows["capture_ns.observation.images.cam"][k]
+    stats = json.loads((ds / "meta/stats.json").read_text())
+    img = stats["observation.images.cam"]
+    assert np.array(img["mean"]).shape == (3, 1, 1)
+    assert 0.0 <= np.array(img["min"]).min() and np.array(img["max"]).max() <= 1.0
+
+
+def test_export_refuses_what_it_cannot_make(scene, tmp_path):
+    mcap, _, _ = scene
+    ds = tmp_path / "bad"
+    p = subprocess.run([xoq_bin(), "export", "lerobot", str(mcap), "-o", str(ds),
+                        "--state", "/nope/joint_states"], capture_output=True, text=True)
+    assert p.returncode != 0 and "/arm/joint_states" in p.stderr, p.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    p = subprocess.run([xoq_bin(), "export", "lerobot", str(mcap), "-o", str(tmp_path / "full")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "not empty" in p.stderr, p.stderr
+    assert (tmp_path / "full" / "x").read_text() == "x"
