@@ -124,10 +124,13 @@ pub struct Skew {
     pub p99_ns: u64,
     /// Largest.
     pub max_ns: u64,
+    /// Pairs more than half a row period apart.
+    pub over_half_row: usize,
 }
 
 impl Skew {
-    fn of(mut d: Vec<u64>) -> Self {
+    fn of(mut d: Vec<u64>, fps: u32) -> Self {
+        let half = 500_000_000 / u64::from(fps.max(1));
         d.sort_unstable();
         let at = |q: f64| {
             d.get(((d.len() as f64 - 1.0) * q).round() as usize)
@@ -138,6 +141,7 @@ impl Skew {
             p50_ns: at(0.5).unwrap_or(0),
             p99_ns: at(0.99).unwrap_or(0),
             max_ns: d.last().copied().unwrap_or(0),
+            over_half_row: d.iter().filter(|&&x| x > half).count(),
         }
     }
 }
@@ -149,6 +153,10 @@ pub struct ExportSummary {
     pub frames: usize,
     /// Grid time of row 0 on the robot clock (ns since the Unix epoch).
     pub start_ns: u64,
+    /// Each episode's first row time (robot clock, ns) and row count.
+    pub episodes: Vec<(u64, usize)>,
+    /// Parts between episode marks that made no rows, and why.
+    pub left_out: Vec<String>,
     /// State dimension names.
     pub state_names: Vec<String>,
     /// Action dimension names.
@@ -241,19 +249,6 @@ impl Joints {
         }
         (values, times)
     }
-
-    fn first(&self) -> u64 {
-        self.series.iter().map(|s| s[0].0).max().unwrap_or(0)
-    }
-
-    fn last(&self) -> u64 {
-        self.series
-            .iter()
-            .filter_map(|s| s.last())
-            .map(|s| s.0)
-            .min()
-            .unwrap_or(0)
-    }
 }
 
 /// Index of the entry of `times` (sorted) nearest `t`; a tie goes to the earlier one.
@@ -296,8 +291,8 @@ fn camera_name(topic: &str) -> String {
         .to_string()
 }
 
-/// Export `rec` as a one-episode LeRobot v3.0 dataset in `dir` (which must be empty or
-/// not exist).
+/// Export `rec` as a LeRobot v3.0 dataset in `dir` (which must be empty or not exist): one
+/// episode, or one per part between the episode marks the recorder wrote.
 pub fn export(
     rec: &Recording,
     opts: &ExportOptions,
@@ -313,8 +308,26 @@ pub fn export(
     let action = Joints::chosen(rec, &opts.action, "/joint_commands", "--action")?;
     let cameras: Vec<(&String, &Vec<VideoFrame>)> =
         rec.videos.iter().filter(|(_, f)| !f.is_empty()).collect();
-    let grid = grid(&cameras, &state, &action, opts.fps)?;
-    let rows = grid.len();
+    // Parts between marks; a part too short to make rows is left out (and said).
+    let bounds: Vec<u64> = std::iter::once(0)
+        .chain(rec.episode_marks.iter().copied())
+        .chain([u64::MAX])
+        .collect();
+    let mut grids = Vec::new();
+    let mut left_out = Vec::new();
+    for w in bounds.windows(2) {
+        match grid(&cameras, &state, &action, opts.fps, (w[0], w[1])) {
+            Ok(g) => grids.push(g),
+            Err(e) if bounds.len() > 2 => left_out.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    if grids.is_empty() {
+        return Err(ExportError::Streams(format!(
+            "no part between the episode marks makes rows: {}",
+            left_out.join("; ")
+        )));
+    }
     if dir.exists()
         && fs::read_dir(dir)
             .map(|mut d| d.next().is_some())
@@ -325,158 +338,243 @@ pub fn export(
             dir.display()
         )));
     }
-
-    let (state_v, state_t) = state.pick(&grid);
-    let (action_v, action_t) = action.pick(&grid);
-    let (ns, na) = (state.names.len(), action.names.len());
-    let scalar = |name: &str, col: Column, dtype: &str| {
-        Feature::numeric(
-            name,
-            col,
-            json!({"dtype": dtype, "shape": [1], "names": null}),
-        )
-    };
-    let mut features = vec![
-        Feature::numeric(
-            "action",
-            Column::F32Array {
-                shape: vec![na],
-                values: action_v,
-            },
-            json!({"dtype": "float32", "shape": [na], "names": action.names}),
-        ),
-        Feature::numeric(
-            "observation.state",
-            Column::F32Array {
-                shape: vec![ns],
-                values: state_v,
-            },
-            json!({"dtype": "float32", "shape": [ns], "names": state.names}),
-        ),
-    ];
-
-    // Cameras: their videos, then their capture times after the joints'.
     let mut summary = ExportSummary {
-        frames: rows,
-        start_ns: grid[0],
+        frames: 0,
+        start_ns: grids[0][0],
+        episodes: Vec::new(),
+        left_out,
         state_names: state.names.clone(),
         action_names: action.names.clone(),
         cameras: Vec::new(),
         camera_to_state: Skew::default(),
         camera_to_grid: Skew::default(),
     };
-    let mut camera_times = Vec::new();
     let (mut cam_state, mut cam_grid) = (Vec::new(), Vec::new());
-    let sampled = sample_indices(rows);
-    for (topic, frames) in &cameras {
-        let key = format!("observation.images.{}", camera_name(topic));
-        let sel: Vec<usize> = grid
-            .iter()
-            .map(|&t| nearest(frames.len(), |i| frames[i].capture_ns, t))
-            .collect();
-        let path = dir.join(format!("videos/{key}/chunk-000/file-000.mp4"));
-        mkdir(path.parent().unwrap_or(dir))?;
-        let out = write_video(frames, &sel, opts.fps, &path, &sampled).map_err(|reason| {
-            ExportError::Video {
-                camera: topic.to_string(),
-                reason,
+    let mut episodes = Vec::new();
+    for (e, grid) in grids.iter().enumerate() {
+        let ep = Episode {
+            index: e,
+            first_row: summary.frames,
+            grid,
+        };
+        let out = ep.features(&state, &action, &cameras, opts.fps, dir)?;
+        for (c, cam) in out.cameras.into_iter().enumerate() {
+            match summary.cameras.get_mut(c) {
+                None => summary.cameras.push(cam),
+                Some(sum) => {
+                    if (sum.width, sum.height) != (cam.width, cam.height) {
+                        return Err(ExportError::Video {
+                            camera: cam.topic,
+                            reason: format!(
+                                "episode {e} is {}x{}, episode 0 {}x{}: one size per camera in a dataset",
+                                cam.width, cam.height, sum.width, sum.height
+                            ),
+                        });
+                    }
+                    sum.reencoded |= cam.reencoded;
+                    sum.repeated += cam.repeated;
+                    sum.skipped += cam.skipped;
+                }
             }
-        })?;
-        let times: Vec<i64> = sel.iter().map(|&i| frames[i].capture_ns as i64).collect();
-        for (k, &ft) in times.iter().enumerate() {
-            cam_grid.push(ft.abs_diff(grid[k] as i64));
-            cam_state.extend(
-                state_t[k * ns..(k + 1) * ns]
-                    .iter()
-                    .map(|&st| ft.abs_diff(st)),
-            );
         }
-        let repeated = sel.windows(2).filter(|w| w[0] == w[1]).count();
-        let span = sel[rows - 1] + 1 - sel[0];
-        summary.cameras.push(CameraExport {
-            topic: topic.to_string(),
-            key: key.clone(),
-            width: out.width,
-            height: out.height,
-            reencoded: !out.remuxed,
-            repeated,
-            skipped: span - (rows - repeated),
-        });
-        features.push(Feature {
-            name: key.clone(),
-            column: None,
-            feature: json!({
-                "dtype": "video",
-                "shape": [out.height, out.width, 3],
-                "names": ["height", "width", "channels"],
-                "info": {
-                    "video.height": out.height,
-                    "video.width": out.width,
-                    "video.codec": "h264",
-                    "video.pix_fmt": "yuv420p",
-                    "video.is_depth_map": false,
-                    "video.fps": opts.fps,
-                    "video.channels": 3,
-                    "has_audio": false,
-                },
-            }),
-            stats: out.stats.finish(),
-        });
-        camera_times.push(scalar(
-            &format!("capture_ns.{key}"),
-            Column::Int64(times),
-            "int64",
-        ));
+        cam_state.extend(out.cam_state);
+        cam_grid.extend(out.cam_grid);
+        summary.frames += grid.len();
+        summary.episodes.push((grid[0], grid.len()));
+        episodes.push(out.features);
     }
-    summary.camera_to_state = Skew::of(cam_state);
-    summary.camera_to_grid = Skew::of(cam_grid);
-
-    features.push(scalar(
-        "robot_time_ns",
-        Column::Int64(grid.iter().map(|&t| t as i64).collect()),
-        "int64",
-    ));
-    features.push(Feature::numeric(
-        "capture_ns.observation.state",
-        Column::I64Array {
-            shape: vec![ns],
-            values: state_t,
-        },
-        json!({"dtype": "int64", "shape": [ns], "names": state.names}),
-    ));
-    features.push(Feature::numeric(
-        "capture_ns.action",
-        Column::I64Array {
-            shape: vec![na],
-            values: action_t,
-        },
-        json!({"dtype": "int64", "shape": [na], "names": action.names}),
-    ));
-    features.extend(camera_times);
-    // LeRobot's own five come last, as its writer orders them.
-    let fps = f64::from(opts.fps);
-    let count = (0..rows as i64).collect::<Vec<_>>();
-    features.extend([
-        scalar(
-            "timestamp",
-            Column::Float32((0..rows).map(|k| (k as f64 / fps) as f32).collect()),
-            "float32",
-        ),
-        scalar("frame_index", Column::Int64(count.clone()), "int64"),
-        scalar("episode_index", Column::Int64(vec![0; rows]), "int64"),
-        scalar("index", Column::Int64(count), "int64"),
-        scalar("task_index", Column::Int64(vec![0; rows]), "int64"),
-    ]);
-    write_dataset(dir, opts, rows, features)?;
+    summary.camera_to_state = Skew::of(cam_state, opts.fps);
+    summary.camera_to_grid = Skew::of(cam_grid, opts.fps);
+    write_dataset(dir, opts, episodes)?;
     Ok(summary)
 }
 
-/// One dataset feature: its data column (none for videos), info.json entry and stats.
+/// One episode being built: its rows' times and where its rows start in the dataset.
+struct Episode<'a> {
+    index: usize,
+    first_row: usize,
+    grid: &'a [u64],
+}
+
+/// An episode's features (in info.json's order), and what its cameras took.
+struct EpisodeOut {
+    features: Vec<Feature>,
+    cameras: Vec<CameraExport>,
+    cam_state: Vec<u64>,
+    cam_grid: Vec<u64>,
+}
+
+impl Episode<'_> {
+    /// The episode's columns, and its videos written to `dir`.
+    fn features(
+        &self,
+        state: &Joints,
+        action: &Joints,
+        cameras: &[(&String, &Vec<VideoFrame>)],
+        fps: u32,
+        dir: &Path,
+    ) -> Result<EpisodeOut, ExportError> {
+        let grid = self.grid;
+        let rows = grid.len();
+        let (state_v, state_t) = state.pick(grid);
+        let (action_v, action_t) = action.pick(grid);
+        let (ns, na) = (state.names.len(), action.names.len());
+        let scalar = |name: &str, col: Column, dtype: &str| {
+            Feature::numeric(
+                name,
+                col,
+                json!({"dtype": dtype, "shape": [1], "names": null}),
+            )
+        };
+        let mut features = vec![
+            Feature::numeric(
+                "action",
+                Column::F32Array {
+                    shape: vec![na],
+                    values: action_v,
+                },
+                json!({"dtype": "float32", "shape": [na], "names": action.names}),
+            ),
+            Feature::numeric(
+                "observation.state",
+                Column::F32Array {
+                    shape: vec![ns],
+                    values: state_v,
+                },
+                json!({"dtype": "float32", "shape": [ns], "names": state.names}),
+            ),
+        ];
+        // Cameras: their videos here, their capture times after the joints'.
+        let mut out = EpisodeOut {
+            features: Vec::new(),
+            cameras: Vec::new(),
+            cam_state: Vec::new(),
+            cam_grid: Vec::new(),
+        };
+        let mut camera_times = Vec::new();
+        let sampled = sample_indices(rows);
+        for (topic, frames) in cameras {
+            let key = format!("observation.images.{}", camera_name(topic));
+            let sel: Vec<usize> = grid
+                .iter()
+                .map(|&t| nearest(frames.len(), |i| frames[i].capture_ns, t))
+                .collect();
+            let path = dir.join(format!("videos/{key}/chunk-000/file-{:03}.mp4", self.index));
+            mkdir(path.parent().unwrap_or(dir))?;
+            let video = write_video(frames, &sel, fps, &path, &sampled).map_err(|reason| {
+                ExportError::Video {
+                    camera: topic.to_string(),
+                    reason,
+                }
+            })?;
+            let times: Vec<i64> = sel.iter().map(|&i| frames[i].capture_ns as i64).collect();
+            for (k, &ft) in times.iter().enumerate() {
+                out.cam_grid.push(ft.abs_diff(grid[k] as i64));
+                out.cam_state.extend(
+                    state_t[k * ns..(k + 1) * ns]
+                        .iter()
+                        .map(|&st| ft.abs_diff(st)),
+                );
+            }
+            let repeated = sel.windows(2).filter(|w| w[0] == w[1]).count();
+            let span = sel[rows - 1] + 1 - sel[0];
+            out.cameras.push(CameraExport {
+                topic: topic.to_string(),
+                key: key.clone(),
+                width: video.width,
+                height: video.height,
+                reencoded: !video.remuxed,
+                repeated,
+                skipped: span - (rows - repeated),
+            });
+            features.push(Feature {
+                name: key.clone(),
+                column: None,
+                feature: json!({
+                    "dtype": "video",
+                    "shape": [video.height, video.width, 3],
+                    "names": ["height", "width", "channels"],
+                    "info": {
+                        "video.height": video.height,
+                        "video.width": video.width,
+                        "video.codec": "h264",
+                        "video.pix_fmt": "yuv420p",
+                        "video.is_depth_map": false,
+                        "video.fps": fps,
+                        "video.channels": 3,
+                        "has_audio": false,
+                    },
+                }),
+                stats: video.stats.finish(),
+                image: Some(video.stats),
+            });
+            camera_times.push(scalar(
+                &format!("capture_ns.{key}"),
+                Column::Int64(times),
+                "int64",
+            ));
+        }
+        features.push(scalar(
+            "robot_time_ns",
+            Column::Int64(grid.iter().map(|&t| t as i64).collect()),
+            "int64",
+        ));
+        features.push(Feature::numeric(
+            "capture_ns.observation.state",
+            Column::I64Array {
+                shape: vec![ns],
+                values: state_t,
+            },
+            json!({"dtype": "int64", "shape": [ns], "names": state.names}),
+        ));
+        features.push(Feature::numeric(
+            "capture_ns.action",
+            Column::I64Array {
+                shape: vec![na],
+                values: action_t,
+            },
+            json!({"dtype": "int64", "shape": [na], "names": action.names}),
+        ));
+        features.extend(camera_times);
+        // LeRobot's own five come last, as its writer orders them.
+        let f = f64::from(fps);
+        let first = self.first_row as i64;
+        features.extend([
+            scalar(
+                "timestamp",
+                Column::Float32((0..rows).map(|k| (k as f64 / f) as f32).collect()),
+                "float32",
+            ),
+            scalar(
+                "frame_index",
+                Column::Int64((0..rows as i64).collect()),
+                "int64",
+            ),
+            scalar(
+                "episode_index",
+                Column::Int64(vec![self.index as i64; rows]),
+                "int64",
+            ),
+            scalar(
+                "index",
+                Column::Int64((first..first + rows as i64).collect()),
+                "int64",
+            ),
+            scalar("task_index", Column::Int64(vec![0; rows]), "int64"),
+        ]);
+        out.features = features;
+        Ok(out)
+    }
+}
+
+/// One dataset feature of one episode: its data column (none for videos), info.json entry
+/// and the episode's stats (and pictures' histograms, which add up across episodes).
 struct Feature {
     name: String,
     column: Option<Column>,
     feature: Value,
     stats: Stats,
+    image: Option<ImageStats>,
 }
 
 impl Feature {
@@ -487,6 +585,7 @@ impl Feature {
             stats: Stats::of_column(&column, rows),
             column: Some(column),
             feature,
+            image: None,
         }
     }
 }
@@ -498,31 +597,41 @@ fn mkdir(p: &Path) -> Result<(), ExportError> {
     })
 }
 
-/// The rows' times on the robot clock (see the module docs).
+/// The times of the rows of the part `[from, to)` of the recording (see the module docs).
 fn grid(
     cameras: &[(&String, &Vec<VideoFrame>)],
     state: &Joints,
     action: &Joints,
     fps: u32,
+    (from, to): (u64, u64),
 ) -> Result<Vec<u64>, ExportError> {
-    let begin = cameras
-        .iter()
-        .map(|(_, f)| f[0].capture_ns)
-        .chain([state.first(), action.first()])
-        .max()
-        .unwrap_or(0);
-    let end = cameras
-        .iter()
-        .filter_map(|(_, f)| f.last())
-        .map(|f| f.capture_ns)
-        .chain([state.last(), action.last()])
-        .min()
-        .unwrap_or(0);
+    let inside = |t: &u64| (from..to).contains(t);
+    let no_data = |what: &str| {
+        ExportError::Streams(format!(
+            "{what} has no sample in the part from {:.3} s",
+            from as f64 / 1e9
+        ))
+    };
+    let mut begin = 0;
+    let mut end = u64::MAX;
+    for (topic, frames) in cameras {
+        let times = || frames.iter().map(|f| f.capture_ns).filter(inside);
+        begin = begin.max(times().next().ok_or_else(|| no_data(topic))?);
+        end = end.min(times().last().ok_or_else(|| no_data(topic))?);
+    }
+    for j in [state, action] {
+        for (name, s) in j.names.iter().zip(&j.series) {
+            let times = || s.iter().map(|x| x.0).filter(inside);
+            begin = begin.max(times().next().ok_or_else(|| no_data(name))?);
+            end = end.min(times().last().ok_or_else(|| no_data(name))?);
+        }
+    }
     let t0 = match cameras.first() {
         Some((topic, frames)) => frames
             .iter()
             .find(|f| f.capture_ns >= begin && f.keyframe)
             .map(|f| f.capture_ns)
+            .filter(|t| inside(t))
             .ok_or_else(|| {
                 ExportError::Streams(format!(
                     "camera {topic}: no keyframe once every stream has begun"
@@ -546,39 +655,49 @@ fn grid(
     // rounding exceeds its 1e-4 s frame lookup tolerance.
     if rows as f64 / f64::from(fps) > MAX_EPISODE_S {
         return Err(ExportError::Streams(format!(
-            "the recording spans {:.0} s; LeRobot episodes must stay under {MAX_EPISODE_S:.0} s (float32 timestamps): split the recording",
+            "an episode spans {:.0} s; LeRobot episodes must stay under {MAX_EPISODE_S:.0} s (float32 timestamps): mark episodes while recording",
             rows as f64 / f64::from(fps)
         )));
     }
     Ok((0..rows).map(step).collect())
 }
 
-/// The tables and metadata files of a one-episode dataset of `features` (in info.json's
-/// order, which the data columns must follow).
+/// The tables and metadata files of a dataset of `episodes`, each a list of features in
+/// info.json's order (which the data columns must follow).
 fn write_dataset(
     dir: &Path,
     opts: &ExportOptions,
-    rows: usize,
-    features: Vec<Feature>,
+    episodes: Vec<Vec<Feature>>,
 ) -> Result<(), ExportError> {
     mkdir(&dir.join("meta/episodes/chunk-000"))?;
     mkdir(&dir.join("data/chunk-000"))?;
-    let videos: Vec<&str> = features
+    let first = episodes.first().map(Vec::as_slice).unwrap_or_default();
+    let videos: Vec<String> = first
         .iter()
         .filter(|f| f.column.is_none())
-        .map(|f| f.name.as_str())
+        .map(|f| f.name.clone())
         .collect();
+    let lengths: Vec<usize> = episodes
+        .iter()
+        .map(|fs| {
+            fs.iter()
+                .find_map(|f| f.column.as_ref().and_then(Column::rows))
+                .unwrap_or(0)
+        })
+        .collect();
+    let total: usize = lengths.iter().sum();
+    let n = episodes.len();
     let info = json!({
         "codebase_version": CODEBASE_VERSION,
         "robot_type": opts.robot_type,
-        "total_episodes": 1,
-        "total_frames": rows,
+        "total_episodes": n,
+        "total_frames": total,
         "total_tasks": 1,
         "chunks_size": 1000,
         "data_files_size_in_mb": 100,
         "video_files_size_in_mb": 200,
         "fps": opts.fps,
-        "splits": {"train": "0:1"},
+        "splits": {"train": format!("0:{n}")},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": if videos.is_empty() {
             Value::Null
@@ -587,7 +706,7 @@ fn write_dataset(
         },
     });
     // info.json by hand around the ordered features (serde_json's maps sort their keys).
-    let entries: Vec<(String, Value)> = features
+    let entries: Vec<(String, Value)> = first
         .iter()
         .map(|f| (f.name.clone(), f.feature.clone()))
         .collect();
@@ -607,50 +726,108 @@ fn write_dataset(
         .push(("pandas".into(), PANDAS_TASKS.to_string()));
     tasks.write(&dir.join("meta/tasks.parquet"))?;
 
-    let duration = rows as f64 / f64::from(opts.fps);
+    // Episodes: one row each; one MP4 per episode and camera (file index = episode).
+    let ints = |f: &dyn Fn(usize) -> i64| Column::Int64((0..n).map(f).collect());
+    let starts: Vec<usize> = lengths
+        .iter()
+        .scan(0, |acc, &l| {
+            let s = *acc;
+            *acc += l;
+            Some(s)
+        })
+        .collect();
     let mut ep = Table::default();
-    ep.push("episode_index", Column::Int64(vec![0]));
-    ep.push("tasks", Column::StrList(vec![vec![opts.task.clone()]]));
-    ep.push("length", Column::Int64(vec![rows as i64]));
-    ep.push("data/chunk_index", Column::Int64(vec![0]));
-    ep.push("data/file_index", Column::Int64(vec![0]));
-    ep.push("dataset_from_index", Column::Int64(vec![0]));
-    ep.push("dataset_to_index", Column::Int64(vec![rows as i64]));
+    ep.push("episode_index", ints(&|e| e as i64));
+    ep.push("tasks", Column::StrList(vec![vec![opts.task.clone()]; n]));
+    ep.push("length", ints(&|e| lengths[e] as i64));
+    ep.push("data/chunk_index", ints(&|_| 0));
+    ep.push("data/file_index", ints(&|_| 0));
+    ep.push("dataset_from_index", ints(&|e| starts[e] as i64));
+    ep.push(
+        "dataset_to_index",
+        ints(&|e| (starts[e] + lengths[e]) as i64),
+    );
     for key in &videos {
-        ep.push(format!("videos/{key}/chunk_index"), Column::Int64(vec![0]));
-        ep.push(format!("videos/{key}/file_index"), Column::Int64(vec![0]));
+        ep.push(format!("videos/{key}/chunk_index"), ints(&|_| 0));
+        ep.push(format!("videos/{key}/file_index"), ints(&|e| e as i64));
         ep.push(
             format!("videos/{key}/from_timestamp"),
-            Column::Float64(vec![0.0]),
+            Column::Float64(vec![0.0; n]),
         );
         ep.push(
             format!("videos/{key}/to_timestamp"),
-            Column::Float64(vec![duration]),
+            Column::Float64(
+                lengths
+                    .iter()
+                    .map(|&l| l as f64 / f64::from(opts.fps))
+                    .collect(),
+            ),
         );
     }
-    // One episode: the dataset's stats are the episode's.
-    let mut stats_json = serde_json::Map::new();
-    for f in &features {
-        let mut m = serde_json::Map::new();
-        for (stat, v) in &f.stats.values {
-            ep.push(format!("stats/{}/{stat}", f.name), v.column());
-            m.insert((*stat).to_string(), v.json());
+    for (i, f) in first.iter().enumerate() {
+        for (s, (stat, _)) in f.stats.values.iter().enumerate() {
+            let mut col: Option<Column> = None;
+            for fs in &episodes {
+                let v = fs[i].stats.values[s].1.column();
+                match &mut col {
+                    None => col = Some(v),
+                    Some(c) => c.append(v),
+                }
+            }
+            if let Some(c) = col {
+                ep.push(format!("stats/{}/{stat}", f.name), c);
+            }
         }
-        stats_json.insert(f.name.clone(), Value::Object(m));
     }
-    ep.push("meta/episodes/chunk_index", Column::Int64(vec![0]));
-    ep.push("meta/episodes/file_index", Column::Int64(vec![0]));
+    ep.push("meta/episodes/chunk_index", ints(&|_| 0));
+    ep.push("meta/episodes/file_index", ints(&|_| 0));
     ep.write(&dir.join("meta/episodes/chunk-000/file-000.parquet"))?;
-    write_json(&dir.join("meta/stats.json"), &Value::Object(stats_json))?;
 
+    // Data: each feature's columns of every episode, one after the other. The dataset's
+    // stats are computed over all of them (pictures: the episodes' histograms added up).
     let mut data = Table::default();
     let mut hf = Vec::new();
-    for f in features {
-        if let Some(col) = f.column {
-            hf.push((f.name.clone(), hf_feature(&col)));
-            data.push(f.name, col);
+    let mut stats_json = serde_json::Map::new();
+    let mut per_feature: Vec<Vec<Feature>> = first.iter().map(|_| Vec::new()).collect();
+    for fs in episodes {
+        for (i, f) in fs.into_iter().enumerate() {
+            per_feature[i].push(f);
         }
     }
+    for fs in per_feature {
+        let name = fs[0].name.clone();
+        let mut col: Option<Column> = None;
+        let mut image: Option<ImageStats> = None;
+        for f in fs {
+            if let Some(c) = f.column {
+                match &mut col {
+                    None => col = Some(c),
+                    Some(all) => all.append(c),
+                }
+            }
+            if let Some(s) = f.image {
+                match &mut image {
+                    None => image = Some(s),
+                    Some(all) => all.merge(&s),
+                }
+            }
+        }
+        let stats = match (&col, &image) {
+            (Some(c), _) => Stats::of_column(c, c.rows().unwrap_or(0)),
+            (None, Some(img)) => img.finish(),
+            (None, None) => continue,
+        };
+        let mut m = serde_json::Map::new();
+        for (stat, v) in &stats.values {
+            m.insert((*stat).to_string(), v.json());
+        }
+        stats_json.insert(name.clone(), Value::Object(m));
+        if let Some(c) = col {
+            hf.push((name.clone(), hf_feature(&c)));
+            data.push(name, c);
+        }
+    }
+    write_json(&dir.join("meta/stats.json"), &Value::Object(stats_json))?;
     data.metadata.push((
         "huggingface".into(),
         format!("{{\"info\": {{\"features\": {}}}}}", ordered(&hf, "")),
@@ -861,6 +1038,16 @@ impl ImageStats {
             hist: [[0; 256]; 3],
             frames: 0,
         }
+    }
+
+    /// Add another's pixels (another episode's sample).
+    fn merge(&mut self, other: &ImageStats) {
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.frames += other.frames;
     }
 
     fn add(&mut self, rgb: &[u8]) {
@@ -1171,6 +1358,34 @@ mod tests {
             "{:?}",
             s.camera_to_grid
         );
+    }
+
+    #[test]
+    fn episode_marks_split_the_recording_into_episodes() {
+        let mut rec = recording(90, &[]);
+        // Keyframes at 1 s, 2 s and 3 s: a mark at 1.5 s starts the second episode at the
+        // next keyframe, 2 s.
+        rec.episode_marks = vec![1_500_000_000];
+        let dir = tempfile::tempdir().expect("dir");
+        let ds = dir.path().join("ds");
+        let s = export(&rec, &opts(30), &ds).expect("export");
+        assert_eq!(s.episodes.len(), 2, "{:?}", s.episodes);
+        assert_eq!(s.episodes[0], (1_000_000_000, 15));
+        assert_eq!(s.episodes[1].0, 2_000_000_000);
+        assert_eq!(s.frames, 15 + s.episodes[1].1);
+        assert!(s.left_out.is_empty());
+        for e in 0..2 {
+            let f = ds.join(format!(
+                "videos/observation.images.cam/chunk-000/file-{e:03}.mp4"
+            ));
+            assert!(f.is_file(), "{}", f.display());
+        }
+        // A mark with nothing after it leaves that part out, and says so.
+        let mut rec = recording(45, &[]);
+        rec.episode_marks = vec![5_000_000_000];
+        let s = export(&rec, &opts(30), &dir.path().join("ds2")).expect("export");
+        assert_eq!(s.episodes.len(), 1);
+        assert_eq!(s.left_out.len(), 1, "{:?}", s.left_out);
     }
 
     #[test]

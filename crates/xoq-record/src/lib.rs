@@ -31,6 +31,14 @@ use std::time::{Duration, Instant};
 use foxglove::Encode;
 use foxglove::schemas::{CompressedVideo, Timestamp};
 
+/// Schema name of episode marks (JSON messages on [`EPISODE_TOPIC`]): where a new
+/// episode begins; `xoq export` splits the recording there.
+pub const EPISODE_MARK: &str = "xoq_msgs/EpisodeMark";
+/// Topic of episode marks.
+pub const EPISODE_TOPIC: &str = "/xoq/episode";
+/// JSON schema of an episode mark.
+const EPISODE_MARK_SCHEMA: &str = r#"{"type":"object","properties":{"episode":{"type":"integer","description":"number of the episode that begins here (the recording starts episode 0)"},"reason":{"type":"string","description":"what marked it (enter, signal)"}}}"#;
+
 /// Longest time a message waits in an open chunk.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -66,6 +74,7 @@ pub struct McapRecorder<W: Write + Seek> {
     video_schema: Option<u16>,
     can_schema: Option<u16>,
     joint_schema: Option<u16>,
+    mark_schema: Option<u16>,
     /// Channel id and sequence counter per topic.
     channels: BTreeMap<String, (u16, u32)>,
     stats: BTreeMap<String, TopicStats>,
@@ -101,6 +110,7 @@ impl<W: Write + Seek> McapRecorder<W> {
             video_schema: None,
             can_schema: None,
             joint_schema: None,
+            mark_schema: None,
             channels: BTreeMap::new(),
             stats: BTreeMap::new(),
             last_flush: Instant::now(),
@@ -225,6 +235,39 @@ impl<W: Write + Seek> McapRecorder<W> {
             )?),
         };
         self.write(topic, schema, "cdr", js.stamp_ns, receive_ns, &js.encode())
+    }
+
+    /// Mark the start of episode `episode` at `stamp_ns` (the robot clock, as the recorder
+    /// estimates it); `reason` says what marked it. Written at once (the chunk is flushed).
+    pub fn episode_mark(
+        &mut self,
+        stamp_ns: u64,
+        receive_ns: u64,
+        episode: u32,
+        reason: &str,
+    ) -> Result<(), RecordError> {
+        let schema = match self.mark_schema {
+            Some(s) => s,
+            None => *self.mark_schema.insert(self.writer.add_schema(
+                EPISODE_MARK,
+                "jsonschema",
+                EPISODE_MARK_SCHEMA.as_bytes(),
+            )?),
+        };
+        let reason: String = reason
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == ' ' || *c == '-')
+            .collect();
+        let body = format!("{{\"episode\":{episode},\"reason\":\"{reason}\"}}");
+        self.write(
+            EPISODE_TOPIC,
+            schema,
+            "json",
+            stamp_ns,
+            receive_ns,
+            body.as_bytes(),
+        )?;
+        self.flush()
     }
 
     /// A metadata record (`foxglove` with `deviceName` lets Foxglove catalogue the file).

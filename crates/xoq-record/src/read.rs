@@ -50,6 +50,8 @@ pub struct Recording {
     pub joints: BTreeMap<String, Vec<JointState>>,
     /// Metadata records, by name.
     pub metadata: BTreeMap<String, BTreeMap<String, String>>,
+    /// Episode boundaries marked while recording (capture-clock ns), in order.
+    pub episode_marks: Vec<u64>,
     /// The file ended before its footer (a recorder that did not finish): what was read is
     /// everything up to the last complete chunk.
     pub truncated: bool,
@@ -97,6 +99,7 @@ impl Recording {
                         data: v.data,
                     });
                 }
+                (Some(crate::EPISODE_MARK), "json") => rec.episode_marks.push(msg.log_time),
                 (Some(JOINT_STATE), "cdr") => {
                     let samples = rec.joints.entry(topic.clone()).or_default();
                     let mut js = JointState::decode(&msg.data).map_err(|e| ReadError::Message {
@@ -121,6 +124,7 @@ impl Recording {
         for samples in rec.joints.values_mut() {
             samples.sort_by_key(|s| s.stamp_ns);
         }
+        rec.episode_marks.sort_unstable();
         Ok(rec)
     }
 }

@@ -90,6 +90,40 @@ impl Column {
         }
     }
 
+    /// Append `other`'s rows (a column of the same kind and shape; anything else is a bug
+    /// of the caller and leaves `self` unchanged).
+    pub fn append(&mut self, other: Column) {
+        match (self, other) {
+            (Column::Int64(a), Column::Int64(b)) => a.extend(b),
+            (Column::Float32(a), Column::Float32(b)) => a.extend(b),
+            (Column::Float64(a), Column::Float64(b)) => a.extend(b),
+            (Column::Str(a), Column::Str(b)) => a.extend(b),
+            (Column::StrList(a), Column::StrList(b)) => a.extend(b),
+            (
+                Column::F32Array { shape, values },
+                Column::F32Array {
+                    shape: s,
+                    values: v,
+                },
+            ) if *shape == s => values.extend(v),
+            (
+                Column::F64Array { shape, values },
+                Column::F64Array {
+                    shape: s,
+                    values: v,
+                },
+            ) if *shape == s => values.extend(v),
+            (
+                Column::I64Array { shape, values },
+                Column::I64Array {
+                    shape: s,
+                    values: v,
+                },
+            ) if *shape == s => values.extend(v),
+            _ => debug_assert!(false, "appending a column of another kind"),
+        }
+    }
+
     /// The schema of this column named `name`.
     fn schema(&self, name: &str) -> Result<TypePtr, parquet::errors::ParquetError> {
         let leaf = |name: &str, physical: Physical, logical: Option<LogicalType>| {

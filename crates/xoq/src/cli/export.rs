@@ -65,11 +65,12 @@ fn ms(ns: u64) -> String {
 
 fn skew(s: &Skew) -> String {
     format!(
-        "p50 {}, p99 {}, max {} ({} pairs)",
+        "p50 {}, p99 {}, max {} ({} pairs, {} over half a row)",
         ms(s.p50_ns),
         ms(s.p99_ns),
         ms(s.max_ns),
-        s.pairs
+        s.pairs,
+        s.over_half_row
     )
 }
 
@@ -93,7 +94,8 @@ fn lerobot(a: LerobotCmd) -> anyhow::Result<()> {
     };
     let s = export(&rec, &opts, &a.output)?;
     println!(
-        "wrote {} frames at {} fps ({:.2} s from robot time {}) to {} in {:.1} s",
+        "wrote {} episode(s), {} frames at {} fps ({:.2} s from robot time {}) to {} in {:.1} s",
+        s.episodes.len(),
         s.frames,
         a.fps,
         s.frames as f64 / f64::from(a.fps),
@@ -101,6 +103,17 @@ fn lerobot(a: LerobotCmd) -> anyhow::Result<()> {
         a.output.display(),
         started.elapsed().as_secs_f64()
     );
+    if s.episodes.len() > 1 {
+        for (e, (start, rows)) in s.episodes.iter().enumerate() {
+            println!(
+                "  episode {e}: {rows} frames from robot time {start} (+{:.3} s)",
+                (start - s.start_ns) as f64 / 1e9
+            );
+        }
+    }
+    for why in &s.left_out {
+        println!("  left out a part between episode marks: {why}");
+    }
     println!("  observation.state: {}", s.state_names.join(", "));
     println!("  action:            {}", s.action_names.join(", "));
     for c in &s.cameras {

@@ -175,7 +175,7 @@ pub(super) async fn run(seconds: f64, hz: u32) -> anyhow::Result<()> {
     let ms = |ns: u64| ns as f64 / 1e6;
     let c = &summary.camera_to_state;
     println!(
-        "export (LeRobot v3.0, 30 fps): {} rows in {export_s:.1} s ({}); camera frame vs paired joint sample: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} pairs (half a frame: 16.67 ms)",
+        "export (LeRobot v3.0, 30 fps): {} rows in {export_s:.1} s ({}); camera frame vs paired joint sample: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} of {} pairs over half a frame (16.67 ms)",
         summary.frames,
         if summary.cameras.iter().any(|c| c.reencoded) {
             "video re-encoded"
@@ -185,6 +185,7 @@ pub(super) async fn run(seconds: f64, hz: u32) -> anyhow::Result<()> {
         ms(c.p50_ns),
         ms(c.p99_ns),
         ms(c.max_ns),
+        c.over_half_row,
         c.pairs
     );
     Ok(())
