@@ -35,6 +35,8 @@ use xoq_wire::can::{
 use xoq_wire::relay::Ctl;
 use xoq_wire::serial::RefuseCode;
 
+pub use crate::observe::{CanObservation, CanObserver, Direction, ObserveOptions};
+
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
 use crate::conn::{Dialer, End, Run, until_link_closed};

@@ -3,7 +3,8 @@
 //! [`serial::RemoteSerial`] is an async client of a remote serial port;
 //! [`serial::BlockingSerial`] wraps it with `std::io::Read`/`Write` and pyserial-style
 //! timeouts for synchronous code (and the Python bindings). [`can::RemoteCanBus`] and
-//! [`camera::RemoteCamera`] do the same for CAN buses and cameras.
+//! [`camera::RemoteCamera`] do the same for CAN buses and cameras. [`observe`] has read-only
+//! observers of ports and buses (both directions, stamped; for recorders).
 //!
 //! Shared by every client: [`link`] (identity, link state, reconnect policy), [`clock`] (the
 //! estimate of the robot's clock), [`rx`] (bounded receive buffers).
@@ -51,6 +52,7 @@ mod conn;
 pub mod depth;
 pub mod error;
 pub mod link;
+pub mod observe;
 mod relay;
 pub mod rx;
 pub mod serial;

@@ -30,6 +30,8 @@ use xoq_wire::serial::{
     ALPN, ClearBuffer, ClientMsg, Command, Event, Hello, LineSettings, Request, ServerMsg, VERSION,
 };
 
+pub use crate::observe::{Direction, ObserveOptions, SerialObservation, SerialObserver};
+
 use crate::ClientError;
 use crate::clock::{Clock, local_now_us};
 use crate::conn::{Dialer, End, Run, until_link_closed};

@@ -13,6 +13,11 @@
 //!   recovered reaches the bus. Safety frames jump the queue, also while the bus is busy.
 //! - Relay writes are off unless the server is told otherwise: the relay side is read-only.
 //! - The bus is silent unless something happens: no keep-alives are ever put on the bus.
+//! - Observers (ALPN [`observe::CAN_ALPN`]) see every frame received from the bus and every
+//!   frame transmitted on it (clients' commands and the server's safety frames), each with its
+//!   capture time, through a drop-oldest queue filled without waiting. They never send (the
+//!   server reads nothing but a ping from them) and are never controllers: they neither keep
+//!   the on-disconnect frames from going out nor feed the deadman.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +36,7 @@ use xoq_wire::can::{
     BusState, CanFrame, ClientMsg, Filter, MAX_BATCH, RefuseCode, ServerMsg, TimedFrame, VERSION,
     decode_track_frame, encode_track_frame, filters_accept,
 };
+use xoq_wire::observe::{self, Direction};
 use xoq_wire::relay::Ctl;
 
 use crate::ServerError;
@@ -42,6 +48,8 @@ use crate::safety::{Action, ControllerId, Drop as Dropped, Safety};
 pub const CLIENT_QUEUE_FRAMES: usize = 16 * 1024;
 /// Frames buffered for the bus before the oldest are dropped.
 pub const SEND_QUEUE_FRAMES: usize = 4096;
+/// Frames (both directions) queued per observer before the oldest are dropped.
+pub const OBSERVER_QUEUE_FRAMES: usize = 16 * 1024;
 /// How long a stopping server keeps its relay broadcast up after `Ctl::Bye`, so the goodbye
 /// reaches the clients before the broadcast is retracted.
 const BYE_GRACE: Duration = Duration::from_millis(200);
@@ -137,6 +145,7 @@ impl CanServerBuilder {
             name: self.backend.name().to_string(),
             fd: open.fd,
             sinks: Mutex::new(Vec::new()),
+            observers: Mutex::new(Vec::new()),
             send_queue: Queue::items(SEND_QUEUE_FRAMES),
             next_id: AtomicU64::new(1),
             stats: CanStats::default(),
@@ -188,6 +197,9 @@ struct Sink {
     filters: Arc<Mutex<Vec<Filter>>>,
 }
 
+/// An observer's frames, each with the way it went.
+type ObserverQueue = Queue<(Direction, TimedFrame)>;
+
 /// One frame waiting for the bus.
 struct Pending {
     frame: CanFrame,
@@ -210,6 +222,8 @@ struct Shared {
     name: String,
     fd: bool,
     sinks: Mutex<Vec<Sink>>,
+    /// Observers' queues, filled without waiting.
+    observers: Mutex<Vec<(u64, Arc<ObserverQueue>)>>,
     send_queue: Queue<Pending>,
     next_id: AtomicU64,
     stats: CanStats,
@@ -243,6 +257,34 @@ impl Shared {
                     s.queue.push(frame.clone());
                 }
             }
+        }
+    }
+
+    /// Hand a frame to every observer (never waits: a full observer queue drops its oldest).
+    fn observe(&self, direction: Direction, frame: &TimedFrame) {
+        if let Ok(obs) = self.observers.lock() {
+            for (_, q) in obs.iter() {
+                q.push((direction, frame.clone()));
+            }
+        }
+    }
+
+    fn add_observer(&self, id: u64) -> Arc<ObserverQueue> {
+        let q = Arc::new(Queue::items(OBSERVER_QUEUE_FRAMES));
+        if let Ok(mut o) = self.observers.lock() {
+            o.push((id, q.clone()));
+        }
+        q
+    }
+
+    fn remove_observer(&self, id: u64) {
+        if let Ok(mut o) = self.observers.lock() {
+            o.retain(|(i, q)| {
+                if *i == id {
+                    q.close();
+                }
+                *i != id
+            });
         }
     }
 
@@ -415,6 +457,7 @@ async fn rx_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<BusEvent>) {
         match ev {
             BusEvent::Frame(f) => {
                 shared.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
+                shared.observe(Direction::FromDevice, &f);
                 shared.fanout(&f, None);
             }
             BusEvent::State(s) => {
@@ -464,6 +507,7 @@ async fn tx_task(shared: Arc<Shared>, mut tx: Box<dyn CanTx>) {
                             frame: p.frame.clone(),
                             timestamp_us: now_us(),
                         };
+                        shared.observe(Direction::ToDevice, &t);
                         // Other clients see it as any node on the bus would.
                         shared.fanout(&t, Some(p.origin));
                         break;
@@ -561,14 +605,30 @@ impl CanServer {
                 s.queue.close();
             }
         }
+        if let Ok(obs) = self.shared.observers.lock() {
+            for (_, q) in obs.iter() {
+                q.close();
+            }
+        }
     }
 
-    /// Serve one P2P connection until it ends.
+    /// Observers now.
+    pub fn observers(&self) -> usize {
+        self.shared.observers.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    /// Serve one P2P connection until it ends: a client session on [`ALPN`](xoq_wire::can::ALPN), an
+    /// observer on [`observe::CAN_ALPN`].
     pub async fn serve_connection(&self, conn: Connection) {
         let peer = conn.remote_id();
         let Ok((mut send, recv)) = conn.accept_bi().await else {
             return;
         };
+        if conn.alpn() == observe::CAN_ALPN {
+            self.serve_observer(peer, send, recv).await;
+            crate::session::linger(&conn).await;
+            return;
+        }
         let shared = &self.shared;
         let mut reader = FramedReader::new(recv);
         let hello = tokio::time::timeout(HELLO_TIMEOUT, reader.next(ClientMsg::decode)).await;
@@ -714,6 +774,145 @@ impl CanServer {
         tracing::info!(%peer, iface = %shared.name, "client left");
     }
 
+    /// Serve a read-only observer on an accepted stream: after the handshake it gets every
+    /// frame from and to the bus, stamped, and may only send pings. Anything else it sends
+    /// ends the session with a refusal saying so; nothing it sends reaches the bus, and it
+    /// never counts as a controller.
+    pub async fn serve_observer(
+        &self,
+        peer: iroh::EndpointId,
+        mut send: iroh::endpoint::SendStream,
+        recv: iroh::endpoint::RecvStream,
+    ) {
+        let shared = &self.shared;
+        let mut reader = FramedReader::new(recv);
+        let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next(observe::ClientMsg::decode));
+        let client = match first.await {
+            Ok(Ok(Some(observe::ClientMsg::Hello { version, client }))) => {
+                if version != observe::VERSION {
+                    refuse_observer(
+                        &mut send,
+                        RefuseCode::Version,
+                        format!("observer protocol version {version} not supported (server speaks {}); upgrade the older side", observe::VERSION),
+                    )
+                    .await;
+                    return;
+                }
+                client
+            }
+            Ok(Err(xoq_transport::framed::FramedError::Decode(e))) => {
+                let why = observer_violation(&e, &shared.name);
+                tracing::warn!(%peer, iface = %shared.name, "observer refused: {why}");
+                refuse_observer(&mut send, RefuseCode::WritesOff, why).await;
+                return;
+            }
+            _ => return,
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // Registered before Welcome: nothing that happens after the handshake is missed.
+        let queue = shared.add_observer(id);
+        let _guard = ObserverGuard {
+            shared: shared.clone(),
+            id,
+        };
+        tracing::info!(%peer, %client, iface = %shared.name, "observer connected");
+        let welcome = observe::ServerMsg::Welcome {
+            version: observe::VERSION,
+            device: shared.name.clone(),
+            queue: OBSERVER_QUEUE_FRAMES as u32,
+            server_us: now_us(),
+        };
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<observe::ServerMsg>(16);
+        let wq = queue.clone();
+        let mut state_rx = shared.state.subscribe();
+        let mut writer = tokio::spawn(async move {
+            let mut out = BytesMut::with_capacity(64 * 1024);
+            welcome.encode(&mut out);
+            if *state_rx.borrow_and_update() != BusState::ErrorActive {
+                observe::ServerMsg::BusState(state_rx.borrow().to_code()).encode(&mut out);
+            }
+            if send.write_all(&out).await.is_err() {
+                return;
+            }
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            loop {
+                out.clear();
+                let mut last = false;
+                tokio::select! {
+                    biased;
+                    m = ctl_rx.recv() => match m {
+                        Some(m) => {
+                            last = matches!(m, observe::ServerMsg::Refused { .. });
+                            m.encode(&mut out);
+                        }
+                        None => { let _ = send.finish(); return; }
+                    },
+                    r = wq.pop_batch(&mut batch, MAX_BATCH) => {
+                        if r.is_none() { let _ = send.finish(); return; }
+                        let dropped = wq.take_dropped();
+                        if dropped > 0 {
+                            observe::ServerMsg::Dropped(dropped).encode(&mut out);
+                        }
+                        // One message per run of frames going the same way.
+                        let mut frames = Vec::new();
+                        let mut dir = None;
+                        for (d, f) in batch.drain(..) {
+                            if dir.is_some_and(|x| x != d) {
+                                let direction = dir.unwrap_or(d);
+                                observe::ServerMsg::Frames { direction, frames: std::mem::take(&mut frames) }.encode(&mut out);
+                            }
+                            dir = Some(d);
+                            frames.push(f);
+                        }
+                        if let Some(direction) = dir {
+                            observe::ServerMsg::Frames { direction, frames }.encode(&mut out);
+                        }
+                    }
+                    c = state_rx.changed() => {
+                        if c.is_err() { return; }
+                        let code = state_rx.borrow_and_update().to_code();
+                        observe::ServerMsg::BusState(code).encode(&mut out);
+                    }
+                }
+                if send.write_all(&out).await.is_err() {
+                    return;
+                }
+                if last {
+                    let _ = send.finish();
+                    return;
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                _ = &mut writer => break,
+                m = reader.next(observe::ClientMsg::decode) => match m {
+                    Ok(Some(observe::ClientMsg::Ping { id, client_us })) => {
+                        let _ = ctl_tx.try_send(observe::ServerMsg::Pong { id, client_us, server_us: now_us() });
+                    }
+                    Ok(Some(observe::ClientMsg::Hello { .. })) | Ok(None) => break,
+                    Err(xoq_transport::framed::FramedError::Decode(e)) => {
+                        let why = observer_violation(&e, &shared.name);
+                        tracing::warn!(%peer, iface = %shared.name, "observer closed: {why}");
+                        let _ = ctl_tx.send(observe::ServerMsg::Refused { code: RefuseCode::WritesOff, message: why }).await;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, "observer session ended: {e}");
+                        break;
+                    }
+                },
+            }
+        }
+        drop(ctl_tx);
+        queue.close();
+        if !writer.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut writer).await;
+            writer.abort();
+        }
+        tracing::info!(%peer, iface = %shared.name, "observer left");
+    }
+
     /// Bridge the interface to a relay: publish its traffic on `{name}/state` (track `data`,
     /// batches as in docs/protocol.md, and `ctl`) and, with relay writes on, send the
     /// commands of every in-sync writer `{name}/cmd/<writer>`. Runs until the session ends
@@ -823,6 +1022,36 @@ impl CanServer {
 async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
     let code = code.to_code();
     crate::session::refuse(send, |out| ServerMsg::Refused { code, message }.encode(out)).await;
+}
+
+/// What an observer sent that it may not, in words for the observer and the log.
+fn observer_violation(e: &xoq_wire::DecodeError, iface: &str) -> String {
+    match e {
+        xoq_wire::DecodeError::UnknownKind(k) => format!(
+            "this is a read-only observer session of {iface}: it may send only Ping (it sent message kind 0x{k:02x}); \
+             to send frames, connect as a client (ALPN xoq/can/1)"
+        ),
+        e => format!("observer protocol error: {e}"),
+    }
+}
+
+async fn refuse_observer(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
+    crate::session::refuse(send, |out| {
+        observe::ServerMsg::Refused { code, message }.encode(out)
+    })
+    .await;
+}
+
+/// Removes an observer's queue when its session ends.
+struct ObserverGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for ObserverGuard {
+    fn drop(&mut self) {
+        self.shared.remove_observer(self.id);
+    }
 }
 
 /// A P2P session's sink and controller: removed when the session ends, however it ends.

@@ -78,6 +78,13 @@ impl<T> Queue<T> {
         Self::with(capacity, Overflow::DropOldest, |_| 1, None)
     }
 
+    /// A drop-oldest queue holding at most `capacity` units, each item weighing `size(item)`
+    /// units (e.g. the bytes of a stamped chunk). Whole items are dropped, so an item keeps
+    /// its stamp; the dropped counter counts units.
+    pub fn weighed(capacity: usize, size: fn(&T) -> usize) -> Self {
+        Self::with(capacity, Overflow::DropOldest, size, None)
+    }
+
     fn with(
         capacity: usize,
         policy: Overflow,
@@ -317,6 +324,18 @@ mod tests {
 #[cfg(test)]
 mod item_tests {
     use super::*;
+
+    #[tokio::test]
+    async fn weighed_queue_drops_whole_items_and_counts_units() {
+        let q: Queue<(u8, Vec<u8>)> = Queue::weighed(5, |(_, d)| d.len());
+        q.push((1, vec![0; 3]));
+        q.push((2, vec![0; 2]));
+        q.push((3, vec![0; 2]));
+        let mut out = Vec::new();
+        q.pop_batch(&mut out, 10).await.expect("items");
+        assert_eq!(out.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(q.take_dropped(), 3, "the first item's 3 units");
+    }
 
     #[tokio::test]
     async fn drop_oldest_items() {

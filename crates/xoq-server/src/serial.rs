@@ -19,6 +19,14 @@
 //! same identity opening the port again from another handle replaces its older handle (as
 //! a second `open()` of a local port does); the same handle reconnecting replaces its own
 //! stale session. Relay writers (`--moq-writes on`) write alongside the P2P controller.
+//!
+//! Observers (ALPN [`observe::SERIAL_ALPN`], and the relay's `{path}/observe` broadcast) see
+//! both directions: each chunk the device reader got, stamped with its read time, and each
+//! chunk the device writer hands to the driver, stamped and queued just before the write (so
+//! a request always reaches observers before its answer). They never
+//! write (the server reads nothing but a ping from them) and never own the port. Each has a
+//! drop-oldest queue ([`OBSERVER_QUEUE_BYTES`]) filled without waiting, so a slow observer
+//! loses bytes (and is told how many) but never slows the device or the controller.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +43,7 @@ use xoq_device::DeviceError;
 use xoq_device::serial::{SerialBackend, SerialControl, SerialWriter};
 use xoq_transport::framed::FramedReader;
 use xoq_transport::moq::MoqSession;
+use xoq_wire::observe::{self, Direction};
 use xoq_wire::relay::Ctl;
 use xoq_wire::serial::{
     ClearBuffer, ClientMsg, Command, Event, Hello, LineSettings, RefuseCode, Reply, ServerMsg,
@@ -49,6 +58,8 @@ use xoq_device::now_us;
 pub const CLIENT_QUEUE_BYTES: usize = 1 << 20;
 /// Bytes a P2P client may have in flight that the device has not accepted yet.
 pub const WRITE_WINDOW: u32 = 64 * 1024;
+/// Bytes (both directions) queued per observer before the oldest chunks are dropped.
+pub const OBSERVER_QUEUE_BYTES: usize = 1 << 20;
 /// Bytes from relay writers queued for the device before their readers wait.
 const RELAY_WRITE_QUEUE: usize = 64 * 1024;
 /// How long a new connection may take to send its handshake.
@@ -108,6 +119,7 @@ impl SerialServerBuilder {
             writes: WriteQueue::default(),
             settings: Mutex::new(self.settings),
             sinks: Mutex::new(Vec::new()),
+            observers: Mutex::new(Vec::new()),
             controller: Mutex::new(None),
             events,
             next_session: AtomicU64::new(1),
@@ -270,6 +282,9 @@ struct Shared {
     writes: WriteQueue,
     settings: Mutex<LineSettings>,
     sinks: Mutex<Vec<(u64, Arc<Queue<Bytes>>)>>,
+    /// Observers' queues (P2P observers and the relay's observe track), filled without
+    /// waiting.
+    observers: Mutex<Vec<(u64, Arc<Queue<Observed>>)>>,
     controller: Mutex<Option<Controller>>,
     events: broadcast::Sender<Event>,
     next_session: AtomicU64,
@@ -277,7 +292,54 @@ struct Shared {
     relay_stats: Arc<crate::relay::BridgeStats>,
 }
 
+/// One chunk seen by observers.
+struct Observed {
+    direction: Direction,
+    /// Robot clock, µs since the Unix epoch: read time, or when the bytes were handed to
+    /// the driver.
+    stamp_us: u64,
+    data: Bytes,
+}
+
+impl Observed {
+    fn size(&self) -> usize {
+        self.data.len()
+    }
+}
+
 impl Shared {
+    /// Hand a chunk to every observer (never waits: a full observer queue drops its oldest).
+    fn observe(&self, direction: Direction, stamp_us: u64, data: &Bytes) {
+        if let Ok(obs) = self.observers.lock() {
+            for (_, q) in obs.iter() {
+                q.push(Observed {
+                    direction,
+                    stamp_us,
+                    data: data.clone(),
+                });
+            }
+        }
+    }
+
+    fn add_observer(&self, id: u64) -> Arc<Queue<Observed>> {
+        let q = Arc::new(Queue::weighed(OBSERVER_QUEUE_BYTES, Observed::size));
+        if let Ok(mut o) = self.observers.lock() {
+            o.push((id, q.clone()));
+        }
+        q
+    }
+
+    fn remove_observer(&self, id: u64) {
+        if let Ok(mut o) = self.observers.lock() {
+            o.retain(|(i, q)| {
+                if *i == id {
+                    q.close();
+                }
+                *i != id
+            });
+        }
+    }
+
     async fn fanout(&self, data: Bytes) {
         let sinks: Vec<Arc<Queue<Bytes>>> = match self.sinks.lock() {
             Ok(s) => s.iter().map(|(_, q)| q.clone()).collect(),
@@ -406,8 +468,12 @@ async fn device_task(
             match reader.read_buf(&mut buf).await {
                 Ok(0) => break "end of file".to_string(),
                 Ok(n) => {
+                    // The capture time of these bytes: when the read returned them.
+                    let stamp = now_us();
                     shared.stats.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    shared.fanout(buf.split().freeze()).await;
+                    let chunk = buf.split().freeze();
+                    shared.observe(Direction::FromDevice, stamp, &chunk);
+                    shared.fanout(chunk).await;
                 }
                 Err(e) => break e.to_string(),
             }
@@ -462,6 +528,8 @@ async fn writer_task(shared: Arc<Shared>) {
         let (chunk, generation) = next;
         q.progress.notify_waiters();
         let mut done = 0usize;
+        // Bytes of this chunk already shown to observers.
+        let mut observed = 0usize;
         let mut dev = shared.device_writer.lock().await;
         while done < chunk.data.len() {
             let Some(w) = dev.as_mut() else {
@@ -480,6 +548,16 @@ async fn writer_task(shared: Arc<Shared>) {
                     .tx_cleared
                     .fetch_add((chunk.data.len() - done) as u64, Ordering::Relaxed);
                 break;
+            }
+            // Observers see the bytes as they are handed to the driver, before the write:
+            // the device can only answer after that, so every observer gets a request before
+            // its answer and with an earlier stamp, also from a device that answers within
+            // the write (a simulator). A write the driver then refuses (the device vanished)
+            // or only partly takes before an output clear is the rare case where bytes
+            // observed did not all reach the line.
+            if observed < chunk.data.len() {
+                shared.observe(Direction::ToDevice, now_us(), &chunk.data.slice(observed..));
+                observed = chunk.data.len();
             }
             tokio::select! {
                 r = w.write(&chunk.data[done..]) => match r {
@@ -559,14 +637,24 @@ impl SerialServer {
             .and_then(|c| c.as_ref().map(|c| c.id))
     }
 
-    /// Serve one P2P connection until it ends.
+    /// Observers now (P2P sessions, and the relay's observe track while bridged).
+    pub fn observers(&self) -> usize {
+        self.shared.observers.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    /// Serve one P2P connection until it ends: a controller session on [`ALPN`](xoq_wire::serial::ALPN), an
+    /// observer on [`observe::SERIAL_ALPN`].
     pub async fn serve_connection(&self, conn: Connection) -> Result<(), SessionError> {
         let peer = conn.remote_id();
         let (send, recv) = conn
             .accept_bi()
             .await
             .map_err(|e| SessionError::Closed(e.to_string()))?;
-        let r = self.serve_stream(peer, send, recv).await;
+        let r = if conn.alpn() == observe::SERIAL_ALPN {
+            self.serve_observer(peer, send, recv).await
+        } else {
+            self.serve_stream(peer, send, recv).await
+        };
         match &r {
             Ok(()) => tracing::info!(%peer, port = %self.shared.name, "client left"),
             Err(SessionError::Closed(_)) => {
@@ -832,9 +920,145 @@ impl SerialServer {
         result
     }
 
+    /// Serve a read-only observer on an accepted stream: after the handshake it gets both
+    /// directions of the port's traffic, stamped, and may only send pings. Anything else it
+    /// sends ends the session with a refusal saying so; nothing it sends reaches the device.
+    pub async fn serve_observer(
+        &self,
+        peer: EndpointId,
+        mut send: iroh::endpoint::SendStream,
+        recv: iroh::endpoint::RecvStream,
+    ) -> Result<(), SessionError> {
+        let shared = &self.shared;
+        let mut reader = FramedReader::new(recv);
+        let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next(observe::ClientMsg::decode));
+        let client = match first.await {
+            Err(_) => return Err(SessionError::Protocol("no handshake within 10 s".into())),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(observe::ClientMsg::Hello { version, client }))) => {
+                if version != observe::VERSION {
+                    refuse_observer(
+                        &mut send,
+                        RefuseCode::Version,
+                        format!("observer protocol version {version} not supported (server speaks {}); upgrade the older side", observe::VERSION),
+                    )
+                    .await;
+                    return Err(SessionError::Refused("version".into()));
+                }
+                client
+            }
+            Ok(Ok(Some(_))) => {
+                return Err(SessionError::Protocol("first message was not Hello".into()));
+            }
+            Ok(Err(xoq_transport::framed::FramedError::Decode(e))) => {
+                let why = observer_violation(&e, &shared.name);
+                refuse_observer(&mut send, RefuseCode::WritesOff, why.clone()).await;
+                return Err(SessionError::Protocol(why));
+            }
+            Ok(Err(e)) => return Err(classify(e)),
+        };
+        let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+        // Registered before Welcome: nothing that happens after the handshake is missed.
+        let queue = shared.add_observer(id);
+        let _guard = ObserverGuard {
+            shared: shared.clone(),
+            id,
+        };
+        let mut events = shared.events.subscribe();
+        tracing::info!(%peer, %client, port = %shared.name, "observer connected");
+        let welcome = observe::ServerMsg::Welcome {
+            version: observe::VERSION,
+            device: shared.name.clone(),
+            queue: OBSERVER_QUEUE_BYTES as u32,
+            server_us: now_us(),
+        };
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<observe::ServerMsg>(16);
+        let wq = queue.clone();
+        let mut writer = tokio::spawn(async move {
+            let mut out = BytesMut::with_capacity(16 * 1024);
+            welcome.encode(&mut out);
+            send.write_all(&out).await.map_err(|e| e.to_string())?;
+            let mut chunks = Vec::new();
+            loop {
+                out.clear();
+                let mut last = false;
+                tokio::select! {
+                    biased;
+                    m = ctl_rx.recv() => match m {
+                        Some(m) => {
+                            last = matches!(m, observe::ServerMsg::Refused { .. });
+                            m.encode(&mut out);
+                        }
+                        None => { let _ = send.finish(); return Ok(()); }
+                    },
+                    r = wq.pop_all(&mut chunks) => {
+                        if r.is_none() { let _ = send.finish(); return Ok(()); }
+                        let dropped = wq.take_dropped();
+                        if dropped > 0 {
+                            observe::ServerMsg::Dropped(dropped).encode(&mut out);
+                        }
+                        for o in chunks.drain(..) {
+                            for m in observe::ServerMsg::bytes_chunks(o.direction, o.stamp_us, o.data) {
+                                m.encode(&mut out);
+                            }
+                        }
+                    }
+                    e = events.recv() => match e {
+                        Ok(Event::DeviceLost(r)) => observe::ServerMsg::DeviceLost(r).encode(&mut out),
+                        Ok(Event::DeviceRestored) => observe::ServerMsg::DeviceRestored.encode(&mut out),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    },
+                }
+                send.write_all(&out).await.map_err(|e| e.to_string())?;
+                if last {
+                    let _ = send.finish();
+                    return Ok(());
+                }
+            }
+        });
+        let result = loop {
+            tokio::select! {
+                w = &mut writer => {
+                    break match w {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(SessionError::Closed(e)),
+                        Err(e) => Err(SessionError::Closed(e.to_string())),
+                    };
+                }
+                m = reader.next(observe::ClientMsg::decode) => match m {
+                    Ok(Some(observe::ClientMsg::Ping { id, client_us })) => {
+                        let _ = ctl_tx.try_send(observe::ServerMsg::Pong { id, client_us, server_us: now_us() });
+                    }
+                    Ok(Some(observe::ClientMsg::Hello { .. })) => {
+                        break Err(SessionError::Protocol("second Hello".into()));
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(xoq_transport::framed::FramedError::Decode(e)) => {
+                        let why = observer_violation(&e, &shared.name);
+                        tracing::warn!(%peer, port = %shared.name, "observer closed: {why}");
+                        let _ = ctl_tx.send(observe::ServerMsg::Refused { code: RefuseCode::WritesOff, message: why.clone() }).await;
+                        break Err(SessionError::Protocol(why));
+                    }
+                    Err(e) => break Err(classify(e)),
+                },
+            }
+        };
+        drop(ctl_tx);
+        queue.close();
+        if !writer.is_finished() {
+            // Let the writer send the refusal (or what is queued) and finish the stream.
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut writer).await;
+            writer.abort();
+        }
+        result
+    }
+
     /// Bridge this port to a relay: device bytes are published on `{name}/s2c` (track
     /// `data`, plus `ctl`), and with relay writes on, bytes of every in-sync writer
-    /// `{name}/c2s/<writer>` are written to the device. Runs until the session ends for good.
+    /// `{name}/c2s/<writer>` are written to the device. Both directions, stamped, go to
+    /// `{name}/observe` (track `data`, one [`observe::ServerMsg`] per frame). Runs until the
+    /// session ends for good.
     pub async fn serve_moq(&self, session: &MoqSession, name: &str) -> Result<(), ServerError> {
         let shared = &self.shared;
         let ids_from = shared.clone();
@@ -857,6 +1081,21 @@ impl SerialServer {
             session: session_id,
         };
         let mut events = shared.events.subscribe();
+        let (_observe_bc, mut observe_tracks) = session.publish_tracks(
+            &format!("{name}/{}", observe::OBSERVE_BROADCAST),
+            &[xoq_transport::moq::DATA_TRACK],
+        )?;
+        let observe_track = observe_tracks.pop().ok_or_else(|| {
+            ServerError::Transport(xoq_transport::TransportError::Moq {
+                operation: "create track",
+                reason: "no observe track".into(),
+            })
+        })?;
+        // The observe track ending (its broadcast gone) must not end the bridge.
+        let observed = async {
+            relay_observer(shared.clone(), observe_track).await;
+            std::future::pending::<()>().await
+        };
         let out = async {
             let mut chunks = Vec::new();
             while queue.pop_all(&mut chunks).await.is_some() {
@@ -889,6 +1128,7 @@ impl SerialServer {
         tokio::select! {
             _ = out => {},
             _ = inp => {},
+            _ = observed => {},
             r = session.closed() => {
                 if let Err(e) = r {
                     tracing::error!("relay session ended: {e}");
@@ -896,6 +1136,79 @@ impl SerialServer {
             },
         }
         Ok(())
+    }
+}
+
+/// The relay's observe track: an observer queue for as long as the bridge runs, each
+/// observation one frame. Always on, not only while subscribed: the relay's own subscription
+/// comes and goes (it may look at a track and leave before a viewer asks for it), and a serial
+/// line is light (a 1 Mbaud bus is at most 100 kB/s each way).
+async fn relay_observer(shared: Arc<Shared>, mut track: xoq_transport::moq::TrackWriter) {
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let queue = shared.add_observer(id);
+    let _guard = ObserverGuard {
+        shared: shared.clone(),
+        id,
+    };
+    let mut events = shared.events.subscribe();
+    let mut chunks = Vec::new();
+    loop {
+        let mut msgs = Vec::new();
+        tokio::select! {
+            r = queue.pop_all(&mut chunks) => {
+                if r.is_none() {
+                    return;
+                }
+                let dropped = queue.take_dropped();
+                if dropped > 0 {
+                    msgs.push(observe::ServerMsg::Dropped(dropped));
+                }
+                for o in chunks.drain(..) {
+                    msgs.extend(observe::ServerMsg::bytes_chunks(o.direction, o.stamp_us, o.data));
+                }
+            }
+            e = events.recv() => match e {
+                Ok(Event::DeviceLost(r)) => msgs.push(observe::ServerMsg::DeviceLost(r)),
+                Ok(Event::DeviceRestored) => msgs.push(observe::ServerMsg::DeviceRestored),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+        for m in msgs {
+            if let Err(e) = track.write(m.to_bytes()) {
+                tracing::debug!("relay observe: {e}");
+            }
+        }
+    }
+}
+
+/// What an observer sent that it may not, in words for the observer and the log.
+fn observer_violation(e: &xoq_wire::DecodeError, port: &str) -> String {
+    match e {
+        xoq_wire::DecodeError::UnknownKind(k) => format!(
+            "this is a read-only observer session of {port}: it may send only Ping (it sent message kind 0x{k:02x}); \
+             to write to the port, open it as a controller (ALPN xoq/serial/1)"
+        ),
+        e => format!("observer protocol error: {e}"),
+    }
+}
+
+async fn refuse_observer(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
+    crate::session::refuse(send, |out| {
+        observe::ServerMsg::Refused { code, message }.encode(out)
+    })
+    .await;
+}
+
+/// Removes an observer's queue when its session (or the relay's subscription) ends.
+struct ObserverGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for ObserverGuard {
+    fn drop(&mut self) {
+        self.shared.remove_observer(self.id);
     }
 }
 

@@ -19,6 +19,7 @@ pub mod depth;
 pub mod feetech;
 pub mod frame;
 pub mod machine;
+pub mod observe;
 pub mod refuse;
 pub mod relay;
 pub mod serial;

@@ -80,18 +80,26 @@ pub mod camera {
 }
 
 #[cfg(feature = "can")]
-/// CAN buses over the network: the client, the server, frames and the simulator's helpers.
+/// CAN buses over the network: the client, the read-only observer, the server, frames and the
+/// simulator's helpers.
 pub mod can {
-    pub use xoq_client::can::{CanClientStats, CanOptions, RemoteCanBus};
+    pub use xoq_client::can::{
+        CanClientStats, CanObservation, CanObserver, CanOptions, Direction, ObserveOptions,
+        RemoteCanBus,
+    };
     pub use xoq_device::can::{CanBackend, backend};
     pub use xoq_server::can::{CanServer, CanServerBuilder};
     pub use xoq_wire::can::{BusState, CanFrame, Filter, TimedFrame};
 }
 
 #[cfg(feature = "serial")]
-/// Serial ports over the network: the client, the server and their settings.
+/// Serial ports over the network: the client, the read-only observer, the server and their
+/// settings.
 pub mod serial {
-    pub use xoq_client::serial::{BlockingSerial, RemoteSerial, SerialOptions};
+    pub use xoq_client::serial::{
+        BlockingSerial, Direction, ObserveOptions, RemoteSerial, SerialObservation, SerialObserver,
+        SerialOptions,
+    };
     pub use xoq_device::serial::{SerialBackend, backend};
     pub use xoq_server::serial::{SerialServer, SerialServerBuilder};
     pub use xoq_wire::serial::{

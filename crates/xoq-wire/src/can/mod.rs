@@ -40,7 +40,7 @@ mod filter;
 mod frame;
 mod message;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod text;
 
 pub use crate::refuse::RefuseCode;

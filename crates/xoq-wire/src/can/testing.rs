@@ -90,7 +90,7 @@ pub(super) fn timed_frame() -> impl Strategy<Value = TimedFrame> {
     })
 }
 
-pub(super) fn batch() -> impl Strategy<Value = Vec<TimedFrame>> {
+pub(crate) fn batch() -> impl Strategy<Value = Vec<TimedFrame>> {
     proptest::collection::vec(timed_frame(), 0..20)
 }
 

@@ -10,6 +10,7 @@ use xoq_client::can::{CanOptions, RemoteCanBus};
 use xoq_server::can::CanServer;
 use xoq_transport::Address;
 use xoq_wire::can::{ALPN, CanFrame};
+use xoq_wire::observe;
 
 use super::common::{self, RelayTask, Running, ServerArgs, WriteArgs};
 
@@ -107,9 +108,18 @@ pub(super) async fn start_one(
         None
     } else {
         let ep = server
-            .endpoint(&format!("can-{}", clean(iface)), vec![ALPN.to_vec()])
+            .endpoint(
+                &format!("can-{}", clean(iface)),
+                vec![ALPN.to_vec(), observe::CAN_ALPN.to_vec()],
+            )
             .await?;
-        Some(Router::builder(ep).accept(ALPN, srv.clone()).spawn())
+        // One handler for both: it tells a client from an observer by the ALPN.
+        Some(
+            Router::builder(ep)
+                .accept(ALPN, srv.clone())
+                .accept(observe::CAN_ALPN, srv.clone())
+                .spawn(),
+        )
     };
     let moq = match (&server.relay, moq_path) {
         (Some(relay), Some(path)) => Some(Address::moq(relay, &path)?),

@@ -9,6 +9,7 @@ use iroh::protocol::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xoq_client::serial::{RemoteSerial, SerialOptions};
 use xoq_server::SerialServer;
+use xoq_wire::observe;
 use xoq_wire::serial::{ALPN, LineSettings};
 
 use super::common::{self, RelayTask, Running, ServerArgs, WriteArgs};
@@ -79,9 +80,18 @@ pub(super) async fn start(a: &ServerCmd) -> anyhow::Result<Running<SerialServer>
     } else {
         let ep = a
             .server
-            .endpoint(&format!("serial-{}", a.port), vec![ALPN.to_vec()])
+            .endpoint(
+                &format!("serial-{}", a.port),
+                vec![ALPN.to_vec(), observe::SERIAL_ALPN.to_vec()],
+            )
             .await?;
-        Some(Router::builder(ep).accept(ALPN, server.clone()).spawn())
+        // One handler for both: it tells a controller from an observer by the ALPN.
+        Some(
+            Router::builder(ep)
+                .accept(ALPN, server.clone())
+                .accept(observe::SERIAL_ALPN, server.clone())
+                .spawn(),
+        )
     };
     let relay = match &moq_addr {
         Some(addr) => {
