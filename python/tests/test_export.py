@@ -12,8 +12,9 @@ the row's `capture_ns` column names.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
+import shutil
+import signal
 import subprocess
 import time
 
@@ -36,15 +37,19 @@ FPS = 30
 STEP = 0.5  # rad: joint1's commanded step
 
 
-def drive(bus: can.BusABC, seconds: float, step_after: float) -> None:
+def drive(bus: can.BusABC, seconds: float, step_after: float, mark_after: float, mark) -> None:
     """MIT commands to all eight motors every 5 ms for `seconds`; joint1's target steps from
-    0 to STEP after `step_after` seconds."""
+    0 to STEP after `step_after` seconds; `mark()` is called once after `mark_after`."""
     for cmd_id, _, _, _ in MOTORS:
         bus.send(can.Message(arbitration_id=cmd_id, data=bytes([0xFF] * 7 + [0xFC]),
                              is_extended_id=False))
     t0 = time.monotonic()
     nxt = t0
+    marked = False
     while (now := time.monotonic()) < t0 + seconds:
+        if not marked and now - t0 >= mark_after:
+            mark()
+            marked = True
         target = STEP if now - t0 >= step_after else 0.0
         for cmd_id, _, limits, _ in MOTORS:
             p = target if cmd_id == 1 else 0.0
@@ -95,10 +100,13 @@ def scene(tmp_path_factory):
                     str(HEIGHT), "--fps", str(FPS))
         arm = start("fake-can-server", "--relay", relay, "--moq", "anon/arm")
         rec = Recorder(home, tmp / "scene.mcap", f"camera:cam={cam.address}",
-                       f"can:arm={arm.moq_address()}", "--duration", "14")
+                       f"can:arm={arm.moq_address()}", "--duration", "14",
+                       "--video-dir", str(tmp / "videos"), "--episode-marker", "signal")
         with can.Bus(interface="xoq", channel=arm.address) as bus:
             warm_up(bus, rec, "/arm/frames")
-            drive(bus, seconds=6.0, step_after=3.0)
+            # Episode 0 holds the step; a mark 1.5 s later starts episode 1.
+            drive(bus, seconds=6.0, step_after=3.0, mark_after=4.5,
+                  mark=lambda: rec.proc.send_signal(signal.SIGUSR1))
         assert rec.wait(timeout=60) == 0, rec.output()
         msgs, _, _ = read_complete(rec.out)
         steps = [m.log_time for m in msgs if m.topic == "/arm/joint_commands"
@@ -123,21 +131,28 @@ def test_export_passes_lerobot_checks_and_lines_up_a_known_event(scene, tmp_path
     out = export(mcap, ds, "--fps", str(FPS), "--task", "step joint1")
     summary = lerobot_v3.validate(ds)
     info = json.loads((ds / "meta/info.json").read_text())
-    assert summary["fps"] == FPS and summary["episodes"] == 1
+    assert summary["fps"] == FPS
+    assert summary["episodes"] == 2, "the mark split the recording"
     assert info["features"]["observation.state"]["names"][0] == "arm.joint1"
     assert len(info["features"]["observation.state"]["names"]) == 8
     assert len(info["features"]["action"]["names"]) == 8
     assert "copied unchanged" in out, out  # a 30 fps camera on a 30 fps grid is not re-encoded
     tasks = pq.read_table(ds / "meta/tasks.parquet").to_pandas()
     assert list(tasks.index) == ["step joint1"]
+    marks = sorted(m.log_time for m in msgs if m.topic == "/xoq/episode")
+    assert len(marks) == 1
 
     rows = rows_of(ds)
     n = len(rows["index"])
-    assert n >= 5 * FPS, f"{n} rows"
     grid = rows["robot_time_ns"]
     cam_t = rows["capture_ns.observation.images.cam"]
+    ep = rows["episode_index"]
+    fi = rows["frame_index"]
     period = S / FPS
-    assert all(grid[k] == grid[0] + (k * S) // FPS for k in range(n)), "rows on the fps grid"
+    firsts = {e: grid[k] for k, e in enumerate(ep) if fi[k] == 0}
+    assert all(grid[k] == firsts[ep[k]] + (fi[k] * S) // FPS for k in range(n)), "the fps grid"
+    assert max(t for t, e in zip(grid, ep) if e == 0) < marks[0] <= firsts[1], "split at the mark"
+    assert sum(1 for e in ep if e == 0) >= 3 * FPS, "episode 0 spans the step"
 
     # The pairing rule: each row's camera frame is the recorded frame nearest its grid time.
     recorded = sorted(m.log_time for m in msgs if m.topic == "/cam/video")
@@ -145,19 +160,21 @@ def test_export_passes_lerobot_checks_and_lines_up_a_known_event(scene, tmp_path
         nearest = min(recorded, key=lambda t: (abs(t - grid[k]), t))
         assert cam_t[k] == nearest, f"row {k}: frame {cam_t[k]} is not the nearest ({nearest})"
 
-    # Every MP4 frame is the picture its row names, at exactly k / fps.
-    frames = decoded_stamps(ds / "videos/observation.images.cam/chunk-000/file-000.mp4")
-    assert len(frames) == n
-    for k, (pts, us) in enumerate(frames):
-        assert abs(pts - k / FPS) < 1e-6, (k, pts)
-        assert us * 1000 == cam_t[k], f"row {k}: MP4 frame captured at {us} µs, row says {cam_t[k]}"
+    # Every MP4 frame is the picture its row names, at exactly frame_index / fps.
+    for e in (0, 1):
+        ks = [k for k in range(n) if ep[k] == e]
+        frames = decoded_stamps(ds / f"videos/observation.images.cam/chunk-000/file-{e:03d}.mp4")
+        assert len(frames) == len(ks)
+        for (pts, us), k in zip(frames, ks):
+            assert abs(pts - fi[k] / FPS) < 1e-6, (k, pts)
+            assert us * 1000 == cam_t[k], f"row {k}: MP4 frame captured at {us} µs, row says {cam_t[k]}"
 
     # The known event: joint1's step shows first in the row nearest it, beside a camera frame
     # captured within one frame of it.
     j1 = info["features"]["action"]["names"].index("arm.joint1")
     act = rows["action"]
     r = next(k for k in range(n) if act[k][j1] > STEP / 2)
-    assert r > 0 and act[r - 1][j1] < STEP / 2
+    assert ep[r] == 0 and fi[r] > 0 and act[r - 1][j1] < STEP / 2
     assert abs(grid[r] - step_ns) <= period, (grid[r], step_ns)
     assert abs(cam_t[r] - step_ns) <= period, (cam_t[r] - step_ns) / 1e6
     assert rows["capture_ns.action"][r][j1] >= step_ns
@@ -170,6 +187,32 @@ def test_export_passes_lerobot_checks_and_lines_up_a_known_event(scene, tmp_path
     assert "camera frame vs state sample" in out
 
 
+def test_video_dir_holds_fragmented_mp4_that_ffprobe_reads(scene):
+    mcap, _, msgs = scene
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("needs ffprobe (scripts/test.sh installs Debian's ffmpeg)")
+    path = mcap.parent / "videos" / "cam.mp4"
+    p = subprocess.run([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
+                        "-show_entries", "stream=codec_name,width,height,nb_read_frames:format=duration",
+                        "-of", "json", str(path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    probe = json.loads(p.stdout)
+    stream = probe["streams"][0]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", WIDTH, HEIGHT)
+    frames = sorted(m.log_time for m in msgs if m.topic == "/cam/video")
+    assert int(stream["nb_read_frames"]) == len(frames)
+    # Timed by capture: first to last capture, plus the last frame's (repeated) duration.
+    want = (frames[-1] - frames[0] + (frames[-1] - frames[-2])) / S
+    assert abs(float(probe["format"]["duration"]) - want) < 0.01, (probe["format"], want)
+    # Each picture at its capture time relative to the first.
+    with av.open(str(path)) as c:
+        for f, t in zip(c.decode(video=0), frames):
+            st = stamp(f.to_ndarray(format="rgb24"))
+            assert st is not None and st[1] * 1000 == t
+            assert abs(float(f.time) - (t - frames[0]) / S) < 2e-5
+
+
 def test_a_slower_grid_is_re_encoded_on_exact_times(scene, tmp_path):
     mcap, _, _ = scene
     ds = tmp_path / "ds15"
@@ -178,9 +221,10 @@ def test_a_slower_grid_is_re_encoded_on_exact_times(scene, tmp_path):
     assert "re-encoded" in out, out
     lerobot_v3.validate(ds)
     rows = rows_of(ds)
+    ks = [k for k, e in enumerate(rows["episode_index"]) if e == 0]
     frames = decoded_stamps(ds / "videos/observation.images.cam/chunk-000/file-000.mp4")
-    assert len(frames) == len(rows["index"])
-    for k, (pts, us) in enumerate(frames):
+    assert len(frames) == len(ks)
+    for (pts, us), k in zip(frames, ks):
         assert abs(pts - k / 15) < 1e-6
         assert us * 1000 == rows["capture_ns.observation.images.cam"][k]
     stats = json.loads((ds / "meta/stats.json").read_text())

@@ -617,13 +617,13 @@ fn grid(
     for (topic, frames) in cameras {
         let times = || frames.iter().map(|f| f.capture_ns).filter(inside);
         begin = begin.max(times().next().ok_or_else(|| no_data(topic))?);
-        end = end.min(times().last().ok_or_else(|| no_data(topic))?);
+        end = end.min(times().next_back().ok_or_else(|| no_data(topic))?);
     }
     for j in [state, action] {
         for (name, s) in j.names.iter().zip(&j.series) {
             let times = || s.iter().map(|x| x.0).filter(inside);
             begin = begin.max(times().next().ok_or_else(|| no_data(name))?);
-            end = end.min(times().last().ok_or_else(|| no_data(name))?);
+            end = end.min(times().next_back().ok_or_else(|| no_data(name))?);
         }
     }
     let t0 = match cameras.first() {

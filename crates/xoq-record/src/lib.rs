@@ -18,10 +18,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod damiao;
+pub mod feetech;
 pub mod lerobot;
 pub mod mp4;
 pub mod read;
 pub mod ros2;
+pub mod serial;
 pub mod table;
 
 use std::collections::BTreeMap;

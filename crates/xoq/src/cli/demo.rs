@@ -31,7 +31,9 @@ pub struct DemoArgs {
     /// Address of the web pages (HTTP); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8480")]
     pub web: SocketAddr,
-    /// Record the demo's camera and OpenArm bus to this MCAP file until Ctrl-C.
+    /// Record the demo's camera, OpenArm bus and SO-101 bus to this MCAP file until Ctrl-C;
+    /// a scripted operator moves the OpenArm meanwhile, so the recording has commands and
+    /// motion to export as a dataset.
     #[arg(long, value_name = "FILE.mcap")]
     pub record: Option<std::path::PathBuf>,
 }
@@ -231,30 +233,51 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("  xoq bench serial                               # latency vs raw QUIC");
     println!();
     let recording = a.record.clone().map(|output| {
+        println!(
+            "recording to {} (a scripted operator waves the OpenArm's joints meanwhile)",
+            output.display()
+        );
+        let (stop_op, op_rx) = tokio::sync::watch::channel(false);
+        let operator = tokio::spawn(operate(arm_p2p.clone(), op_rx));
         let cmd = super::record::RecordCmd {
             sources: vec![
                 format!("camera:camera={cam_p2p}"),
                 format!("can:openarm={arm_moq}"),
+                format!("serial:so101={p2p_addr}"),
             ],
             output,
             duration: None,
             key: None,
+            video_dir: None,
+            episode_marker: Vec::new(),
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(super::record::run_until(cmd, async {
             let _ = stop_rx.await;
         }));
-        (stop_tx, task)
+        (stop_tx, task, stop_op, operator)
     });
     println!("ready (Ctrl-C to stop)");
     common::shutdown_signal().await;
-    if let Some((stop, task)) = recording {
+    if let Some((stop, task, stop_op, operator)) = recording {
         // Finish the file while the devices are still there.
+        let _ = stop_op.send(true);
+        if let Ok(Err(e)) = operator.await {
+            println!("the scripted operator stopped: {e:#}");
+        }
         let _ = stop.send(());
         match task.await {
             Ok(Err(e)) => println!("recording failed: {e:#}"),
             Err(e) => println!("recording failed: {e}"),
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if let Some(file) = &a.record {
+                    println!(
+                        "as a LeRobot dataset: xoq export lerobot {} -o {}-dataset",
+                        file.display(),
+                        file.with_extension("").display()
+                    );
+                }
+            }
         }
     }
     if let Some((_, task)) = web {
@@ -323,6 +346,39 @@ pub(crate) async fn transact(
 }
 
 /// Enable and disable every OpenArm motor through `addr`; report the feedback round trip.
+/// The demo's scripted operator: enables the OpenArm's motors and sends MIT commands to all
+/// eight every 10 ms, each joint a slow wave of its own phase (what a leader arm would send),
+/// until `stop`; then disables them.
+async fn operate(addr: String, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    use xoq_client::can::{CanOptions, RemoteCanBus};
+    use xoq_wire::can::CanFrame;
+    use xoq_wire::damiao::{CMD_DISABLE, CMD_ENABLE, OPENARM_MOTORS, encode_mit};
+    let bus = RemoteCanBus::connect(&addr, CanOptions::new().offline(true).ephemeral()).await?;
+    for (cmd, _, _) in OPENARM_MOTORS {
+        bus.send(&CanFrame::new(cmd, CMD_ENABLE.to_vec())?).await?;
+    }
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let t = t0.elapsed().as_secs_f32();
+        for (i, &(cmd, _, model)) in OPENARM_MOTORS.iter().enumerate() {
+            let p = 0.4 * (std::f32::consts::TAU * t / 4.0 + i as f32 * 0.6).sin();
+            let mit = encode_mit(model, p, 0.0, 10.0, 1.0, 0.0);
+            bus.send(&CanFrame::new(cmd, mit.to_vec())?).await?;
+        }
+    }
+    for (cmd, _, _) in OPENARM_MOTORS {
+        bus.send(&CanFrame::new(cmd, CMD_DISABLE.to_vec())?).await?;
+    }
+    bus.close().await;
+    Ok(())
+}
+
 async fn check_arm(addr: &str) -> anyhow::Result<String> {
     use xoq_client::can::{CanOptions, RemoteCanBus};
     use xoq_wire::can::CanFrame;

@@ -76,8 +76,8 @@ fn skew(s: &Skew) -> String {
 
 fn lerobot(a: LerobotCmd) -> anyhow::Result<()> {
     let started = Instant::now();
-    let bytes = std::fs::read(&a.input)
-        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let bytes =
+        std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let rec = Recording::read(&bytes).with_context(|| format!("{}", a.input.display()))?;
     if rec.truncated {
         eprintln!(
@@ -132,8 +132,14 @@ fn lerobot(a: LerobotCmd) -> anyhow::Result<()> {
         );
     }
     if !s.cameras.is_empty() {
-        println!("  camera frame vs state sample: {}", skew(&s.camera_to_state));
-        println!("  camera frame vs grid time:    {}", skew(&s.camera_to_grid));
+        println!(
+            "  camera frame vs state sample: {}",
+            skew(&s.camera_to_state)
+        );
+        println!(
+            "  camera frame vs grid time:    {}",
+            skew(&s.camera_to_grid)
+        );
     }
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! `xoq record SOURCE... -o FILE.mcap`: cameras and CAN buses to MCAP, on the robot's clock.
+//! `xoq record SOURCE... -o FILE.mcap`: cameras, CAN buses and serial (Feetech) buses to
+//! MCAP, on the robot's clock.
 //!
-//! Each source runs as its own task (a camera viewer, a relay subscriber) and hands messages
-//! to the one writer through a bounded queue; a full queue blocks the source (its server then
-//! skips frames for it, counted as dropped) rather than growing without bound. The recorder
-//! never becomes a controller: cameras are viewers, and CAN is read from the relay, where a
+//! Each source runs as its own task (a camera viewer, an observer, a relay subscriber) and
+//! hands messages to the one writer through a bounded queue; a full queue blocks the source
+//! (its server then drops for it, counted as dropped) rather than growing without bound. The
+//! recorder never becomes a controller: cameras are viewers, serial ports and P2P CAN buses
+//! are read as observers (the server's read-only role: both directions, stamped, never
+//! written, never the owner), and relay CAN is read from the `state` track, where a
 //! subscriber cannot write.
 
 use std::path::PathBuf;
@@ -12,9 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
+use xoq_client::ClientError;
 use xoq_client::camera::{CameraOptions, RemoteCamera};
+use xoq_client::observe::{CanObserver, Direction, ObserveOptions, SerialObserver};
 use xoq_record::McapRecorder;
 use xoq_record::damiao::{Arm, Decoded};
+use xoq_record::feetech::FeetechDecoder;
+use xoq_record::mp4::LiveMp4;
 use xoq_transport::Address;
 use xoq_transport::moq::{MoqSession, Redial};
 use xoq_wire::camera::Codec;
@@ -25,9 +32,10 @@ use super::common;
 /// `xoq record`.
 #[derive(Debug, Args)]
 pub struct RecordCmd {
-    /// What to record: `[camera:|can:][NAME=]ADDRESS`. Cameras: any camera address (P2P or
-    /// relay). CAN buses: the server's relay address (read-only). Without a kind, a relay
-    /// address is probed and a P2P address is a camera.
+    /// What to record: `[camera:|can:|serial:][NAME=]ADDRESS`. Cameras: any camera address
+    /// (P2P or relay). CAN buses: P2P (as a read-only observer) or the server's relay address.
+    /// Serial (Feetech) buses: P2P or relay, as an observer. Without a kind, a relay address
+    /// is probed and a P2P address is a camera.
     #[arg(required = true)]
     pub sources: Vec<String>,
     /// The MCAP file to write.
@@ -39,12 +47,69 @@ pub struct RecordCmd {
     /// Client identity key (default $XOQ_KEY or ~/.config/xoq/client.key).
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// Also write each camera as fragmented MP4 (`DIR/<NAME>.mp4`, CMAF-style: playable up to
+    /// its last group of pictures even if the recorder is killed), timed by capture times.
+    #[arg(long, value_name = "DIR")]
+    pub video_dir: Option<PathBuf>,
+    /// What marks the start of a new episode while recording: `enter` (a line on stdin) and/or
+    /// `signal` (SIGUSR1). `xoq export` splits the recording at the marks.
+    #[arg(long, value_enum)]
+    pub episode_marker: Vec<Marker>,
+}
+
+/// What marks a new episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Marker {
+    /// Enter (a line on stdin).
+    Enter,
+    /// SIGUSR1 (`kill -USR1 <pid>`), for scripts.
+    Signal,
+}
+
+/// Episode marks as they happen (the reason).
+fn episode_marks(markers: &[Marker]) -> anyhow::Result<mpsc::Receiver<&'static str>> {
+    let (tx, rx) = mpsc::channel(16);
+    if markers.contains(&Marker::Enter) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(_)) = lines.next_line().await {
+                if tx.send("enter").await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    if markers.contains(&Marker::Signal) {
+        let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            .context("cannot watch SIGUSR1")?;
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                if tx.send("signal").await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(rx)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Camera,
     Can,
+    Serial,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Camera => "camera",
+            Kind::Can => "can",
+            Kind::Serial => "serial",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +123,7 @@ fn parse_source(s: &str, n: usize) -> anyhow::Result<Source> {
     let (kind, rest) = match s.split_once(':') {
         Some(("camera", r)) => (Some(Kind::Camera), r),
         Some(("can", r)) => (Some(Kind::Can), r),
+        Some(("serial", r)) => (Some(Kind::Serial), r),
         _ => (None, s),
     };
     let (name, address) = match rest.split_once('=') {
@@ -99,10 +165,76 @@ enum Msg {
         receive_ns: u64,
         frame: CanFrame,
     },
+    Serial {
+        name: String,
+        capture_ns: u64,
+        receive_ns: u64,
+        direction: Direction,
+        data: bytes::Bytes,
+    },
+    /// A source lost traffic (its observer queue overflowed, or it reconnected): `units`
+    /// counted as dropped, and a byte stream's decoder starts afresh.
+    Gap { name: String, units: u64 },
     /// Frames a source knows it missed.
     Dropped(u64),
     /// A source ended (the reason).
     Ended(String, String),
+}
+
+/// The cameras' fragmented MP4 files of `--video-dir`.
+struct VideoFiles {
+    dir: Option<PathBuf>,
+    files: std::collections::BTreeMap<String, LiveMp4<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl VideoFiles {
+    fn new(dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        Ok(Self {
+            dir,
+            files: Default::default(),
+        })
+    }
+
+    /// Add camera `name`'s access unit (nothing without `--video-dir`).
+    fn push(&mut self, name: &str, capture_ns: u64, annex_b: &[u8]) -> anyhow::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let file = match self.files.get_mut(name) {
+            Some(f) => f,
+            None => {
+                let path = dir.join(format!("{name}.mp4"));
+                let f = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                self.files
+                    .entry(name.to_string())
+                    .or_insert(LiveMp4::new(std::io::BufWriter::new(f)))
+            }
+        };
+        let key = xoq_media::h264::is_keyframe(annex_b);
+        file.push(annex_b, capture_ns, key)
+            .with_context(|| format!("{name}.mp4"))?;
+        Ok(())
+    }
+
+    /// Close every file; a line about each.
+    fn finish(self) -> anyhow::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for (name, f) in self.files {
+            let frames = f.frames();
+            f.finish().with_context(|| format!("{name}.mp4"))?;
+            if let Some(dir) = &self.dir {
+                lines.push(format!(
+                    "  {} ({frames} frames, fragmented MP4)",
+                    dir.join(format!("{name}.mp4")).display()
+                ));
+            }
+        }
+        Ok(lines)
+    }
 }
 
 /// Messages waiting for the writer (about 2 s of a 1 kHz bus plus video).
@@ -150,14 +282,141 @@ async fn record_camera(source: Source, opts: CameraOptions, tx: mpsc::Sender<Msg
     let _ = tx.send(Msg::Ended(source.name, why)).await;
 }
 
+/// How long an observer source keeps trying to reconnect after its link dropped.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// Run an observer source: connect, pump with `pump` until the link drops, then reconnect
+/// (a gap in the recording, counted) until [`RECONNECT_FOR`] passes without success. A
+/// refusal (allowlist, version) ends it at once. Ends with the reason.
+async fn observe_loop<O, C, P>(
+    source: &Source,
+    tx: &mpsc::Sender<Msg>,
+    mut connect: impl FnMut() -> C,
+    mut pump: impl FnMut(O) -> P,
+) -> anyhow::Result<String>
+where
+    C: std::future::Future<Output = Result<O, ClientError>>,
+    P: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let mut down_since: Option<Instant> = None;
+    loop {
+        match connect().await {
+            Ok(obs) => {
+                if down_since.take().is_some() {
+                    tracing::info!("{}: reconnected", source.name);
+                }
+                match pump(obs).await {
+                    Ok(()) => return Ok("stopped".into()),
+                    Err(e @ ClientError::Refused { .. }) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!("{}: {e}; reconnecting", source.name);
+                        let gap = Msg::Gap {
+                            name: source.name.clone(),
+                            units: 0,
+                        };
+                        if tx.send(gap).await.is_err() {
+                            return Ok("stopped".into());
+                        }
+                        down_since = Some(Instant::now());
+                    }
+                }
+            }
+            Err(e @ (ClientError::Refused { .. } | ClientError::Unsupported(_))) => {
+                return Err(e.into());
+            }
+            Err(e) => match down_since {
+                // The first connection must work: a wrong address is an error, not a wait.
+                None => return Err(e.into()),
+                Some(t) if t.elapsed() >= RECONNECT_FOR => {
+                    anyhow::bail!("gone for {} s: {e}", RECONNECT_FOR.as_secs())
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            },
+        }
+    }
+}
+
+async fn record_serial(source: Source, opts: ObserveOptions, tx: mpsc::Sender<Msg>) {
+    let why = observe_loop(
+        &source,
+        &tx,
+        || SerialObserver::connect(&source.address, opts.clone()),
+        |mut obs: SerialObserver| {
+            let tx = tx.clone();
+            let name = source.name.clone();
+            async move {
+                loop {
+                    let o = obs.next().await?;
+                    let receive_ns = xoq_record::ns(xoq_device::now_us());
+                    if o.dropped > 0 {
+                        let gap = Msg::Gap {
+                            name: name.clone(),
+                            units: o.dropped,
+                        };
+                        if tx.send(gap).await.is_err() {
+                            break;
+                        }
+                    }
+                    let msg = Msg::Serial {
+                        name: name.clone(),
+                        capture_ns: xoq_record::ns(o.stamp_us),
+                        receive_ns,
+                        direction: o.direction,
+                        data: o.data,
+                    };
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                obs.close().await;
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let why = why.unwrap_or_else(|e| format!("{e:#}"));
+    let _ = tx.send(Msg::Ended(source.name, why)).await;
+}
+
+async fn record_can_p2p(source: Source, opts: ObserveOptions, tx: mpsc::Sender<Msg>) {
+    let why = observe_loop(
+        &source,
+        &tx,
+        || CanObserver::connect(&source.address, opts.clone()),
+        |mut obs: CanObserver| {
+            let tx = tx.clone();
+            let name = source.name.clone();
+            async move {
+                loop {
+                    let o = obs.next().await?;
+                    let receive_ns = xoq_record::ns(xoq_device::now_us());
+                    if o.dropped > 0 && tx.send(Msg::Dropped(o.dropped)).await.is_err() {
+                        break;
+                    }
+                    let msg = Msg::Can {
+                        name: name.clone(),
+                        capture_ns: xoq_record::ns(o.stamp_us),
+                        receive_ns,
+                        frame: o.frame,
+                    };
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                obs.close().await;
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let why = why.unwrap_or_else(|e| format!("{e:#}"));
+    let _ = tx.send(Msg::Ended(source.name, why)).await;
+}
+
 async fn record_can(source: Source, tx: mpsc::Sender<Msg>) {
     let why = async {
         let Address::Moq { relay, name } = source.address.parse::<Address>()? else {
-            anyhow::bail!(
-                "{}: record CAN through the relay (`<relay-url>/<path>`), where a subscriber is read-only; \
-                 a P2P session would count as a controller of the motors",
-                source.address
-            );
+            anyhow::bail!("{}: not a relay address", source.address);
         };
         let session = MoqSession::connect(&relay, Redial::Forever).await?;
         let mut data = session.read_track(&format!("{name}/state"), "data");
@@ -196,7 +455,8 @@ async fn record_can(source: Source, tx: mpsc::Sender<Msg>) {
 }
 
 /// The kind of a source given without one: a relay broadcast with a catalog is a camera, one
-/// with a `state` broadcast a CAN bus; a P2P address is a camera.
+/// with a `state` broadcast a CAN bus, one with an `s2c` broadcast a serial port (each as
+/// soon as it carries something); a P2P address is a camera.
 async fn probe(address: &str) -> anyhow::Result<Kind> {
     let Address::Moq { relay, name } = address.parse::<Address>()? else {
         return Ok(Kind::Camera);
@@ -206,14 +466,20 @@ async fn probe(address: &str) -> anyhow::Result<Kind> {
     let mut state = session
         .read_track(&format!("{name}/state"), "data")
         .until_gone();
+    let mut s2c = session
+        .read_track(&format!("{name}/s2c"), "data")
+        .until_gone();
     let kind = tokio::select! {
         Ok(_) = catalog.next() => Some(Kind::Camera),
         Ok(_) = state.next() => Some(Kind::Can),
+        Ok(_) = s2c.next() => Some(Kind::Serial),
         _ = tokio::time::sleep(Duration::from_secs(10)) => None,
     };
     session.close().await;
     kind.with_context(|| {
-        format!("{address}: nothing there looks like a camera or a CAN bus; say camera: or can:")
+        format!(
+            "{address}: nothing there looks like a camera, a CAN bus or a busy serial port; say camera:, can: or serial:"
+        )
     })
 }
 
@@ -236,15 +502,6 @@ pub(super) async fn run_until(
         if s.kind.is_none() {
             s.kind = Some(probe(&s.address).await?);
         }
-        if s.kind == Some(Kind::Can)
-            && !matches!(s.address.parse::<Address>(), Ok(Address::Moq { .. }))
-        {
-            anyhow::bail!(
-                "{}: record CAN through the relay (`<relay-url>/<path>`), where a subscriber is read-only; \
-                 a P2P session would count as a controller of the motors",
-                s.address
-            );
-        }
     }
     let file = std::fs::File::create(&a.output)
         .with_context(|| format!("cannot create {}", a.output.display()))?;
@@ -259,11 +516,7 @@ pub(super) async fn run_until(
             format!(
                 "{}={}:{}",
                 s.name,
-                if s.kind == Some(Kind::Can) {
-                    "can"
-                } else {
-                    "camera"
-                },
+                s.kind.unwrap_or(Kind::Camera).word(),
                 // Never a relay token in the file.
                 common::shown(&s.address)
             )
@@ -279,18 +532,33 @@ pub(super) async fn run_until(
             ("started_ns", &started_ns),
             ("clock", "log_time = capture time on the robot (ns since the Unix epoch); publish_time = when the recorder received it"),
             ("arms", "CAN joint topics decode an OpenArm: motors 0x01-0x08 (feedback 0x11-0x18), DM8009 x2, DM4340 x2, DM4310 x4"),
+            ("feetech", "serial joint topics decode Feetech STS servos (SO-100/SO-101): joint_states from reads of Present_Position (addr 56), joint_commands from writes of Goal_Position (addr 42); rad = (raw - 2048) * 2*pi / 4096, raw sign-magnitude (bit 15); joints motor<id>; /NAME/serial holds every chunk of both directions"),
         ],
     )?;
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let identity = common::client_identity(a.key.as_ref());
+    let observe_opts = ObserveOptions::new()
+        .identity(identity.clone())
+        .client_name("xoq record");
     let mut tasks = Vec::new();
     let mut arms = std::collections::HashMap::new();
+    let mut buses: std::collections::HashMap<String, FeetechDecoder> =
+        std::collections::HashMap::new();
+    let mut samples = Vec::new();
     for s in sources.clone() {
         let tx = tx.clone();
         match s.kind {
             Some(Kind::Can) => {
                 arms.insert(s.name.clone(), Arm::openarm(&s.name));
-                tasks.push(tokio::spawn(record_can(s, tx)));
+                if matches!(s.address.parse::<Address>(), Ok(Address::Moq { .. })) {
+                    tasks.push(tokio::spawn(record_can(s, tx)));
+                } else {
+                    tasks.push(tokio::spawn(record_can_p2p(s, observe_opts.clone(), tx)));
+                }
+            }
+            Some(Kind::Serial) => {
+                buses.insert(s.name.clone(), FeetechDecoder::new(&s.name));
+                tasks.push(tokio::spawn(record_serial(s, observe_opts.clone(), tx)));
             }
             _ => {
                 let opts = CameraOptions::new().identity(identity.clone());
@@ -318,10 +586,28 @@ pub(super) async fn run_until(
         ("", "\n")
     };
     let mut progress = tokio::time::interval(Duration::from_secs(1));
+    let mut marks = episode_marks(&a.episode_marker)?;
+    let mut episode = 0u32;
+    // The robot clock as last seen: (capture ns of the newest message, when it arrived).
+    let mut robot_clock: Option<(u64, Instant)> = None;
+    let mut videos = VideoFiles::new(a.video_dir.clone())?;
     tokio::pin!(stop);
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
+            Some(reason) = marks.recv() => {
+                // The robot's time now: the newest capture time plus what has passed since
+                // it arrived (short by the link's latency). Without any message yet, the
+                // recorder's own clock.
+                let now_ns = xoq_record::ns(xoq_device::now_us());
+                let stamp = robot_clock
+                    .map(|(ns, at)| ns + at.elapsed().as_nanos() as u64)
+                    .unwrap_or(now_ns);
+                episode += 1;
+                rec.episode_mark(stamp, now_ns, episode, reason)?;
+                eprintln!("\nepisode {episode} begins ({reason})");
+                continue;
+            }
             _ = &mut stop => break,
             _ = async {
                 match deadline {
@@ -349,13 +635,18 @@ pub(super) async fn run_until(
                 capture_ns,
                 receive_ns,
                 data,
-            } => rec.video(&topic, &frame_id, capture_ns, receive_ns, &data)?,
+            } => {
+                robot_clock = Some((capture_ns, Instant::now()));
+                videos.push(&frame_id, capture_ns, &data)?;
+                rec.video(&topic, &frame_id, capture_ns, receive_ns, &data)?
+            }
             Msg::Can {
                 name,
                 capture_ns,
                 receive_ns,
                 frame,
             } => {
+                robot_clock = Some((capture_ns, Instant::now()));
                 rec.can_frame(&format!("/{name}/frames"), capture_ns, receive_ns, &frame)?;
                 match arms
                     .get(&name)
@@ -368,6 +659,45 @@ pub(super) async fn run_until(
                         rec.joints(&format!("/{name}/joint_commands"), receive_ns, &js)?
                     }
                     None => {}
+                }
+            }
+            Msg::Serial {
+                name,
+                capture_ns,
+                receive_ns,
+                direction,
+                data,
+            } => {
+                robot_clock = Some((capture_ns, Instant::now()));
+                let code = match direction {
+                    Direction::FromDevice => xoq_record::ros2::FROM_DEVICE,
+                    Direction::ToDevice => xoq_record::ros2::TO_DEVICE,
+                };
+                rec.serial_chunk(
+                    &format!("/{name}/serial"),
+                    capture_ns,
+                    receive_ns,
+                    code,
+                    &data,
+                )?;
+                if let Some(dec) = buses.get_mut(&name) {
+                    dec.feed(direction, capture_ns, &data, &mut samples);
+                }
+                for s in samples.drain(..) {
+                    match s {
+                        Decoded::Feedback(js) => {
+                            rec.joints(&format!("/{name}/joint_states"), receive_ns, &js)?
+                        }
+                        Decoded::Command(js) => {
+                            rec.joints(&format!("/{name}/joint_commands"), receive_ns, &js)?
+                        }
+                    }
+                }
+            }
+            Msg::Gap { name, units } => {
+                dropped += units;
+                if let Some(dec) = buses.get_mut(&name) {
+                    dec.gap();
                 }
             }
             Msg::Dropped(n) => dropped += n,
@@ -386,6 +716,9 @@ pub(super) async fn run_until(
     eprintln!();
     let stats = rec.stats().clone();
     rec.finish()?;
+    for line in videos.finish()? {
+        println!("{line}");
+    }
     for (topic, s) in &stats {
         println!(
             "  {topic:<32} {:>8} messages {:>10.2} MB",
@@ -419,6 +752,8 @@ mod tests {
         assert_eq!((s.kind, s.name.as_str()), (Some(Kind::Can), "source2"));
         let s = parse_source("http://127.0.0.1:4443/anon/cam", 3).expect("source");
         assert_eq!(s.kind, None);
+        let s = parse_source(&format!("serial:arm={id}@127.0.0.1:9"), 4).expect("source");
+        assert_eq!((s.kind, s.name.as_str()), (Some(Kind::Serial), "arm"));
         assert!(parse_source("camera:a b=http://x:1/anon/c", 1).is_err());
         assert!(parse_source("camera:nothing", 1).is_err());
     }
