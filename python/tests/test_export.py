@@ -35,6 +35,7 @@ from test_record import (  # noqa: E402
 
 FPS = 30
 STEP = 0.5  # rad: joint1's commanded step
+URDF = '<?xml version="1.0"?>\n<robot name="arm"><link name="base"/></robot>\n'
 
 
 def drive(bus: can.BusABC, seconds: float, step_after: float, mark_after: float, mark) -> None:
@@ -99,9 +100,11 @@ def scene(tmp_path_factory):
         cam = start("camera-server", "sim:pattern", "--width", str(WIDTH), "--height",
                     str(HEIGHT), "--fps", str(FPS))
         arm = start("fake-can-server", "--relay", relay, "--moq", "anon/arm")
+        (tmp / "arm.urdf").write_text(URDF)
         rec = Recorder(home, tmp / "scene.mcap", f"camera:cam={cam.address}",
                        f"can:arm={arm.moq_address()}", "--duration", "14",
-                       "--video-dir", str(tmp / "videos"), "--episode-marker", "signal")
+                       "--video-dir", str(tmp / "videos"), "--episode-marker", "signal",
+                       "--urdf", str(tmp / "arm.urdf"))
         with can.Bus(interface="xoq", channel=arm.address) as bus:
             warm_up(bus, rec, "/arm/frames")
             # Episode 0 holds the step; a mark 1.5 s later starts episode 1.
@@ -185,6 +188,15 @@ def test_export_passes_lerobot_checks_and_lines_up_a_known_event(scene, tmp_path
     skew = [abs(cam_t[k] - t) for k in range(n) for t in state_t[k]]
     assert max(skew) <= period / 2, f"max camera-to-state skew {max(skew) / 1e6:.1f} ms"
     assert "camera frame vs state sample" in out
+
+
+def test_the_urdf_is_attached(scene):
+    mcap, _, _ = scene
+    from mcap.reader import make_reader  # noqa: PLC0415
+    with mcap.open("rb") as f:
+        attachments = list(make_reader(f).iter_attachments())
+    assert [(a.name, a.media_type, bytes(a.data).decode()) for a in attachments] == \
+        [("arm.urdf", "application/xml", URDF)]
 
 
 def test_video_dir_holds_fragmented_mp4_that_ffprobe_reads(scene):

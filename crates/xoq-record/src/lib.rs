@@ -272,6 +272,26 @@ impl<W: Write + Seek> McapRecorder<W> {
         self.flush()
     }
 
+    /// Attach a file (the robot's URDF, a calibration) as `name` of `media_type`, at
+    /// `log_ns`. Attachments sit between chunks; the open chunk is closed first.
+    pub fn attach(
+        &mut self,
+        name: &str,
+        media_type: &str,
+        log_ns: u64,
+        data: &[u8],
+    ) -> Result<(), RecordError> {
+        self.flush()?;
+        self.writer.attach(&mcap::Attachment {
+            log_time: log_ns,
+            create_time: log_ns,
+            name: name.to_string(),
+            media_type: media_type.to_string(),
+            data: std::borrow::Cow::Borrowed(data),
+        })?;
+        Ok(())
+    }
+
     /// A metadata record (`foxglove` with `deviceName` lets Foxglove catalogue the file).
     pub fn metadata(&mut self, name: &str, fields: &[(&str, &str)]) -> Result<(), RecordError> {
         self.writer.write_metadata(&mcap::records::Metadata {

@@ -790,7 +790,7 @@ impl CanServer {
         let client = match first.await {
             Ok(Ok(Some(observe::ClientMsg::Hello { version, client }))) => {
                 if version != observe::VERSION {
-                    refuse_observer(
+                    crate::session::refuse_observer(
                         &mut send,
                         RefuseCode::Version,
                         format!("observer protocol version {version} not supported (server speaks {}); upgrade the older side", observe::VERSION),
@@ -803,7 +803,7 @@ impl CanServer {
             Ok(Err(xoq_transport::framed::FramedError::Decode(e))) => {
                 let why = observer_violation(&e, &shared.name);
                 tracing::warn!(%peer, iface = %shared.name, "observer refused: {why}");
-                refuse_observer(&mut send, RefuseCode::WritesOff, why).await;
+                crate::session::refuse_observer(&mut send, RefuseCode::WritesOff, why).await;
                 return;
             }
             _ => return,
@@ -1033,13 +1033,6 @@ fn observer_violation(e: &xoq_wire::DecodeError, iface: &str) -> String {
         ),
         e => format!("observer protocol error: {e}"),
     }
-}
-
-async fn refuse_observer(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
-    crate::session::refuse(send, |out| {
-        observe::ServerMsg::Refused { code, message }.encode(out)
-    })
-    .await;
 }
 
 /// Removes an observer's queue when its session ends.

@@ -937,7 +937,7 @@ impl SerialServer {
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(observe::ClientMsg::Hello { version, client }))) => {
                 if version != observe::VERSION {
-                    refuse_observer(
+                    crate::session::refuse_observer(
                         &mut send,
                         RefuseCode::Version,
                         format!("observer protocol version {version} not supported (server speaks {}); upgrade the older side", observe::VERSION),
@@ -952,7 +952,8 @@ impl SerialServer {
             }
             Ok(Err(xoq_transport::framed::FramedError::Decode(e))) => {
                 let why = observer_violation(&e, &shared.name);
-                refuse_observer(&mut send, RefuseCode::WritesOff, why.clone()).await;
+                crate::session::refuse_observer(&mut send, RefuseCode::WritesOff, why.clone())
+                    .await;
                 return Err(SessionError::Protocol(why));
             }
             Ok(Err(e)) => return Err(classify(e)),
@@ -1191,13 +1192,6 @@ fn observer_violation(e: &xoq_wire::DecodeError, port: &str) -> String {
         ),
         e => format!("observer protocol error: {e}"),
     }
-}
-
-async fn refuse_observer(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message: String) {
-    crate::session::refuse(send, |out| {
-        observe::ServerMsg::Refused { code, message }.encode(out)
-    })
-    .await;
 }
 
 /// Removes an observer's queue when its session (or the relay's subscription) ends.

@@ -28,6 +28,18 @@ pub(crate) async fn refuse(send: &mut SendStream, encode: impl FnOnce(&mut bytes
     send_final(send, &out).await;
 }
 
+/// Refuse an observer session (the same refusal for every service's observer ALPN).
+pub(crate) async fn refuse_observer(
+    send: &mut SendStream,
+    code: xoq_wire::refuse::RefuseCode,
+    message: String,
+) {
+    refuse(send, |out| {
+        xoq_wire::observe::ServerMsg::Refused { code, message }.encode(out)
+    })
+    .await;
+}
+
 /// After a session ends, keep the connection until the peer closes it (at most 2 s), so its
 /// last messages (a refusal) reach the client before the connection goes.
 pub(crate) async fn linger(conn: &iroh::endpoint::Connection) {

@@ -250,6 +250,7 @@ pub(super) async fn run(a: DemoArgs) -> anyhow::Result<()> {
             key: None,
             video_dir: None,
             episode_marker: Vec::new(),
+            urdf: None,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(super::record::run_until(cmd, async {

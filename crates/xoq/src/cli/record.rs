@@ -55,6 +55,9 @@ pub struct RecordCmd {
     /// `signal` (SIGUSR1). `xoq export` splits the recording at the marks.
     #[arg(long, value_enum)]
     pub episode_marker: Vec<Marker>,
+    /// The robot's URDF, attached to the file (`application/xml`, under its file name).
+    #[arg(long, value_name = "FILE")]
+    pub urdf: Option<PathBuf>,
 }
 
 /// What marks a new episode.
@@ -522,7 +525,8 @@ pub(super) async fn run_until(
             )
         })
         .collect();
-    let started_ns = xoq_record::ns(xoq_device::now_us()).to_string();
+    let started = xoq_record::ns(xoq_device::now_us());
+    let started_ns = started.to_string();
     rec.metadata("foxglove", &[("deviceName", &host)])?;
     rec.metadata(
         "xoq",
@@ -535,6 +539,15 @@ pub(super) async fn run_until(
             ("feetech", "serial joint topics decode Feetech STS servos (SO-100/SO-101): joint_states from reads of Present_Position (addr 56), joint_commands from writes of Goal_Position (addr 42); rad = (raw - 2048) * 2*pi / 4096, raw sign-magnitude (bit 15); joints motor<id>; /NAME/serial holds every chunk of both directions"),
         ],
     )?;
+    if let Some(urdf) = &a.urdf {
+        let data =
+            std::fs::read(urdf).with_context(|| format!("cannot read {}", urdf.display()))?;
+        let name = urdf
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "robot.urdf".into());
+        rec.attach(&name, "application/xml", started, &data)?;
+    }
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let identity = common::client_identity(a.key.as_ref());
     let observe_opts = ObserveOptions::new()
