@@ -190,6 +190,41 @@ def test_export_passes_lerobot_checks_and_lines_up_a_known_event(scene, tmp_path
     assert "camera frame vs state sample" in out
 
 
+def test_the_dataset_loads_through_hf_datasets_as_lerobot_loads_it(scene, tmp_path, monkeypatch):
+    """LeRobot 0.4.x's load_hf_dataset: datasets.Dataset.from_parquet with the features
+    info.json describes (lists become fixed-length); load_tasks: pandas with the task string
+    as the index; load_episodes: the episodes table positionally."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    datasets = pytest.importorskip("datasets")
+    pd = pytest.importorskip("pandas")
+    mcap, _, _ = scene
+    ds_dir = tmp_path / "ds"
+    export(mcap, ds_dir, "--task", "step joint1")
+    info = json.loads((ds_dir / "meta/info.json").read_text())
+    feats = {}
+    for k, f in info["features"].items():
+        if f["dtype"] == "video":
+            continue
+        v = datasets.Value(f["dtype"])
+        feats[k] = v if f["shape"] == [1] else datasets.Sequence(length=f["shape"][0], feature=v)
+    data = datasets.Dataset.from_parquet(
+        sorted(str(p) for p in (ds_dir / "data").glob("*/*.parquet")),
+        features=datasets.Features(feats), cache_dir=str(tmp_path / "hf"))
+    assert len(data) == info["total_frames"]
+    row = data[len(data) - 1]
+    assert len(row["observation.state"]) == len(info["features"]["observation.state"]["names"])
+    assert row["index"] == len(data) - 1 and row["episode_index"] == info["total_episodes"] - 1
+    tasks = pd.read_parquet(ds_dir / "meta/tasks.parquet")
+    assert tasks.iloc[row["task_index"]].name == "step joint1"
+    episodes = datasets.Dataset.from_parquet(
+        sorted(str(p) for p in (ds_dir / "meta/episodes").glob("*/*.parquet")),
+        cache_dir=str(tmp_path / "hf"))
+    ep = episodes[row["episode_index"]]
+    assert ep["dataset_from_index"] <= row["index"] < ep["dataset_to_index"]
+    assert ep["videos/observation.images.cam/file_index"] == row["episode_index"]
+
+
 def test_the_urdf_is_attached(scene):
     mcap, _, _ = scene
     from mcap.reader import make_reader  # noqa: PLC0415
