@@ -339,69 +339,92 @@ where
     }
 }
 
-async fn record_serial(source: Source, opts: ObserveOptions, tx: mpsc::Sender<Msg>) {
-    let why = observe_loop(
-        &source,
-        &tx,
-        || SerialObserver::connect(&source.address, opts.clone()),
-        |mut obs: SerialObserver| {
-            let tx = tx.clone();
-            let name = source.name.clone();
-            async move {
-                loop {
-                    let o = obs.next().await?;
-                    let receive_ns = xoq_record::ns(xoq_device::now_us());
-                    if o.dropped > 0 {
-                        let gap = Msg::Gap {
-                            name: name.clone(),
-                            units: o.dropped,
-                        };
-                        if tx.send(gap).await.is_err() {
-                            break;
-                        }
-                    }
-                    let msg = Msg::Serial {
-                        name: name.clone(),
-                        capture_ns: xoq_record::ns(o.stamp_us),
-                        receive_ns,
-                        direction: o.direction,
-                        data: o.data,
-                    };
-                    if tx.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                obs.close().await;
-                Ok(())
-            }
-        },
-    )
-    .await;
-    let why = why.unwrap_or_else(|e| format!("{e:#}"));
-    let _ = tx.send(Msg::Ended(source.name, why)).await;
+/// A read-only observer the recorder follows: serial or P2P CAN.
+trait Observed: Sized {
+    /// One observation.
+    type Item;
+    /// Connect to `address`.
+    async fn connect(address: &str, opts: ObserveOptions) -> Result<Self, ClientError>;
+    /// The next observation.
+    async fn next(&mut self) -> Result<Self::Item, ClientError>;
+    /// End the session.
+    async fn close(self);
+    /// The messages for the writer: what the server dropped just before it (if anything),
+    /// then the observation itself.
+    fn messages(name: &str, item: Self::Item, receive_ns: u64) -> (Option<Msg>, Msg);
 }
 
-async fn record_can_p2p(source: Source, opts: ObserveOptions, tx: mpsc::Sender<Msg>) {
+impl Observed for SerialObserver {
+    type Item = xoq_client::observe::SerialObservation;
+    async fn connect(address: &str, opts: ObserveOptions) -> Result<Self, ClientError> {
+        SerialObserver::connect(address, opts).await
+    }
+    async fn next(&mut self) -> Result<Self::Item, ClientError> {
+        SerialObserver::next(self).await
+    }
+    async fn close(self) {
+        SerialObserver::close(self).await
+    }
+    fn messages(name: &str, o: Self::Item, receive_ns: u64) -> (Option<Msg>, Msg) {
+        // A gap in a serial stream also restarts the Feetech decoder.
+        let gap = (o.dropped > 0).then(|| Msg::Gap {
+            name: name.to_string(),
+            units: o.dropped,
+        });
+        let msg = Msg::Serial {
+            name: name.to_string(),
+            capture_ns: xoq_record::ns(o.stamp_us),
+            receive_ns,
+            direction: o.direction,
+            data: o.data,
+        };
+        (gap, msg)
+    }
+}
+
+impl Observed for CanObserver {
+    type Item = xoq_client::observe::CanObservation;
+    async fn connect(address: &str, opts: ObserveOptions) -> Result<Self, ClientError> {
+        CanObserver::connect(address, opts).await
+    }
+    async fn next(&mut self) -> Result<Self::Item, ClientError> {
+        CanObserver::next(self).await
+    }
+    async fn close(self) {
+        CanObserver::close(self).await
+    }
+    fn messages(name: &str, o: Self::Item, receive_ns: u64) -> (Option<Msg>, Msg) {
+        let dropped = (o.dropped > 0).then_some(Msg::Dropped(o.dropped));
+        let msg = Msg::Can {
+            name: name.to_string(),
+            capture_ns: xoq_record::ns(o.stamp_us),
+            receive_ns,
+            frame: o.frame,
+        };
+        (dropped, msg)
+    }
+}
+
+/// Follow an observer of `source` (reconnecting as [`observe_loop`] does) until the writer
+/// goes away.
+async fn record_observed<O: Observed>(source: Source, opts: ObserveOptions, tx: mpsc::Sender<Msg>) {
     let why = observe_loop(
         &source,
         &tx,
-        || CanObserver::connect(&source.address, opts.clone()),
-        |mut obs: CanObserver| {
+        || O::connect(&source.address, opts.clone()),
+        |mut obs: O| {
             let tx = tx.clone();
             let name = source.name.clone();
             async move {
                 loop {
-                    let o = obs.next().await?;
+                    let item = obs.next().await?;
                     let receive_ns = xoq_record::ns(xoq_device::now_us());
-                    if o.dropped > 0 && tx.send(Msg::Dropped(o.dropped)).await.is_err() {
+                    let (dropped, msg) = O::messages(&name, item, receive_ns);
+                    if let Some(d) = dropped
+                        && tx.send(d).await.is_err()
+                    {
                         break;
                     }
-                    let msg = Msg::Can {
-                        name: name.clone(),
-                        capture_ns: xoq_record::ns(o.stamp_us),
-                        receive_ns,
-                        frame: o.frame,
-                    };
                     if tx.send(msg).await.is_err() {
                         break;
                     }
@@ -566,12 +589,20 @@ pub(super) async fn run_until(
                 if matches!(s.address.parse::<Address>(), Ok(Address::Moq { .. })) {
                     tasks.push(tokio::spawn(record_can(s, tx)));
                 } else {
-                    tasks.push(tokio::spawn(record_can_p2p(s, observe_opts.clone(), tx)));
+                    tasks.push(tokio::spawn(record_observed::<CanObserver>(
+                        s,
+                        observe_opts.clone(),
+                        tx,
+                    )));
                 }
             }
             Some(Kind::Serial) => {
                 buses.insert(s.name.clone(), FeetechDecoder::new(&s.name));
-                tasks.push(tokio::spawn(record_serial(s, observe_opts.clone(), tx)));
+                tasks.push(tokio::spawn(record_observed::<SerialObserver>(
+                    s,
+                    observe_opts.clone(),
+                    tx,
+                )));
             }
             _ => {
                 let opts = CameraOptions::new().identity(identity.clone());
