@@ -146,7 +146,9 @@ impl AudioServerBuilder {
                     let level = pulled.as_ref().map_or(0.0, |(_, v)| {
                         (v.iter().map(|x| x * x).sum::<f32>() / v.len().max(1) as f32).sqrt()
                     });
-                    s.speaker_level.store(level.to_bits(), Ordering::Relaxed);
+                    // Peak hold until the next status report: a short sound between two
+                    // reports still shows. Non-negative floats order like their bits.
+                    s.speaker_level.fetch_max(level.to_bits(), Ordering::Relaxed);
                     if let Some((first, samples)) = pulled
                         && let Err(e) = sink.play(first, &samples)
                     {
@@ -172,7 +174,7 @@ struct Shared {
     next_session: AtomicU64,
     takeover: bool,
     relay_writes: bool,
-    /// RMS of the block the speaker last played (f32 bits), for the status track.
+    /// Loudest block RMS the speaker played since the last status report (f32 bits).
     speaker_level: std::sync::atomic::AtomicU32,
     stats: AudioStats,
     recording: Option<Recording>,
@@ -604,7 +606,8 @@ async fn speaker_status(shared: Arc<Shared>, mut track: xoq_transport::moq::Trac
         tick.tick().await;
         let st = shared.speaker.lock().map(|j| j.stats()).unwrap_or_default();
         let talking = shared.talker.lock().map(|t| t.is_some()).unwrap_or(false);
-        let level = f32::from_bits(shared.speaker_level.load(Ordering::Relaxed));
+        // The loudest block since the previous report.
+        let level = f32::from_bits(shared.speaker_level.swap(0, Ordering::Relaxed));
         let json = format!(
             r#"{{"played":{},"concealed":{},"underruns":{},"overruns":{},"talking":{talking},"level":{level:.4},"relayWrites":{}}}"#,
             st.played, st.concealed, st.underruns, st.overruns, shared.relay_writes
