@@ -148,7 +148,8 @@ impl AudioServerBuilder {
                     });
                     // Peak hold until the next status report: a short sound between two
                     // reports still shows. Non-negative floats order like their bits.
-                    s.speaker_level.fetch_max(level.to_bits(), Ordering::Relaxed);
+                    s.speaker_level
+                        .fetch_max(level.to_bits(), Ordering::Relaxed);
                     if let Some((first, samples)) = pulled
                         && let Err(e) = sink.play(first, &samples)
                     {
