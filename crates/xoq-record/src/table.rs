@@ -362,6 +362,48 @@ mod tests {
     }
 
     #[test]
+    fn nested_lists_and_strings_read_back_row_by_row() {
+        use parquet::file::reader::SerializedFileReader;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("n.parquet");
+        let mut t = Table::default();
+        t.push(
+            "i",
+            Column::I64Array {
+                shape: vec![2],
+                values: vec![1, 2, 3, 4],
+            },
+        );
+        // Picture stats: shape (3, 1, 1).
+        t.push(
+            "img",
+            Column::F64Array {
+                shape: vec![3, 1, 1],
+                values: vec![0.5, 0.25, 1.0, 2.0, 0.125, 0.75],
+            },
+        );
+        t.push(
+            "tasks",
+            Column::StrList(vec![vec!["a".into(), "b".into()], vec![]]),
+        );
+        t.push("name", Column::Str(vec!["x".into(), "y".into()]));
+        t.write(&path).expect("write");
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(&path).expect("open")).expect("reader");
+        let rows: Vec<String> = reader
+            .into_iter()
+            .map(|r| r.expect("row").to_string())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                r#"{i: [1, 2], img: [[[0.5]], [[0.25]], [[1.0]]], tasks: ["a", "b"], name: "x"}"#,
+                r#"{i: [3, 4], img: [[[2.0]], [[0.125]], [[0.75]]], tasks: [], name: "y"}"#,
+            ]
+        );
+    }
+
+    #[test]
     fn tables_write_and_refuse_ragged_columns() {
         let dir = tempfile::tempdir().expect("dir");
         let mut t = Table::default();
