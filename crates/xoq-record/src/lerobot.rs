@@ -1,9 +1,12 @@
 //! A recording as a LeRobot v3.0 dataset (what LeRobot 0.4.x loads), on the robot's clock.
 //!
-//! **Grid.** Rows are `fps` apart on the robot clock. The grid starts at the first keyframe of
-//! the first camera captured once every stream has begun (or, without cameras, when the last
-//! stream begins), and ends when the first stream ends, so every row has data from every
-//! stream.
+//! **Episodes.** The whole recording is one episode, or each part between two episode marks
+//! (written while recording) is one; a part that cannot make rows is left out and reported.
+//!
+//! **Grid.** Rows are `1/fps` apart on the robot clock. An episode's grid starts at the first
+//! keyframe of the first camera captured once every stream has begun in that part (or,
+//! without cameras, when the last stream begins), and ends when the first stream ends, so
+//! every row has data from every stream.
 //!
 //! **Pairing rule: nearest capture time.** Each row takes, for every joint and every
 //! camera, the sample whose capture time is nearest the row's grid time (a tie goes to the
@@ -11,15 +14,16 @@
 //! columns, which start with neither `observation` nor `action`, so policies do not take
 //! them as inputs.
 //!
-//! **Video.** Frame `k` of every MP4 is presented at exactly `k / fps`, which is what
+//! **Video.** One MP4 per episode and camera; frame `k` is presented at exactly `k / fps`, which is what
 //! LeRobot's decoders look up (within 1e-4 s). When a camera's frames map one to one and in
 //! order onto the rows from a keyframe on, its H.264 is copied unchanged; otherwise (another
 //! cadence, a dropped frame, a start between keyframes) the chosen pictures are decoded and
 //! encoded again with OpenH264, and [`CameraExport::reencoded`] says so.
 //!
 //! **Stats** are LeRobot's: `min, max, mean, std, count, q01, q10, q50, q90, q99` for every
-//! feature; numbers per dimension over all rows, pictures per channel over the rows LeRobot
-//! would sample, in 0..1. Quantiles here are exact (linear interpolation between order
+//! feature, per episode (in the episodes table) and over the dataset (`stats.json`); numbers
+//! per dimension over the rows, pictures per channel over the rows LeRobot would sample, in
+//! 0..1. Quantiles here are exact (linear interpolation between order
 //! statistics), where LeRobot approximates them with a histogram.
 
 use std::collections::BTreeMap;
