@@ -184,10 +184,13 @@ enum Msg {
     Ended(String, String),
 }
 
-/// The cameras' fragmented MP4 files of `--video-dir`.
+/// The cameras' fragmented MP4 files of `--video-dir`. A file that cannot go on (a stream
+/// the MP4 writer cannot take, a write error) stops with a warning; the MCAP recording, the
+/// record of truth, goes on.
 struct VideoFiles {
     dir: Option<PathBuf>,
-    files: std::collections::BTreeMap<String, LiveMp4<std::io::BufWriter<std::fs::File>>>,
+    /// Camera name → its file, or `None` once it stopped.
+    files: std::collections::BTreeMap<String, Option<LiveMp4<std::io::BufWriter<std::fs::File>>>>,
 }
 
 impl VideoFiles {
@@ -202,31 +205,37 @@ impl VideoFiles {
     }
 
     /// Add camera `name`'s access unit (nothing without `--video-dir`).
-    fn push(&mut self, name: &str, capture_ns: u64, annex_b: &[u8]) -> anyhow::Result<()> {
+    fn push(&mut self, name: &str, capture_ns: u64, annex_b: &[u8]) {
         let Some(dir) = &self.dir else {
-            return Ok(());
+            return;
         };
-        let file = match self.files.get_mut(name) {
-            Some(f) => f,
-            None => {
-                let path = dir.join(format!("{name}.mp4"));
-                let f = std::fs::File::create(&path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
-                self.files
-                    .entry(name.to_string())
-                    .or_insert(LiveMp4::new(std::io::BufWriter::new(f)))
+        let slot = self.files.entry(name.to_string()).or_insert_with(|| {
+            let path = dir.join(format!("{name}.mp4"));
+            match std::fs::File::create(&path) {
+                Ok(f) => Some(LiveMp4::new(std::io::BufWriter::new(f))),
+                Err(e) => {
+                    tracing::warn!("cannot create {}: {e}; no MP4 for {name}", path.display());
+                    None
+                }
             }
+        });
+        let Some(file) = slot else {
+            return;
         };
         let key = xoq_media::h264::is_keyframe(annex_b);
-        file.push(annex_b, capture_ns, key)
-            .with_context(|| format!("{name}.mp4"))?;
-        Ok(())
+        if let Err(e) = file.push(annex_b, capture_ns, key) {
+            tracing::warn!("{name}.mp4: {e}; the file stops here (the MCAP recording goes on)");
+            if let Some(f) = slot.take() {
+                let _ = f.finish();
+            }
+        }
     }
 
     /// Close every file; a line about each.
     fn finish(self) -> anyhow::Result<Vec<String>> {
         let mut lines = Vec::new();
         for (name, f) in self.files {
+            let Some(f) = f else { continue };
             let frames = f.frames();
             f.finish().with_context(|| format!("{name}.mp4"))?;
             if let Some(dir) = &self.dir {
@@ -681,7 +690,7 @@ pub(super) async fn run_until(
                 data,
             } => {
                 robot_clock = Some((capture_ns, Instant::now()));
-                videos.push(&frame_id, capture_ns, &data)?;
+                videos.push(&frame_id, capture_ns, &data);
                 rec.video(&topic, &frame_id, capture_ns, receive_ns, &data)?
             }
             Msg::Can {
