@@ -12,6 +12,7 @@ the row's `capture_ns` column names.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -223,6 +224,39 @@ def test_the_dataset_loads_through_hf_datasets_as_lerobot_loads_it(scene, tmp_pa
     ep = episodes[row["episode_index"]]
     assert ep["dataset_from_index"] <= row["index"] < ep["dataset_to_index"]
     assert ep["videos/observation.images.cam/file_index"] == row["episode_index"]
+
+
+def test_enter_marks_an_episode_at_the_robot_time(start, home, tmp_path):
+    """`--episode-marker enter`: a line on stdin writes a mark, stamped on the robot clock as
+    the recorder estimates it (between the camera frames captured around it)."""
+    cam = start("camera-server", "sim:pattern", "--width", str(WIDTH), "--height", str(HEIGHT))
+    out = tmp_path / "marks.mcap"
+    env = dict(os.environ, XOQ_OFFLINE="1", XOQ_HOME=str(home), XOQ_LOG="warn")
+    proc = subprocess.Popen([xoq_bin(), "record", f"camera:cam={cam.address}", "-o", str(out),
+                             "--duration", "6", "--episode-marker", "enter"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        # Wait for frames to flow (the file grows), then press Enter.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
+            time.sleep(0.2)
+        pressed = time.time_ns()
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr.decode(errors="replace")
+    assert b"episode 1 begins (enter)" in stderr
+    msgs, _, _ = read_complete(out)
+    marks = [m for m in msgs if m.topic == "/xoq/episode"]
+    assert [(m.obj["episode"], m.obj["reason"]) for m in marks] == [(1, "enter")]
+    frames = sorted(m.log_time for m in msgs if m.topic == "/cam/video")
+    t = marks[0].log_time
+    assert frames[0] < t < frames[-1]
+    # Same machine, one clock: the estimate is within a frame or two of the key press.
+    assert abs(t - pressed) < 0.2 * S, (t - pressed) / 1e6
 
 
 def test_the_urdf_is_attached(scene):
