@@ -786,28 +786,17 @@ impl CanServer {
     ) {
         let shared = &self.shared;
         let mut reader = FramedReader::new(recv);
-        let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next(observe::ClientMsg::decode));
-        let client = match first.await {
-            Ok(Ok(Some(observe::ClientMsg::Hello { version, client }))) => {
-                if version != observe::VERSION {
-                    crate::session::refuse_observer(
-                        &mut send,
-                        RefuseCode::Version,
-                        format!("observer protocol version {version} not supported (server speaks {}); upgrade the older side", observe::VERSION),
-                    )
-                    .await;
+        let client =
+            match crate::session::observer_hello(&mut reader, &mut send, &shared.name, INSTEAD)
+                .await
+            {
+                Ok(client) => client,
+                Err(crate::session::ObserverHandshake::Violation(why)) => {
+                    tracing::warn!(%peer, iface = %shared.name, "observer refused: {why}");
                     return;
                 }
-                client
-            }
-            Ok(Err(xoq_transport::framed::FramedError::Decode(e))) => {
-                let why = observer_violation(&e, &shared.name);
-                tracing::warn!(%peer, iface = %shared.name, "observer refused: {why}");
-                crate::session::refuse_observer(&mut send, RefuseCode::WritesOff, why).await;
-                return;
-            }
-            _ => return,
-        };
+                Err(_) => return,
+            };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         // Registered before Welcome: nothing that happens after the handshake is missed.
         let queue = shared.add_observer(id);
@@ -892,7 +881,7 @@ impl CanServer {
                     }
                     Ok(Some(observe::ClientMsg::Hello { .. })) | Ok(None) => break,
                     Err(xoq_transport::framed::FramedError::Decode(e)) => {
-                        let why = observer_violation(&e, &shared.name);
+                        let why = crate::session::observer_violation(&e, &shared.name, INSTEAD);
                         tracing::warn!(%peer, iface = %shared.name, "observer closed: {why}");
                         let _ = ctl_tx.send(observe::ServerMsg::Refused { code: RefuseCode::WritesOff, message: why }).await;
                         break;
@@ -1024,16 +1013,8 @@ async fn refuse(send: &mut iroh::endpoint::SendStream, code: RefuseCode, message
     crate::session::refuse(send, |out| ServerMsg::Refused { code, message }.encode(out)).await;
 }
 
-/// What an observer sent that it may not, in words for the observer and the log.
-fn observer_violation(e: &xoq_wire::DecodeError, iface: &str) -> String {
-    match e {
-        xoq_wire::DecodeError::UnknownKind(k) => format!(
-            "this is a read-only observer session of {iface}: it may send only Ping (it sent message kind 0x{k:02x}); \
-             to send frames, connect as a client (ALPN xoq/can/1)"
-        ),
-        e => format!("observer protocol error: {e}"),
-    }
-}
+/// What an observer that tried to send frames should do instead.
+const INSTEAD: &str = "to send frames, connect as a client (ALPN xoq/can/1)";
 
 /// Removes an observer's queue when its session ends.
 struct ObserverGuard {

@@ -52,6 +52,7 @@ use xoq_wire::serial::{
 
 use crate::queue::{Overflow, Queue};
 use crate::relay::{BridgeConfig, BridgeEvent, RelayBridge};
+use crate::session::ObserverHandshake;
 use xoq_device::now_us;
 
 /// Bytes buffered per client between the device and the network before the oldest are dropped.
@@ -931,33 +932,24 @@ impl SerialServer {
     ) -> Result<(), SessionError> {
         let shared = &self.shared;
         let mut reader = FramedReader::new(recv);
-        let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next(observe::ClientMsg::decode));
-        let client = match first.await {
-            Err(_) => return Err(SessionError::Protocol("no handshake within 10 s".into())),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(observe::ClientMsg::Hello { version, client }))) => {
-                if version != observe::VERSION {
-                    crate::session::refuse_observer(
-                        &mut send,
-                        RefuseCode::Version,
-                        format!("observer protocol version {version} not supported (server speaks {}); upgrade the older side", observe::VERSION),
-                    )
-                    .await;
+        let client =
+            match crate::session::observer_hello(&mut reader, &mut send, &shared.name, INSTEAD)
+                .await
+            {
+                Ok(client) => client,
+                Err(ObserverHandshake::Timeout) => {
+                    return Err(SessionError::Protocol("no handshake within 10 s".into()));
+                }
+                Err(ObserverHandshake::Ended) => return Ok(()),
+                Err(ObserverHandshake::Version) => {
                     return Err(SessionError::Refused("version".into()));
                 }
-                client
-            }
-            Ok(Ok(Some(_))) => {
-                return Err(SessionError::Protocol("first message was not Hello".into()));
-            }
-            Ok(Err(xoq_transport::framed::FramedError::Decode(e))) => {
-                let why = observer_violation(&e, &shared.name);
-                crate::session::refuse_observer(&mut send, RefuseCode::WritesOff, why.clone())
-                    .await;
-                return Err(SessionError::Protocol(why));
-            }
-            Ok(Err(e)) => return Err(classify(e)),
-        };
+                Err(ObserverHandshake::NotHello) => {
+                    return Err(SessionError::Protocol("first message was not Hello".into()));
+                }
+                Err(ObserverHandshake::Violation(why)) => return Err(SessionError::Protocol(why)),
+                Err(ObserverHandshake::Stream(e)) => return Err(classify(e)),
+            };
         let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
         // Registered before Welcome: nothing that happens after the handshake is missed.
         let queue = shared.add_observer(id);
@@ -1036,7 +1028,7 @@ impl SerialServer {
                     }
                     Ok(None) => break Ok(()),
                     Err(xoq_transport::framed::FramedError::Decode(e)) => {
-                        let why = observer_violation(&e, &shared.name);
+                        let why = crate::session::observer_violation(&e, &shared.name, INSTEAD);
                         tracing::warn!(%peer, port = %shared.name, "observer closed: {why}");
                         let _ = ctl_tx.send(observe::ServerMsg::Refused { code: RefuseCode::WritesOff, message: why.clone() }).await;
                         break Err(SessionError::Protocol(why));
@@ -1183,16 +1175,8 @@ async fn relay_observer(shared: Arc<Shared>, mut track: xoq_transport::moq::Trac
     }
 }
 
-/// What an observer sent that it may not, in words for the observer and the log.
-fn observer_violation(e: &xoq_wire::DecodeError, port: &str) -> String {
-    match e {
-        xoq_wire::DecodeError::UnknownKind(k) => format!(
-            "this is a read-only observer session of {port}: it may send only Ping (it sent message kind 0x{k:02x}); \
-             to write to the port, open it as a controller (ALPN xoq/serial/1)"
-        ),
-        e => format!("observer protocol error: {e}"),
-    }
-}
+/// What an observer that tried to write should do instead.
+const INSTEAD: &str = "to write to the port, open it as a controller (ALPN xoq/serial/1)";
 
 /// Removes an observer's queue when its session (or the relay's subscription) ends.
 struct ObserverGuard {
