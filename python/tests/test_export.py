@@ -23,11 +23,15 @@ import numpy as np
 import pytest
 from conftest import xoq_bin
 
-can = pytest.importorskip("can")
-av = pytest.importorskip("av")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-pytest.importorskip("mcap")
+# Installed by scripts/test.sh (python/requirements-test.txt): a missing one is a failure,
+# not a skip. `datasets` reads its offline switches when imported: no hub, loopback only.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import av  # noqa: E402
+import can  # noqa: E402
+import datasets  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 import lerobot_v3  # noqa: E402
 from test_record import (  # noqa: E402
@@ -197,8 +201,6 @@ def test_the_dataset_loads_through_hf_datasets_as_lerobot_loads_it(scene, tmp_pa
     as the index; load_episodes: the episodes table positionally."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    datasets = pytest.importorskip("datasets")
-    pd = pytest.importorskip("pandas")
     mcap, _, _ = scene
     ds_dir = tmp_path / "ds"
     export(mcap, ds_dir, "--task", "step joint1")
