@@ -73,10 +73,8 @@ pub struct TopicStats {
 /// An MCAP file being written.
 pub struct McapRecorder<W: Write + Seek> {
     writer: mcap::Writer<W>,
-    video_schema: Option<u16>,
-    can_schema: Option<u16>,
-    joint_schema: Option<u16>,
-    mark_schema: Option<u16>,
+    /// Schema id by schema name, added on first use.
+    schemas: BTreeMap<&'static str, u16>,
     /// Channel id and sequence counter per topic.
     channels: BTreeMap<String, (u16, u32)>,
     stats: BTreeMap<String, TopicStats>,
@@ -109,14 +107,26 @@ impl<W: Write + Seek> McapRecorder<W> {
             .create(w)?;
         Ok(Self {
             writer,
-            video_schema: None,
-            can_schema: None,
-            joint_schema: None,
-            mark_schema: None,
+            schemas: BTreeMap::new(),
             channels: BTreeMap::new(),
             stats: BTreeMap::new(),
             last_flush: Instant::now(),
         })
+    }
+
+    /// The id of schema `name`, added to the file on first use.
+    fn schema(
+        &mut self,
+        name: &'static str,
+        encoding: &str,
+        data: &[u8],
+    ) -> Result<u16, RecordError> {
+        if let Some(&id) = self.schemas.get(name) {
+            return Ok(id);
+        }
+        let id = self.writer.add_schema(name, encoding, data)?;
+        self.schemas.insert(name, id);
+        Ok(id)
     }
 
     fn channel(
@@ -173,15 +183,14 @@ impl<W: Write + Seek> McapRecorder<W> {
         receive_ns: u64,
         annex_b: &[u8],
     ) -> Result<(), RecordError> {
-        let schema = match self.video_schema {
-            Some(s) => s,
+        let schema = match self.schemas.get("foxglove.CompressedVideo") {
+            Some(&s) => s,
             None => {
                 let s = CompressedVideo::get_schema().ok_or_else(|| RecordError::Encode {
                     what: "video",
                     reason: "no CompressedVideo schema".into(),
                 })?;
-                let id = self.writer.add_schema(&s.name, &s.encoding, &s.data)?;
-                *self.video_schema.insert(id)
+                self.schema("foxglove.CompressedVideo", &s.encoding, &s.data)?
             }
         };
         let msg = CompressedVideo {
@@ -209,14 +218,11 @@ impl<W: Write + Seek> McapRecorder<W> {
         receive_ns: u64,
         frame: &xoq_wire::can::CanFrame,
     ) -> Result<(), RecordError> {
-        let schema = match self.can_schema {
-            Some(s) => s,
-            None => *self.can_schema.insert(self.writer.add_schema(
-                ros2::CAN_FRAME,
-                "ros2msg",
-                ros2::CAN_FRAME_SCHEMA.as_bytes(),
-            )?),
-        };
+        let schema = self.schema(
+            ros2::CAN_FRAME,
+            "ros2msg",
+            ros2::CAN_FRAME_SCHEMA.as_bytes(),
+        )?;
         let data = ros2::encode_can_frame(capture_ns, frame);
         self.write(topic, schema, "cdr", capture_ns, receive_ns, &data)
     }
@@ -228,14 +234,11 @@ impl<W: Write + Seek> McapRecorder<W> {
         receive_ns: u64,
         js: &ros2::JointState,
     ) -> Result<(), RecordError> {
-        let schema = match self.joint_schema {
-            Some(s) => s,
-            None => *self.joint_schema.insert(self.writer.add_schema(
-                ros2::JOINT_STATE,
-                "ros2msg",
-                ros2::JOINT_STATE_SCHEMA.as_bytes(),
-            )?),
-        };
+        let schema = self.schema(
+            ros2::JOINT_STATE,
+            "ros2msg",
+            ros2::JOINT_STATE_SCHEMA.as_bytes(),
+        )?;
         self.write(topic, schema, "cdr", js.stamp_ns, receive_ns, &js.encode())
     }
 
@@ -248,14 +251,7 @@ impl<W: Write + Seek> McapRecorder<W> {
         episode: u32,
         reason: &str,
     ) -> Result<(), RecordError> {
-        let schema = match self.mark_schema {
-            Some(s) => s,
-            None => *self.mark_schema.insert(self.writer.add_schema(
-                EPISODE_MARK,
-                "jsonschema",
-                EPISODE_MARK_SCHEMA.as_bytes(),
-            )?),
-        };
+        let schema = self.schema(EPISODE_MARK, "jsonschema", EPISODE_MARK_SCHEMA.as_bytes())?;
         let reason: String = reason
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == ' ' || *c == '-')

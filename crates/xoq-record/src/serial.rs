@@ -17,8 +17,7 @@ impl<W: Write + Seek> McapRecorder<W> {
         direction: u8,
         data: &[u8],
     ) -> Result<(), RecordError> {
-        // The writer keeps one schema per content: adding it again returns its id.
-        let schema = self.writer.add_schema(
+        let schema = self.schema(
             ros2::SERIAL_CHUNK,
             "ros2msg",
             ros2::SERIAL_CHUNK_SCHEMA.as_bytes(),
